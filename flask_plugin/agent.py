@@ -1,0 +1,143 @@
+"""The per-app state of flamewatch: settings, recorder, and the writer's life cycle.
+
+An :class:`Agent` lives in ``app.extensions["flamewatch"]``. Its background thread starts with
+the first request a process serves (so gunicorn's pre-fork master never owns one), starts
+afresh in a forked child, and is flushed and stopped at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import platform
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
+from flask import Flask
+
+from flamewatch.sampler import Recorder, Writer
+from flamewatch.sampler.logs import log
+from flamewatch.sampler.store import ProcessInfo, RouteInfo, Store, make_store
+from flamewatch.sampler.version import VersionInfo
+
+from .config import Settings
+
+__all__ = ["Agent"]
+
+EXIT_FLUSH_TIMEOUT_S = 5.0
+
+_agents: weakref.WeakSet[Agent] = weakref.WeakSet()
+# stores inherited from a parent process: never touched, never finalized, in a forked child
+_inherited: list[Store] = []
+
+
+class Agent:
+    """flamewatch on one Flask app, in one process."""
+
+    def __init__(self, app: Flask, settings: Settings, version: VersionInfo) -> None:
+        self.settings = settings
+        self.version = version
+        self.recorder = Recorder(settings.queue_size, self._monitored_default)
+        self._app_ref = weakref.ref(app)
+        self._writer: Writer | None = None
+        self._lock = threading.Lock()
+        self.running = False
+        self.closed = False
+        _agents.add(self)
+
+    @property
+    def database(self) -> str:
+        return self.settings.database
+
+    def _monitored_default(self, endpoint: str) -> bool:
+        return not self.settings.is_excluded(endpoint)
+
+    def _routes(self) -> Sequence[RouteInfo]:
+        app = self._app_ref()
+        if app is None:
+            return []
+        return [
+            RouteInfo(rule.endpoint, rule.rule, tuple(sorted(rule.methods or ())))
+            for rule in list(app.url_map.iter_rules())
+        ]
+
+    def start(self) -> None:
+        """Start the writer thread in this process (idempotent; called by the first request)."""
+        with self._lock:
+            if self.running or self.closed:
+                return
+            process = ProcessInfo(
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                version=self.version.label,
+                version_source=self.version.source,
+                started_at=time.time(),
+                agent=f"flamewatch {_flamewatch_version()} / Python {platform.python_version()}",
+            )
+            self._writer = Writer(
+                make_store(self.settings.database),
+                self.recorder,
+                self.settings.outlier,
+                process,
+                flush_interval=self.settings.flush_interval,
+                routes=self._routes,
+            )
+            self._writer.start()
+            self.running = True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every record accepted so far is written; False on timeout or failure."""
+        writer = self._writer
+        if writer is None:
+            return not self.recorder.queue
+        return writer.flush(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Write what is queued, stop the writer thread; later requests are not recorded."""
+        with self._lock:
+            self.closed = True
+            self.running = False
+            writer, self._writer = self._writer, None
+        return writer.stop(timeout) if writer is not None else True
+
+    @property
+    def written(self) -> int:
+        return self._writer.written if self._writer is not None else 0
+
+    def _after_fork_in_child(self) -> None:
+        # the lock may have been held by another thread at fork time: replace it
+        self._lock = threading.Lock()
+        if self._writer is not None:
+            _inherited.append(self._writer.store)
+        self._writer = None
+        self.running = False
+        self.recorder.reset_after_fork()
+
+
+def _flamewatch_version() -> str:
+    try:
+        return package_version("flamewatch")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def _after_fork_in_child() -> None:
+    for agent in list(_agents):
+        agent._after_fork_in_child()
+
+
+def _flush_all_at_exit() -> None:
+    for agent in list(_agents):
+        try:
+            agent.close(EXIT_FLUSH_TIMEOUT_S)
+        except Exception:
+            log.exception("flamewatch: flushing at exit failed")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_all_at_exit)

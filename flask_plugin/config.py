@@ -1,0 +1,310 @@
+"""flamewatch's settings: where they come from, what they accept, and their defaults.
+
+Each setting is read from the keyword arguments given to :class:`~.Flamewatch` (which win),
+then from ``app.config["FLAMEWATCH_<NAME>"]``, then falls back to its default. Every value is
+checked once, at ``init_app``; a bad one raises :class:`ConfigError` naming the key and what it
+accepts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flamewatch.sampler import OutlierRule
+from flamewatch.sampler.store import resolve_database
+
+__all__ = ["OPTIONS", "ConfigError", "Option", "Settings", "load_settings"]
+
+PREFIX = "FLAMEWATCH_"
+
+GroupBy = Callable[[Any], "str | int | None"]
+
+
+class ConfigError(ValueError):
+    """A flamewatch setting has a value it does not accept."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # keyword argument; the config key is PREFIX + name.upper()
+    default: Any
+    accepts: str  # what the error message and the README say it accepts
+    help: str
+
+    @property
+    def key(self) -> str:
+        return PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "enabled",
+        True,
+        "a boolean",
+        "Record requests. When false, flamewatch installs nothing on the app.",
+    ),
+    Option(
+        "database",
+        None,
+        "a file path or a sqlite:///… URL",
+        "Where the store lives. Relative paths are taken from the app's instance folder."
+        " Default: `flamewatch.sqlite3` in the instance folder (created if missing).",
+    ),
+    Option(
+        "version",
+        None,
+        "a non-empty string",
+        "The version label of the deployed code. Default: the git commit (12 hex digits) read"
+        " from the `.git` files, then CI/platform variables such as `GITHUB_SHA` or"
+        " `SOURCE_VERSION`, then `unknown`. Detected once, at start.",
+    ),
+    Option(
+        "git",
+        None,
+        "an existing directory or `.git` file",
+        "Where to look for the git repository. Default: upward from the app's root path.",
+    ),
+    Option(
+        "group_by",
+        None,
+        "a callable request -> str | int | None, or its import path 'module:function'",
+        "The user or group a request belongs to (called after the view, inside the request"
+        " context). When unset or when it returns None: the client address.",
+    ),
+    Option(
+        "exclude",
+        (),
+        "a list of endpoint names or fnmatch patterns (or a comma-separated string)",
+        "Endpoints never monitored, besides `static`, `*.static` and flamewatch's own."
+        " Every other endpoint is monitored unless switched off in the store.",
+    ),
+    Option(
+        "outlier_k",
+        3.0,
+        "a number >= 0",
+        "An outlier is slower than mean + k * stddev of its endpoint (and version)...",
+    ),
+    Option(
+        "outlier_factor",
+        2.0,
+        "a number >= 1",
+        "...and slower than factor * mean...",
+    ),
+    Option(
+        "outlier_min_ms",
+        5.0,
+        "a number >= 0",
+        "...and slower than this many milliseconds.",
+    ),
+    Option(
+        "outlier_warmup",
+        30,
+        "an integer from 2 to 30",
+        "Requests of an endpoint (in this version) seen before any can be an outlier.",
+    ),
+    Option(
+        "outlier_window",
+        1000,
+        "an integer >= outlier_warmup",
+        "The statistics weigh about this many recent requests (exponential forgetting).",
+    ),
+    Option(
+        "queue_size",
+        50_000,
+        "an integer from 100 to 10,000,000",
+        "Records waiting for the writer; beyond it records are dropped and counted.",
+    ),
+    Option(
+        "flush_interval",
+        1.0,
+        "a number of seconds from 0.01 to 60",
+        "How often the writer thread writes what is queued.",
+    ),
+)
+
+_BY_NAME = {option.name: option for option in OPTIONS}
+_STATIC = ("static", "*.static", "flamewatch", "flamewatch.*")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of flamewatch on one app."""
+
+    enabled: bool
+    database: str  # a store URL
+    version: str | None
+    git: Path | None
+    group_by: GroupBy | None
+    exclude: tuple[str, ...]
+    outlier: OutlierRule
+    queue_size: int
+    flush_interval: float
+
+    def is_excluded(self, endpoint: str) -> bool:
+        from fnmatch import fnmatchcase
+
+        return any(fnmatchcase(endpoint, pattern) for pattern in (*_STATIC, *self.exclude))
+
+
+def check_option_names(options: Mapping[str, Any]) -> None:
+    """Refuse unknown keyword arguments, suggesting the closest known one."""
+    for name in options:
+        if name not in _BY_NAME:
+            raise TypeError(f"Flamewatch() got an unknown option {name!r}{_suggest(name, False)}")
+
+
+def load_settings(
+    config: Mapping[str, Any], options: Mapping[str, Any], instance_path: str
+) -> Settings:
+    """Read and check every setting; raise :class:`ConfigError` on the first bad one."""
+    check_option_names(options)
+    for key in config:
+        if key.startswith(PREFIX) and key[len(PREFIX) :].lower() not in _BY_NAME:
+            raise ConfigError(f"unknown setting {key}{_suggest(key, True)}")
+
+    def raw(name: str) -> tuple[str, Any]:
+        option = _BY_NAME[name]
+        if name in options:
+            return f"{name}= (keyword argument)", options[name]
+        return option.key, config.get(option.key, option.default)
+
+    def get(name: str, parse: Callable[[Any], Any]) -> Any:
+        where, value = raw(name)
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as exc:
+            accepts = _BY_NAME[name].accepts
+            detail = f" ({exc})" if str(exc) else ""
+            raise ConfigError(
+                f"{where} must be {accepts}; got {value!r}{detail}".replace(
+                    "= (keyword argument) must", " (keyword argument) must"
+                )
+            ) from None
+
+    warmup = get("outlier_warmup", _integer(2, 30))
+    try:
+        outlier = OutlierRule(
+            k=get("outlier_k", _number(0, math.inf)),
+            factor=get("outlier_factor", _number(1, math.inf)),
+            min_ms=get("outlier_min_ms", _number(0, math.inf)),
+            warmup=warmup,
+            window=get("outlier_window", _integer(warmup, 10**9)),
+        )
+    except ValueError as exc:  # pragma: no cover - every field is checked above
+        raise ConfigError(str(exc)) from None
+    return Settings(
+        enabled=get("enabled", _boolean),
+        database=get("database", lambda v: _database(v, instance_path)),
+        version=get("version", _optional_text),
+        git=get("git", _git_path),
+        group_by=get("group_by", _callable),
+        exclude=get("exclude", _patterns),
+        outlier=outlier,
+        queue_size=get("queue_size", _integer(100, 10_000_000)),
+        flush_interval=get("flush_interval", _number(0.01, 60)),
+    )
+
+
+def _suggest(name: str, as_key: bool) -> str:
+    known = [option.key if as_key else option.name for option in OPTIONS]
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("")
+
+
+def _number(low: float, high: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError("")
+        number = float(value)
+        if not (math.isfinite(number) and low <= number <= high):
+            raise ValueError("")
+        return number
+
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("")
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError("")
+        return number
+
+    return parse
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("")
+    return value.strip()
+
+
+def _database(value: Any, instance_path: str) -> str:
+    if value is None:
+        return resolve_database("flamewatch.sqlite3", instance_path)
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError("")
+    return resolve_database(value, instance_path)
+
+
+def _git_path(value: Any) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError("")
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ValueError(f"{str(path)!r} does not exist")
+    return path
+
+
+def _callable(value: Any) -> GroupBy | None:
+    if value is None or callable(value):
+        return value  # type: ignore[no-any-return]
+    if not isinstance(value, str) or ":" not in value:
+        raise TypeError("")
+    module_name, _, attribute = value.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name.strip())
+        for part in attribute.strip().split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import it: {exc}") from None
+    if not callable(target):
+        raise ValueError(f"{value!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+    else:
+        raise TypeError("")
+    if not all(isinstance(item, str) for item in items):
+        raise TypeError("")
+    return tuple(item for item in items if item)

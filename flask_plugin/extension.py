@@ -1,0 +1,80 @@
+"""The Flask extension: ``Flamewatch(app)`` or ``Flamewatch().init_app(app)``."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from flask import Flask
+
+from flamewatch.sampler import detect_version
+from flamewatch.sampler.logs import log
+
+from .agent import Agent
+from .config import check_option_names, load_settings
+from .hooks import install
+
+__all__ = ["Flamewatch"]
+
+
+class Flamewatch:
+    """Times every request of an app, stores it with its version and user, flags outliers.
+
+    Options are the settings of the README's configuration table, by their lower-case names
+    (``Flamewatch(app, group_by=..., database=...)``); they win over ``app.config``'s
+    ``FLAMEWATCH_*`` keys. One instance may be initialised on several apps; each app's state
+    lives in ``app.extensions["flamewatch"]``.
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        check_option_names(options)
+        self.options = options
+        self._agents: weakref.WeakSet[Agent] = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Check the settings and install flamewatch on ``app``; raises ``ConfigError``."""
+        if "flamewatch" in app.extensions:
+            raise RuntimeError("flamewatch is already initialised on this app")
+        settings = load_settings(app.config, self.options, app.instance_path)
+        version = detect_version(settings.version, git_path=settings.git, root_path=app.root_path)
+        agent = Agent(app, settings, version)
+        app.extensions["flamewatch"] = agent
+        self._agents.add(agent)
+        if not settings.enabled:
+            agent.closed = True
+            log.info("flamewatch: disabled on %s (FLAMEWATCH_ENABLED is false)", app.name)
+            return
+        install(app, agent)
+        _register_cli(app)
+        log.info(
+            "flamewatch: monitoring %s, version %s (from %s), store %s",
+            app.name,
+            version.label,
+            version.source,
+            settings.database,
+        )
+
+    #: the paper's name for :meth:`init_app`
+    bind = init_app
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every request recorded so far, on every app, is in the store.
+
+        Returns False if ``timeout`` (seconds) passed first or a store cannot be written.
+        """
+        results = [agent.flush(timeout) for agent in list(self._agents)]  # every one, always
+        return all(results)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Flush and stop the background threads; requests after this are not recorded."""
+        results = [agent.close(timeout) for agent in list(self._agents)]
+        return all(results)
+
+
+def _register_cli(app: Flask) -> None:
+    from .cli import flamewatch_cli
+
+    if "flamewatch" not in app.cli.commands:
+        app.cli.add_command(flamewatch_cli)

@@ -1,0 +1,194 @@
+"""What a store holds, in a few lines: versions, endpoints, outliers, drops.
+
+The report site (a later capability) goes much further; this is what ``flamewatch summary``
+and the demo print. Aggregation happens in SQL, one endpoint or version at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from flamewatch.sampler.store import StoreError, connect_sqlite
+
+__all__ = ["EndpointSummary", "StoreSummary", "VersionSummary", "format_summary", "summarize"]
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    name: str
+    source: str
+    first_seen: float
+    last_seen: float
+    requests: int
+    outliers: int
+
+
+@dataclass(frozen=True)
+class EndpointSummary:
+    name: str
+    rules: list[str]
+    monitored: bool
+    requests: int
+    outliers: int
+    median_ms: float | None
+    p90_ms: float | None
+    last_accessed: float | None
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    path: str
+    schema_version: int
+    requests: int
+    outliers: int
+    processes: int
+    dropped: int
+    versions: list[VersionSummary] = field(default_factory=list)
+    endpoints: list[EndpointSummary] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sqlite_path(database: str) -> Path:
+    """The file of a ``sqlite:///`` URL or plain path given on the command line."""
+    text = database[len("sqlite:///") :] if database.startswith("sqlite:///") else database
+    if "://" in text:
+        raise StoreError(f"{database!r}: only SQLite stores (a file path) can be read so far")
+    return Path(text)
+
+
+@contextmanager
+def open_readonly(database: str) -> Iterator[sqlite3.Connection]:
+    path = sqlite_path(database)
+    if not path.is_file():
+        raise StoreError(f"no flamewatch store at {str(path)!r}")
+    try:
+        conn = connect_sqlite(path, readonly=True)
+        conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{str(path)!r} is not a readable flamewatch store: {exc}") from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def summarize(database: str) -> StoreSummary:
+    """Read a store's summary; raises :class:`StoreError` when there is no store."""
+    with open_readonly(database) as conn:
+        return _summarize(conn, str(sqlite_path(database)))
+
+
+def _summarize(conn: sqlite3.Connection, path: str) -> StoreSummary:
+    (schema,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    requests, outliers = conn.execute(
+        "SELECT count(*), coalesce(sum(is_outlier), 0) FROM requests"
+    ).fetchone()
+    processes, dropped = conn.execute(
+        "SELECT count(*), coalesce(sum(dropped), 0) FROM processes"
+    ).fetchone()
+    versions = [
+        VersionSummary(*row)
+        for row in conn.execute(
+            "SELECT v.name, v.source, v.first_seen, v.last_seen,"
+            " (SELECT count(*) FROM requests r WHERE r.version_id = v.id),"
+            " (SELECT coalesce(sum(is_outlier), 0) FROM requests r WHERE r.version_id = v.id)"
+            " FROM versions v ORDER BY v.first_seen, v.id"
+        ).fetchall()
+    ]
+    endpoints = []
+    for endpoint_id, name, monitored, last_accessed in conn.execute(
+        "SELECT id, name, monitored, last_accessed FROM endpoints ORDER BY name"
+    ).fetchall():
+        rules = [
+            r
+            for (r,) in conn.execute(
+                "SELECT rule FROM rules WHERE endpoint_id = ? ORDER BY rule", (endpoint_id,)
+            )
+        ]
+        count, n_outliers = conn.execute(
+            "SELECT count(*), coalesce(sum(is_outlier), 0) FROM requests WHERE endpoint_id = ?",
+            (endpoint_id,),
+        ).fetchone()
+        endpoints.append(
+            EndpointSummary(
+                name=name,
+                rules=rules,
+                monitored=bool(monitored),
+                requests=count,
+                outliers=n_outliers,
+                median_ms=_quantile(conn, endpoint_id, count, 0.5),
+                p90_ms=_quantile(conn, endpoint_id, count, 0.9),
+                last_accessed=last_accessed,
+            )
+        )
+    return StoreSummary(
+        path=path,
+        schema_version=int(schema),
+        requests=requests,
+        outliers=outliers,
+        processes=processes,
+        dropped=dropped,
+        versions=versions,
+        endpoints=endpoints,
+    )
+
+
+def _quantile(conn: sqlite3.Connection, endpoint_id: int, count: int, q: float) -> float | None:
+    """The nearest-rank quantile of an endpoint's durations."""
+    if not count:
+        return None
+    rank = max(1, -(-int(q * count * 1000) // 1000))  # ceil(q * count) without float noise
+    row = conn.execute(
+        "SELECT duration_ms FROM requests WHERE endpoint_id = ?"
+        " ORDER BY duration_ms LIMIT 1 OFFSET ?",
+        (endpoint_id, min(rank, count) - 1),
+    ).fetchone()
+    return float(row[0])
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_summary(summary: StoreSummary) -> str:
+    """The summary as text for a terminal."""
+    lines = [
+        f"store: {summary.path} (schema {summary.schema_version})",
+        f"{summary.requests} requests, {summary.outliers} outliers, from {summary.processes}"
+        f" process starts; {summary.dropped} records dropped",
+        "",
+        "versions (oldest first):",
+    ]
+    for v in summary.versions:
+        lines.append(
+            f"  {v.name:<14} {v.requests:>8} requests {v.outliers:>5} outliers"
+            f"   {_when(v.first_seen)} .. {_when(v.last_seen)}   ({v.source})"
+        )
+    lines += ["", "endpoints:"]
+    width = max([len(e.name) for e in summary.endpoints] + [8])
+    lines.append(
+        f"  {'endpoint':<{width}} {'rule':<24} {'hits':>8} {'median ms':>10} {'p90 ms':>10}"
+        f" {'outliers':>8}  last accessed"
+    )
+    for e in summary.endpoints:
+        rule = ", ".join(e.rules) or "-"
+        flag = "" if e.monitored else "  (not monitored)"
+        lines.append(
+            f"  {e.name:<{width}} {rule:<24} {e.requests:>8} {_ms(e.median_ms):>10}"
+            f" {_ms(e.p90_ms):>10} {e.outliers:>8}  {_when(e.last_accessed)}{flag}"
+        )
+    return "\n".join(lines)

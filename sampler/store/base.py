@@ -1,0 +1,116 @@
+"""The store interface: what the agent writes and reads back, whatever the database.
+
+The writer thread is the only caller on the agent side; backends (SQLite here, PostgreSQL
+later) implement :class:`Store`. Nothing in here knows about Flask.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = [
+    "Baseline",
+    "ProcessInfo",
+    "RequestRecord",
+    "RouteInfo",
+    "Store",
+    "StoreError",
+]
+
+
+class StoreError(Exception):
+    """The store cannot be opened, read or written (bad URL, unwritable path, schema too new)."""
+
+
+class RequestRecord(NamedTuple):
+    """One finished request, as the writer hands it to the store."""
+
+    endpoint: str
+    rule: str | None
+    method: str
+    status: int
+    started_at: float  # Unix time (UTC) when the request arrived
+    duration_ms: float
+    group: str | None  # the user or group; the client address when the app gives none
+    client_ip: str | None
+    is_outlier: bool
+    threshold_ms: float | None  # the threshold in force; None while the endpoint warmed up
+
+
+class RouteInfo(NamedTuple):
+    """An endpoint's URL rule as found in the app's URL map."""
+
+    endpoint: str
+    rule: str
+    methods: tuple[str, ...]
+
+
+class Baseline(NamedTuple):
+    """Statistics of an endpoint's recent normal durations, to seed the outlier rule."""
+
+    samples: int
+    mean_ms: float
+    variance: float
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """Who is writing: one row per process start."""
+
+    hostname: str
+    pid: int
+    version: str
+    version_source: str
+    started_at: float
+    agent: str  # e.g. "flamewatch 0.1.0 / Python 3.11.7"
+
+
+class Store(abc.ABC):
+    """A place where requests are written in batches and read back by the report.
+
+    Every method may raise :class:`StoreError` (or the driver's own error, which the writer
+    treats alike). Implementations are used from one thread at a time.
+    """
+
+    url: str
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect, create the schema or migrate it to the current version."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection; idempotent."""
+
+    @abc.abstractmethod
+    def register_process(self, process: ProcessInfo) -> int:
+        """Record a process start (and its version); return the process id."""
+
+    @abc.abstractmethod
+    def write_requests(self, process_id: int, records: Sequence[RequestRecord]) -> None:
+        """Insert a batch of requests in one transaction (all or nothing)."""
+
+    @abc.abstractmethod
+    def record_routes(
+        self, routes: Sequence[RouteInfo], monitored_default: Callable[[str], bool], now: float
+    ) -> None:
+        """Insert or refresh endpoints and rules seen in the URL map."""
+
+    @abc.abstractmethod
+    def monitor_flags(self) -> dict[str, bool]:
+        """Endpoint name -> whether it is monitored, as stored."""
+
+    @abc.abstractmethod
+    def set_monitored(self, endpoint: str, monitored: bool) -> None:
+        """Turn monitoring of one endpoint on or off (creates the endpoint if unknown)."""
+
+    @abc.abstractmethod
+    def update_process(self, process_id: int, *, last_seen: float, dropped: int) -> None:
+        """Refresh a process's heartbeat and its count of dropped records."""
+
+    @abc.abstractmethod
+    def baselines(self, version: str, window: int) -> dict[str, Baseline]:
+        """Per endpoint, statistics of the last ``window`` normal requests of ``version``."""

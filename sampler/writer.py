@@ -1,0 +1,284 @@
+"""The background writer: one thread per process between the request queue and the store.
+
+It drains :attr:`Recorder.queue` every ``flush_interval`` seconds (or at once when flushed),
+writes the records in batches, feeds each endpoint's :class:`RunningStats` and publishes its
+outlier threshold back to the :class:`Recorder`. Every ``sync_interval`` it also records the
+app's routes, reads the stored monitor flags and refreshes its process row. A store that fails
+is logged once, retried with back-off, and never blocks a request: records wait in memory up
+to the queue's cap and are counted as dropped beyond it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from .recorder import FlushMarker, RawRecord, Recorder
+from .stats import OutlierRule, RunningStats
+from .store import ProcessInfo, RequestRecord, RouteInfo, Store
+
+__all__ = ["Writer"]
+
+log = logging.getLogger("flamewatch")
+
+BATCH_SIZE = 5000
+MAX_RETRY_INTERVAL = 30.0
+
+
+class Writer:
+    """Drains a :class:`Recorder` into a :class:`Store` on its own daemon thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        recorder: Recorder,
+        rule: OutlierRule,
+        process: ProcessInfo,
+        *,
+        flush_interval: float = 1.0,
+        sync_interval: float = 2.0,
+        routes: Callable[[], Sequence[RouteInfo]] | None = None,
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.rule = rule
+        self.process = process
+        self.flush_interval = flush_interval
+        self.sync_interval = sync_interval
+        self.routes = routes
+        self.stats: dict[str, RunningStats] = {}
+        self.written = 0
+        self._process_id: int | None = None
+        self._connected = False
+        self._pending: list[RequestRecord] = []
+        self._markers: list[FlushMarker] = []
+        self._last_routes: frozenset[RouteInfo] = frozenset()
+        self._next_sync = 0.0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- control, from any thread -------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="flamewatch-writer", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written; False on timeout or a failing store."""
+        if not self.alive:
+            return not self.recorder.queue
+        marker = self.recorder.flush_marker()
+        self._wake.set()
+        return marker.event.wait(timeout) and marker.ok
+
+    def stop(self, timeout: float | None = 10.0) -> bool:
+        """Write what is queued, close the store and end the thread; True if it ended."""
+        thread = self._thread
+        if thread is None:
+            return True
+        self._stopping = True
+        self._wake.set()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("flamewatch: the writer thread did not stop within %s s", timeout)
+            return False
+        self._thread = None
+        return True
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                stopping = self._stopping
+                self._drain()
+                if self._ready(force=stopping):
+                    self._sync_if_due(force=stopping)
+                    self._write_pending()
+                self._answer_markers()
+                if stopping:
+                    break
+                self._wake.wait(self._next_wait())
+                self._wake.clear()
+        except Exception:  # a bug here must not take the process down; say so loudly once
+            log.exception("flamewatch: the writer thread failed; requests are no longer stored")
+        finally:
+            self._shutdown()
+
+    def _next_wait(self) -> float:
+        if self._failures:
+            return max(0.05, min(self._retry_at - time.monotonic(), MAX_RETRY_INTERVAL))
+        return self.flush_interval
+
+    def _drain(self) -> None:
+        """Move queued records into the pending batch, updating statistics as they pass."""
+        queue, pending = self.recorder.queue, self._pending
+        rule, stats = self.rule, self.stats
+        thresholds = self.recorder.thresholds_ns
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, FlushMarker):
+                self._markers.append(item)
+                continue
+            record = _to_record(item)
+            pending.append(record)
+            endpoint_stats = stats.get(record.endpoint)
+            if endpoint_stats is None:
+                endpoint_stats = stats[record.endpoint] = RunningStats(rule.window)
+            _feed(rule, endpoint_stats, record.duration_ms)
+            threshold = rule.threshold_ms(endpoint_stats)
+            if threshold is not None:
+                thresholds[record.endpoint] = int(threshold * 1e6)
+
+    def _ready(self, force: bool = False) -> bool:
+        """Open the store (and register this process once), unless it failed too recently."""
+        if self._connected:
+            return True
+        if not force and time.monotonic() < self._retry_at:
+            return False
+        try:
+            self.store.open()
+            if self._process_id is None:
+                self._process_id = self.store.register_process(self.process)
+                self._seed()
+        except Exception as exc:
+            self._failed("open", exc)
+            return False
+        self._connected = True
+        return True
+
+    def _seed(self) -> None:
+        baselines = self.store.baselines(self.process.version, self.rule.window)
+        for endpoint, baseline in baselines.items():
+            if endpoint in self.stats:
+                continue
+            stats = RunningStats.seed(
+                baseline.samples, baseline.mean_ms, baseline.variance, self.rule.window
+            )
+            self.stats[endpoint] = stats
+            threshold = self.rule.threshold_ms(stats)
+            if threshold is not None:
+                self.recorder.thresholds_ns[endpoint] = int(threshold * 1e6)
+
+    def _sync_if_due(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_sync:
+            return
+        self._next_sync = now + self.sync_interval
+        assert self._process_id is not None
+        try:
+            if self.routes is not None:
+                routes = frozenset(self.routes())
+                if routes != self._last_routes:
+                    self.store.record_routes(
+                        sorted(routes), self.recorder.monitored_default, time.time()
+                    )
+                    self._last_routes = routes
+            self.recorder.set_monitor_flags(self.store.monitor_flags())
+            self.store.update_process(
+                self._process_id, last_seen=time.time(), dropped=self.recorder.dropped
+            )
+        except Exception as exc:
+            self._failed("sync with", exc)
+
+    def _write_pending(self) -> None:
+        assert self._process_id is not None
+        while self._pending:
+            batch = self._pending[:BATCH_SIZE]
+            try:
+                self.store.write_requests(self._process_id, batch)
+            except Exception as exc:
+                self._failed("write to", exc)
+                return
+            del self._pending[: len(batch)]
+            self.written += len(batch)
+        if self._failures:
+            log.warning("flamewatch: the store %s is writable again", self.store.url)
+            self._failures = 0
+            self._retry_at = 0.0
+
+    def _answer_markers(self) -> None:
+        ok = not self._pending and self._connected
+        for marker in self._markers:
+            marker.answer(ok)
+        self._markers.clear()
+
+    def _failed(self, action: str, exc: Exception) -> None:
+        if not self._failures:
+            log.error(
+                "flamewatch: cannot %s the store %s: %s; requests keep being served, records"
+                " wait in memory (up to %d, then are dropped and counted) while it is retried",
+                action,
+                self.store.url,
+                exc,
+                self.recorder.queue_size,
+            )
+        else:
+            log.debug("flamewatch: store still failing (%s): %s", action, exc)
+        self._failures += 1
+        self._retry_at = time.monotonic() + min(0.5 * 2 ** min(self._failures, 6), 30.0)
+        self._connected = False
+        self.store.close()  # reopened on the next attempt
+        self._shed_excess()
+
+    def _shed_excess(self) -> None:
+        """While the store fails, hold at most ``queue_size`` records; count the rest."""
+        excess = len(self._pending) - self.recorder.queue_size
+        if excess > 0:
+            del self._pending[:excess]
+            self.recorder.count_dropped(excess)
+
+    def _shutdown(self) -> None:
+        if self._pending:
+            log.error(
+                "flamewatch: %d records could not be written to %s and are lost",
+                len(self._pending),
+                self.store.url,
+            )
+            self.recorder.count_dropped(len(self._pending))
+            self._pending.clear()
+        self._answer_markers()
+        if self._connected and self._process_id is not None:
+            try:
+                self.store.update_process(
+                    self._process_id, last_seen=time.time(), dropped=self.recorder.dropped
+                )
+            except Exception as exc:
+                log.debug("flamewatch: final process update failed: %s", exc)
+        self.store.close()
+        self._connected = False
+
+
+def _to_record(raw: RawRecord) -> RequestRecord:
+    (endpoint, rule, method, status, started_at, duration_ns, group, client_ip, threshold, outl) = (
+        raw
+    )
+    return RequestRecord(
+        endpoint,
+        rule,
+        method,
+        status,
+        started_at,
+        duration_ns / 1e6,
+        client_ip if group is None else str(group),
+        client_ip,
+        outl,
+        None if threshold is None else threshold / 1e6,
+    )
+
+
+def _feed(rule: OutlierRule, stats: RunningStats, duration_ms: float) -> None:
+    threshold = rule.threshold_ms(stats)
+    stats.add(duration_ms if threshold is None else min(duration_ms, threshold))
