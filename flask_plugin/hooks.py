@@ -19,6 +19,7 @@ from time import perf_counter_ns, time
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
+from werkzeug.wsgi import ClosingIterator
 
 from flamewatch.sampler.logs import log_swallowed
 
@@ -46,6 +47,10 @@ __all__ = ["RequestTimer", "install"]
 #: environ keys shared between the middleware and the dispatch wrapper
 T0_KEY = "flamewatch.t0"
 INFO_KEY = "flamewatch.info"
+
+# Response bodies that are complete when the app returns. Flask turns an ``abort()`` or
+# other WSGI-callable result into a response around a ClosingIterator over a finished body.
+_PRODUCED = (list, tuple, ClosingIterator)
 
 # positions in the per-request info list the dispatch wrapper leaves in the environ
 _ENDPOINT, _RULE, _STATUS, _STREAMED, _GROUP = range(5)
@@ -77,7 +82,7 @@ def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callabl
         try:
             response = original()
             info[_STATUS] = response.status_code
-            info[_STREAMED] = not isinstance(response.response, (list, tuple))
+            info[_STREAMED] = not isinstance(response.response, _PRODUCED)
             return response
         finally:
             if group_by is not None:

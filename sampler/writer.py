@@ -104,8 +104,9 @@ class Writer:
             while True:
                 stopping = self._stopping
                 self._drain()
-                if self._ready(force=stopping):
-                    self._sync_if_due(force=stopping)
+                urgent = stopping or bool(self._markers)  # a flush or a stop: act now
+                if self._ready(force=urgent):
+                    self._sync_if_due(force=urgent)
                     self._write_pending()
                 self._answer_markers()
                 if stopping:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .base import Baseline, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
 from .schema import SCHEMA_VERSION
-from .sqlite import SQLiteStore, connect_sqlite
+from .sqlite import SQLiteStore, connect_sqlite, open_stores
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -20,6 +20,7 @@ __all__ = [
     "StoreError",
     "connect_sqlite",
     "make_store",
+    "open_stores",
     "resolve_database",
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +18,16 @@ from pathlib import Path
 from .base import Baseline, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["SQLiteStore", "connect_sqlite"]
+__all__ = ["SQLiteStore", "connect_sqlite", "open_stores"]
 
 BUSY_TIMEOUT_S = 30.0
+
+_open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def open_stores() -> list[SQLiteStore]:
+    """The stores of this process whose connection is open (tests check none leaks)."""
+    return [store for store in list(_open_stores) if store._conn is not None]
 
 
 def connect_sqlite(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
@@ -86,10 +94,12 @@ class SQLiteStore(Store):
             conn.close()
             raise
         self._conn = conn
+        _open_stores.add(self)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            _open_stores.discard(self)
             conn.close()
 
     @property

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from flamewatch.flask_plugin import Agent, Flamewatch
+from flamewatch.flask_plugin.agent import _agents
+from flamewatch.sampler.store import open_stores
+
+
+def _flamewatch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("flamewatch-") and t.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def leak_detector() -> Iterator[None]:
+    """Fail a test that leaves a flamewatch thread or store connection behind."""
+    yield
+    threads, stores = _flamewatch_threads(), open_stores()
+    for agent in list(_agents):  # clean up so one leak does not fail every later test
+        agent.close(5)
+    assert not threads, f"flamewatch threads left running: {threads}"
+    assert not stores, f"store connections left open: {stores}"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.sqlite3"
+
+
+@pytest.fixture
+def make_app(db_path: Path) -> Iterator[Callable[..., Flask]]:
+    """Build a test app with a few views and flamewatch on it; closed after the test."""
+    apps: list[Flask] = []
+
+    def make(*, init: bool = True, **config: Any) -> Flask:
+        app = Flask("testapp")
+        app.config.update(TESTING=True, FLAMEWATCH_DATABASE=str(db_path), FLAMEWATCH_VERSION="v1")
+        app.config.update({f"FLAMEWATCH_{k.upper()}": v for k, v in config.items()})
+
+        @app.get("/")
+        def index() -> str:
+            return "hello"
+
+        @app.get("/items/<int:item_id>")
+        def item(item_id: int) -> dict[str, int]:
+            return {"id": item_id}
+
+        if init:
+            Flamewatch(app)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:  # also apps a test initialised itself
+        agent = app.extensions.get("flamewatch")
+        if agent is not None:
+            agent.close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def fw(app: Flask) -> Agent:
+    return app.extensions["flamewatch"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()

@@ -1,0 +1,155 @@
+"""Settings: defaults, precedence, and clear errors at init_app."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from helpers import flush, stored
+
+from flamewatch.flask_plugin import OPTIONS, ConfigError, Flamewatch
+
+
+def _app(tmp_path: Path, **config: Any) -> Flask:
+    app = Flask("cfgapp", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True)
+    app.config.update(config)
+
+    @app.get("/")
+    def index() -> str:
+        return "hi"
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("FLAMEWATCH_OUTLIER_K", "abc", "FLAMEWATCH_OUTLIER_K must be a number >= 0; got 'abc'"),
+        ("FLAMEWATCH_OUTLIER_FACTOR", 0.5, "FLAMEWATCH_OUTLIER_FACTOR must be a number >= 1"),
+        ("FLAMEWATCH_OUTLIER_WARMUP", 100, "must be an integer from 2 to 30; got 100"),
+        ("FLAMEWATCH_OUTLIER_WINDOW", 10, "FLAMEWATCH_OUTLIER_WINDOW must be an integer >="),
+        ("FLAMEWATCH_QUEUE_SIZE", True, "FLAMEWATCH_QUEUE_SIZE must be an integer"),
+        ("FLAMEWATCH_FLUSH_INTERVAL", 0, "FLAMEWATCH_FLUSH_INTERVAL must be a number of seconds"),
+        ("FLAMEWATCH_ENABLED", "maybe", "FLAMEWATCH_ENABLED must be a boolean"),
+        ("FLAMEWATCH_DATABASE", "postgresql://u@db/fw", "PostgreSQL stores are not yet supported"),
+        ("FLAMEWATCH_DATABASE", ":memory:", "an in-memory database cannot be shared"),
+        ("FLAMEWATCH_DATABASE", "mysql://db/fw", "the scheme 'mysql' is not supported"),
+        ("FLAMEWATCH_DATABASE", "sqlite://relative", "not a SQLite URL of the form sqlite:///"),
+        ("FLAMEWATCH_DATABASE", 42, "FLAMEWATCH_DATABASE must be a file path or a sqlite:///"),
+        ("FLAMEWATCH_VERSION", "   ", "FLAMEWATCH_VERSION must be a non-empty string"),
+        ("FLAMEWATCH_GIT", "/no/such/dir", "'/no/such/dir' does not exist"),
+        ("FLAMEWATCH_GROUP_BY", "no_such_module:f", "cannot import it"),
+        ("FLAMEWATCH_GROUP_BY", 42, "FLAMEWATCH_GROUP_BY must be a callable request -> str"),
+        ("FLAMEWATCH_EXCLUDE", 5, "FLAMEWATCH_EXCLUDE must be a list of endpoint names"),
+        (
+            "FLAMEWATCH_DATABSE",
+            "x.db",
+            "unknown setting FLAMEWATCH_DATABSE; did you mean FLAMEWATCH_DATABASE?",
+        ),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_bad_setting_raises_at_init_app_naming_key_and_accepted_values(
+    tmp_path: Path, key: str, value: Any, message: str
+) -> None:
+    app = _app(tmp_path, **{key: value})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Flamewatch(app)
+    assert "flamewatch" not in app.extensions
+    assert not [t for t in threading.enumerate() if t.name.startswith("flamewatch-")]
+
+
+def test_bad_keyword_argument_names_the_argument(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"outlier_k \(keyword argument\) must be a number"):
+        Flamewatch(_app(tmp_path), outlier_k=-2)
+
+
+def test_unknown_keyword_argument_is_a_type_error_with_a_suggestion() -> None:
+    with pytest.raises(TypeError, match="unknown option 'groupby'; did you mean group_by"):
+        Flamewatch(groupby=lambda r: None)
+
+
+def test_keyword_arguments_win_over_app_config(tmp_path: Path) -> None:
+    app = _app(tmp_path, FLAMEWATCH_VERSION="from-config", FLAMEWATCH_OUTLIER_K="2.5")
+    Flamewatch(app, version="from-kwargs")
+    agent = app.extensions["flamewatch"]
+    assert agent.version.label == "from-kwargs"
+    assert agent.settings.outlier.k == 2.5  # strings from env-style config are parsed
+    agent.close()
+
+
+def test_default_store_is_created_in_the_instance_folder(tmp_path: Path) -> None:
+    app = _app(tmp_path, FLAMEWATCH_VERSION="1")
+    fw = Flamewatch(app)
+    assert not (tmp_path / "instance").exists()  # nothing happens before the first request
+    app.test_client().get("/")
+    assert fw.flush(timeout=30)
+    store = tmp_path / "instance" / "flamewatch.sqlite3"
+    assert [r["endpoint"] for r in stored(store)] == ["index"]
+    fw.close()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["data/fw.sqlite3", "sqlite:///data/fw.sqlite3"],
+    ids=["relative-path", "relative-sqlite-url"],
+)
+def test_relative_store_paths_are_in_the_instance_folder(tmp_path: Path, setting: str) -> None:
+    app = _app(tmp_path, FLAMEWATCH_DATABASE=setting)
+    Flamewatch(app)
+    app.test_client().get("/")
+    flush(app)
+    assert len(stored(tmp_path / "instance" / "data" / "fw.sqlite3")) == 1
+    app.extensions["flamewatch"].close()
+
+
+def test_absolute_sqlite_url(tmp_path: Path) -> None:
+    target = tmp_path / "abs.sqlite3"
+    app = _app(tmp_path, FLAMEWATCH_DATABASE=f"sqlite:///{target}")
+    Flamewatch(app)
+    assert app.extensions["flamewatch"].database == f"sqlite:///{target}"
+    app.extensions["flamewatch"].close()
+
+
+def test_disabled_installs_nothing(tmp_path: Path) -> None:
+    app = _app(tmp_path, FLAMEWATCH_ENABLED="false")
+    wsgi_app = app.wsgi_app
+    Flamewatch(app)
+    assert app.wsgi_app == wsgi_app
+    assert app.test_client().get("/").text == "hi"
+    assert not (tmp_path / "instance").exists()
+
+
+def test_init_app_twice_is_refused(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    fw = Flamewatch(app)
+    with pytest.raises(RuntimeError, match="already initialised"):
+        fw.init_app(app)
+    fw.close()
+
+
+def test_app_factory_and_bind_alias(tmp_path: Path) -> None:
+    fw = Flamewatch(version="factory")
+    apps = []
+    for name in ("one", "two"):
+        app = _app(tmp_path / name, FLAMEWATCH_DATABASE=str(tmp_path / f"{name}.sqlite3"))
+        fw.bind(app)
+        app.test_client().get("/")
+        apps.append(app)
+    assert fw.flush(timeout=30)
+    for name in ("one", "two"):
+        assert [r["version"] for r in stored(tmp_path / f"{name}.sqlite3")] == ["factory"]
+    assert fw.close()
+    assert not hasattr(fw, "app")
+
+
+def test_every_option_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for option in OPTIONS:
+        assert f"`{option.key}`" in readme, option.key
+        assert f"`{option.name}`" in readme, option.name

@@ -1,0 +1,84 @@
+"""The outlier flag end to end: warm-up, threshold, restart with seeded statistics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flask import Flask, request
+from helpers import flush, stored
+
+
+def _app_with_sleepy_view(make_app: Callable[..., Flask], **config: object) -> Flask:
+    app = make_app(init=False, **config)
+
+    @app.get("/work")
+    def work() -> str:
+        time.sleep(float(request.args.get("ms", "1")) / 1000)
+        return "done"
+
+    from flamewatch.flask_plugin import Flamewatch
+
+    Flamewatch(app)
+    return app
+
+
+def test_slow_request_after_warmup_is_flagged_with_its_threshold(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = _app_with_sleepy_view(make_app, outlier_warmup=20)
+    client = app.test_client()
+    for _ in range(20):
+        client.get("/work?ms=2")
+    flush(app)  # the writer has now seen the warm-up and published a threshold
+    client.get("/work?ms=2")
+    client.get("/work?ms=80")
+    flush(app)
+
+    got = stored(db_path)
+    assert [r["is_outlier"] for r in got] == [0] * 21 + [1]
+    assert all(r["threshold_ms"] is None for r in got[:20])
+    threshold = got[-1]["threshold_ms"]
+    assert 5.0 <= threshold < 80  # at least the 5 ms floor, below the slow request
+    assert got[-1]["duration_ms"] > threshold
+
+
+def test_statistics_are_seeded_from_the_store_after_a_restart(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    first = _app_with_sleepy_view(make_app, outlier_warmup=20)
+    for _ in range(25):
+        first.test_client().get("/work?ms=2")
+    first.extensions["flamewatch"].close()
+
+    again = _app_with_sleepy_view(make_app, outlier_warmup=20)
+    client = again.test_client()
+    client.get("/work?ms=2")  # the first request starts the writer, which seeds
+    flush(again)
+    client.get("/work?ms=80")
+    flush(again)
+    assert stored(db_path)[-1]["is_outlier"] == 1
+
+    other_version = _app_with_sleepy_view(make_app, outlier_warmup=20, version="v2")
+    client = other_version.test_client()
+    client.get("/work?ms=2")
+    flush(other_version)
+    client.get("/work?ms=80")
+    flush(other_version)
+    last = stored(db_path)[-1]
+    assert (last["version"], last["is_outlier"]) == ("v2", 0)  # a new version warms up anew
+
+
+def test_a_burst_of_slow_requests_does_not_raise_its_own_bar(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = _app_with_sleepy_view(make_app, outlier_warmup=20)
+    client = app.test_client()
+    for _ in range(40):
+        client.get("/work?ms=2")
+    flush(app)
+    for _ in range(10):
+        client.get("/work?ms=60")
+        flush(app)
+    assert [r["is_outlier"] for r in stored(db_path)[-10:]] == [1] * 10

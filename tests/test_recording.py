@@ -1,0 +1,384 @@
+"""Every request to a monitored endpoint is timed as a whole and stored."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Blueprint, Flask, Response, abort, g, redirect, request, stream_with_context
+from helpers import flush, rows, stored
+
+from flamewatch.flask_plugin import Flamewatch
+
+
+def test_request_is_stored_with_its_facts(app: Flask, db_path: Path) -> None:
+    before = time.time()
+    response = app.test_client().get("/items/7", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert response.json == {"id": 7}
+    flush(app)
+
+    (row,) = stored(db_path)
+    assert row["endpoint"] == "item"
+    assert row["rule"] == "/items/<int:item_id>"
+    assert row["method"] == "GET"
+    assert row["status"] == 200
+    assert before <= row["started_at"] <= time.time()
+    assert 0 < row["duration_ms"] < 5_000
+    assert row["version"] == "v1"
+    assert row["client_ip"] == "203.0.113.9"
+    assert row["grp"] == "203.0.113.9"  # no group_by: the client address
+    assert row["hostname"] == socket.gethostname()
+    assert row["is_outlier"] == 0
+    assert row["threshold_ms"] is None  # still warming up
+
+
+def test_duration_covers_hooks_around_the_view(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = make_app(init=False)
+
+    @app.before_request
+    def slow_before() -> None:
+        time.sleep(0.03)
+
+    @app.after_request
+    def slow_after(response: Response) -> Response:
+        time.sleep(0.03)
+        return response
+
+    Flamewatch(app)
+    app.test_client().get("/")
+    flush(app)
+    (row,) = stored(db_path)
+    assert row["duration_ms"] >= 60
+
+
+def test_view_exception_propagates_and_is_recorded_as_500(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = make_app(init=False)
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise KeyError("boom")
+
+    Flamewatch(app)
+    with pytest.raises(KeyError, match="boom"):  # TESTING propagates, as without flamewatch
+        app.test_client().get("/boom")
+    app.config["TESTING"] = False
+    assert app.test_client().get("/boom").status_code == 500
+    flush(app)
+    assert [(r["endpoint"], r["status"]) for r in stored(db_path)] == [("boom", 500)] * 2
+
+
+def test_abort_redirect_and_error_handlers_keep_their_status(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = make_app(init=False)
+
+    class Teapot(Exception):
+        pass
+
+    @app.errorhandler(Teapot)
+    def teapot(_: Teapot) -> tuple[str, int]:
+        return "short and stout", 418
+
+    @app.get("/gone")
+    def gone() -> str:
+        abort(410)
+
+    @app.get("/old")
+    def old() -> Response:
+        return redirect("/", 302)  # type: ignore[return-value]
+
+    @app.get("/tea")
+    def tea() -> str:
+        raise Teapot()
+
+    Flamewatch(app)
+    client = app.test_client()
+    assert client.get("/gone").status_code == 410
+    assert client.get("/old").status_code == 302
+    assert client.get("/tea").text == "short and stout"
+    assert client.get("/no/such/page").status_code == 404
+    assert client.post("/").status_code == 405
+    flush(app)
+    got = [(r["endpoint"], r["status"]) for r in stored(db_path)]
+    # unmatched URLs and wrong methods belong to no endpoint and are not recorded
+    assert got == [("gone", 410), ("old", 302), ("tea", 418)]
+
+
+def test_request_answered_by_before_request_is_recorded(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = make_app(init=False)
+
+    @app.before_request
+    def guard() -> tuple[str, int] | None:
+        return ("no", 401) if request.args.get("deny") else None
+
+    Flamewatch(app)
+    assert app.test_client().get("/?deny=1").status_code == 401
+    flush(app)
+    assert [(r["endpoint"], r["status"]) for r in stored(db_path)] == [("index", 401)]
+
+
+def test_streamed_response_is_timed_until_the_stream_ends(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = make_app(init=False)
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[str]:
+            for i in range(5):
+                time.sleep(0.01)
+                yield f"{i}\n"
+
+        return Response(stream_with_context(chunks()), mimetype="text/plain")
+
+    Flamewatch(app)
+    with app.test_client().get("/stream") as response:
+        assert response.is_streamed
+        flush(app)
+        assert stored(db_path) == []  # still streaming: not finished, not recorded
+        assert response.text == "0\n1\n2\n3\n4\n"
+    flush(app)
+    (row,) = stored(db_path)
+    assert (row["endpoint"], row["status"]) == ("stream", 200)
+    assert row["duration_ms"] >= 50
+
+
+def test_stream_closed_early_is_recorded_once(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = make_app(init=False)
+
+    @app.get("/endless")
+    def endless() -> Response:
+        def forever() -> Iterator[bytes]:
+            while True:
+                yield b"x"
+
+        return Response(forever())
+
+    Flamewatch(app)
+    response = app.test_client().get("/endless")
+    iterator = response.iter_encoded()
+    assert next(iterator) == b"x"
+    response.close()
+    response.close()
+    flush(app)
+    assert [r["endpoint"] for r in stored(db_path)] == ["endless"]
+
+
+def test_async_view_works_and_is_recorded(make_app: Callable[..., Flask], db_path: Path) -> None:
+    app = make_app(init=False)
+
+    @app.get("/async")
+    async def async_view() -> str:
+        await asyncio.sleep(0.02)
+        return "awaited"
+
+    Flamewatch(app)
+    assert app.test_client().get("/async").text == "awaited"
+    flush(app)
+    (row,) = stored(db_path)
+    assert (row["endpoint"], row["status"]) == ("async_view", 200)
+    assert row["duration_ms"] >= 20
+
+
+def test_blueprint_endpoints_are_recorded(make_app: Callable[..., Flask], db_path: Path) -> None:
+    app = make_app(init=False)
+    api = Blueprint("api", __name__, url_prefix="/api")
+
+    @api.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    app.register_blueprint(api)
+    Flamewatch(app)
+    assert app.test_client().get("/api/ping").text == "pong"
+    flush(app)
+    (row,) = stored(db_path)
+    assert (row["endpoint"], row["rule"]) == ("api.ping", "/api/ping")
+
+
+def test_endpoints_registered_after_init_app_are_discovered_and_recorded(
+    app: Flask, db_path: Path
+) -> None:
+    @app.route("/late", methods=["GET", "POST"])
+    def late() -> str:
+        return "late"
+
+    client = app.test_client()
+    assert client.post("/late").text == "late"
+    flush(app)
+    assert [r["endpoint"] for r in stored(db_path)] == ["late"]
+    endpoints = {
+        r["name"]: (r["rule"], r["methods"], r["monitored"])
+        for r in rows(
+            db_path,
+            "SELECT e.name, r.rule, r.methods, e.monitored"
+            " FROM endpoints e JOIN rules r ON r.endpoint_id = e.id",
+        )
+    }
+    assert endpoints == {
+        "index": ("/", "GET,HEAD,OPTIONS", 1),
+        "item": ("/items/<int:item_id>", "GET,HEAD,OPTIONS", 1),
+        "late": ("/late", "GET,HEAD,OPTIONS,POST", 1),
+        "static": ("/static/<path:filename>", "GET,HEAD,OPTIONS", 0),
+    }
+    (seen,) = rows(
+        db_path, "SELECT first_seen, last_seen, last_accessed FROM endpoints WHERE name = 'late'"
+    )
+    assert seen["first_seen"] <= seen["last_seen"]
+    assert seen["last_accessed"] is not None
+
+
+def test_static_and_excluded_endpoints_are_not_recorded(
+    make_app: Callable[..., Flask], db_path: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "a.txt").write_text("static file")
+    app = make_app(exclude=["item", "health*"], init=False)
+    app.static_folder = str(tmp_path / "static")
+
+    @app.get("/healthz")
+    def healthz() -> str:
+        return "ok"
+
+    Flamewatch(app)
+    client = app.test_client()
+    with client.get("/static/a.txt") as response:
+        assert response.text == "static file"
+    client.get("/items/1")
+    client.get("/healthz")
+    client.get("/")
+    flush(app)
+    assert [r["endpoint"] for r in stored(db_path)] == ["index"]
+    flags = dict(rows(db_path, "SELECT name, monitored FROM endpoints"))  # type: ignore[arg-type]
+    assert flags == {"index": 1, "item": 0, "healthz": 0, "static": 0}
+
+
+def test_monitor_flag_in_the_store_switches_an_endpoint_off(app: Flask, db_path: Path) -> None:
+    client = app.test_client()
+    client.get("/")
+    flush(app)
+    conn_store = __import__("flamewatch.sampler.store", fromlist=["SQLiteStore"]).SQLiteStore(
+        db_path
+    )
+    conn_store.open()
+    try:
+        conn_store.set_monitored("index", False)
+    finally:
+        conn_store.close()
+    flush(app)  # a flush also reads the flags
+    client.get("/")
+    client.get("/items/3")
+    flush(app)
+    assert [r["endpoint"] for r in stored(db_path)] == ["index", "item"]
+
+
+def test_group_by_names_the_user(make_app: Callable[..., Flask], db_path: Path) -> None:
+    app = make_app(init=False)
+
+    @app.before_request
+    def login() -> None:
+        g.user = request.headers.get("X-User")
+
+    Flamewatch(app, group_by=lambda req: g.user)
+    client = app.test_client()
+    client.get("/", headers={"X-User": "alice"})
+    client.get("/", environ_base={"REMOTE_ADDR": "198.51.100.4"})
+    flush(app)
+    assert [r["grp"] for r in stored(db_path)] == ["alice", "198.51.100.4"]
+
+
+def test_group_by_from_config_import_path(make_app: Callable[..., Flask], db_path: Path) -> None:
+    app = make_app(group_by="helpers:group_from_header")
+    app.test_client().get("/", headers={"X-Team": "blue"})
+    flush(app)
+    assert [r["grp"] for r in stored(db_path)] == ["team-blue"]
+
+
+def test_failing_group_by_is_logged_and_the_request_served(
+    make_app: Callable[..., Flask], db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(init=False)
+
+    def broken(req: object) -> str:
+        raise RuntimeError("group_by bug")
+
+    Flamewatch(app, group_by=broken)
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="flamewatch"):
+        responses = [client.get("/") for _ in range(5)]
+    assert [r.text for r in responses] == ["hello"] * 5
+    assert len([r for r in caplog.records if "group_by" in r.getMessage()]) == 1  # rate-limited
+    flush(app)
+    assert [r["grp"] for r in stored(db_path)] == ["127.0.0.1"] * 5
+
+
+def test_32_threads_of_500_requests_store_exactly_16000_rows(app: Flask, db_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def hammer(n: int) -> None:
+        client = app.test_client()
+        try:
+            for i in range(500):
+                response = client.get(f"/items/{n * 1000 + i}")
+                assert response.status_code == 200
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    flush(app)
+    ((count, distinct, dropped),) = rows(
+        db_path,
+        "SELECT count(*), count(DISTINCT duration_ms || ':' || started_at),"
+        " (SELECT sum(dropped) FROM processes) FROM requests",
+    )
+    assert count == 16_000
+    assert dropped == 0
+    assert distinct > 15_000  # distinct requests, not one record repeated
+
+
+def test_real_threaded_server_with_concurrent_clients(app: Flask, db_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.request import urlopen
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/items/"
+
+        def fetch(i: int) -> bytes:
+            with urlopen(url + str(i), timeout=30) as response:
+                return response.read()  # type: ignore[no-any-return]
+
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(fetch, range(400)))
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert len(bodies) == 400
+    flush(app)
+    got = stored(db_path)
+    assert len(got) == 400
+    assert {r["client_ip"] for r in got} == {"127.0.0.1"}

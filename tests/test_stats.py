@@ -1,0 +1,86 @@
+"""The outlier rule and its running statistics, as pure code."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from flamewatch.sampler import OutlierRule, RunningStats
+
+
+def test_running_stats_match_the_exact_mean_and_variance_within_the_window() -> None:
+    values = [random.Random(1).lognormvariate(1, 0.5) for _ in range(500)]
+    stats = RunningStats(window=1000)
+    for value in values:
+        stats.add(value)
+    assert stats.count == 500
+    assert stats.mean == pytest.approx(statistics.fmean(values))
+    assert stats.variance == pytest.approx(statistics.pvariance(values))
+
+
+def test_running_stats_forget_the_distant_past_after_the_window() -> None:
+    stats = RunningStats(window=100)
+    for _ in range(1000):
+        stats.add(10.0)
+    for _ in range(1000):
+        stats.add(20.0)
+    assert stats.mean == pytest.approx(20.0, rel=1e-3)
+    assert stats.stddev < 0.5
+
+
+def test_seeded_stats_continue_like_the_original() -> None:
+    rng = random.Random(2)
+    values = [rng.gauss(50, 5) for _ in range(200)]
+    original = RunningStats(window=1000)
+    for value in values:
+        original.add(value)
+    seeded = RunningStats.seed(original.count, original.mean, original.variance, window=1000)
+    for stats in (original, seeded):
+        stats.add(55.0)
+    assert seeded.mean == pytest.approx(original.mean)
+    assert seeded.variance == pytest.approx(original.variance)
+
+
+def test_no_threshold_during_warmup() -> None:
+    rule = OutlierRule(warmup=30)
+    stats = RunningStats()
+    for _ in range(29):
+        stats.add(10.0)
+    assert rule.threshold_ms(stats) is None
+    stats.add(10.0)
+    assert rule.threshold_ms(stats) is not None
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param([10.0, 10.0] * 15, 20.0, id="no-spread-floor-is-factor-times-mean"),
+        pytest.param([1.0, 1.0] * 15, 5.0, id="fast-endpoint-floor-is-min-ms"),
+        pytest.param([10.0, 30.0] * 15, 20.0 + 3 * 10.0, id="spread-gives-mean-plus-k-sigma"),
+    ],
+)
+def test_threshold_is_the_largest_of_the_three_bounds(values: list[float], expected: float) -> None:
+    rule = OutlierRule(k=3, factor=2, min_ms=5, warmup=30)
+    stats = RunningStats()
+    for value in values:
+        stats.add(value)
+    assert rule.threshold_ms(stats) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"k": -1},
+        {"factor": 0.5},
+        {"min_ms": float("nan")},
+        {"warmup": 31},
+        {"warmup": 1},
+        {"warmup": 30, "window": 10},
+    ],
+    ids=str,
+)
+def test_rule_refuses_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs)).split("_")[0]):
+        OutlierRule(**kwargs)  # type: ignore[arg-type]
