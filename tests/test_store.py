@@ -138,3 +138,31 @@ def test_report_can_read_while_the_writer_writes(app: Flask, db_path: Path) -> N
     finally:
         reader.close()
     assert len(stored(db_path)) == 11
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_worker_starts_its_own_writer_and_loses_nothing(app: Flask, db_path: Path) -> None:
+    import os
+
+    client = app.test_client()
+    client.get("/")
+    flush(app)  # the parent's writer thread is running when it forks
+    pid = os.fork()
+    if pid == 0:  # the child: serve, close, and report through the exit status
+        code = 1
+        try:
+            for i in range(10):
+                client.get(f"/items/{i}")
+            code = 0 if app.extensions["flamewatch"].close(timeout=30) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    client.get("/")
+    flush(app)
+    by_process = rows(
+        db_path,
+        "SELECT p.pid, count(r.id) FROM processes p JOIN requests r ON r.process_id = p.id"
+        " GROUP BY p.pid",
+    )
+    assert dict(by_process) == {os.getpid(): 2, pid: 10}  # type: ignore[arg-type]
