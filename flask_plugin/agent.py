@@ -17,15 +17,21 @@ import weakref
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from typing import Any
 
 from flask import Flask
 
 from flamewatch.sampler import Recorder, Writer
-from flamewatch.sampler.logs import log
+from flamewatch.sampler.capture import Capturer, CaptureSettings
+from flamewatch.sampler.logs import log, log_swallowed
+from flamewatch.sampler.resources import ResourceMonitor
+from flamewatch.sampler.stack_sampler import StackSampler
 from flamewatch.sampler.store import ProcessInfo, RouteInfo, Store, make_store
 from flamewatch.sampler.version import VersionInfo
 
 from .config import Settings
+from .hooks import RequestTimer
+from .params import describe_request
 
 __all__ = ["Agent"]
 
@@ -45,6 +51,7 @@ class Agent:
         self.recorder = Recorder(settings.queue_size, self._monitored_default)
         self._app_ref = weakref.ref(app)
         self._writer: Writer | None = None
+        self._sampler: StackSampler | None = None
         self._lock = threading.Lock()
         self.running = False
         self.closed = False
@@ -67,10 +74,11 @@ class Agent:
         ]
 
     def start(self) -> None:
-        """Start the writer thread in this process (idempotent; called by the first request)."""
+        """Start the background threads in this process (idempotent; the first request does)."""
         with self._lock:
             if self.running or self.closed:
                 return
+            settings = self.settings
             process = ProcessInfo(
                 hostname=socket.gethostname(),
                 pid=os.getpid(),
@@ -79,16 +87,54 @@ class Agent:
                 started_at=time.time(),
                 agent=f"flamewatch {_flamewatch_version()} / Python {platform.python_version()}",
             )
+            resources = ResourceMonitor()
+            capturer = Capturer(
+                CaptureSettings(
+                    redact_keys=settings.redact,
+                    headers=frozenset(h.lower() for h in settings.capture_headers),
+                    max_profile_bytes=settings.max_profile_kb * 1024,
+                    low_interval_s=settings.sample_interval_ms / 1000,
+                    high_interval_s=settings.outlier_sample_interval_ms / 1000,
+                ),
+                resources,
+                self._describe_later,
+                entry_code=RequestTimer.__call__.__code__,
+            )
             self._writer = Writer(
-                make_store(self.settings.database),
+                make_store(settings.database),
                 self.recorder,
-                self.settings.outlier,
+                settings.outlier,
                 process,
-                flush_interval=self.settings.flush_interval,
+                flush_interval=settings.flush_interval,
                 routes=self._routes,
+                capturer=capturer,
+                captures_per_hour=settings.profiles_per_hour,
             )
             self._writer.start()
+            if settings.sampler:
+                self._sampler = StackSampler(
+                    self.recorder.inflight,
+                    interval_s=settings.sample_interval_ms / 1000,
+                    outlier_interval_s=settings.outlier_sample_interval_ms / 1000,
+                    max_samples=settings.max_samples,
+                    on_tick=resources.read,
+                )
+                self._sampler.start()
+                self.recorder.sampler = self._sampler
             self.running = True
+
+    def describe_request(self, request: Any, read_body: bool = False) -> dict[str, Any]:
+        """An outlier's raw request facts (see :mod:`.params`)."""
+        return describe_request(
+            request, read_body=read_body, max_body=self.settings.max_body_kb * 1024
+        )
+
+    def _describe_later(self, request: Any) -> dict[str, Any]:
+        try:
+            return self.describe_request(request, read_body=False)
+        except Exception:
+            log_swallowed("reading an outlier's request facts")
+            return {}
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record accepted so far is written; False on timeout or failure."""
@@ -98,12 +144,15 @@ class Agent:
         return writer.flush(timeout)
 
     def close(self, timeout: float | None = 10.0) -> bool:
-        """Write what is queued, stop the writer thread; later requests are not recorded."""
+        """Write what is queued, stop the threads; later requests are not recorded."""
         with self._lock:
             self.closed = True
             self.running = False
             writer, self._writer = self._writer, None
-        return writer.stop(timeout) if writer is not None else True
+            sampler, self._sampler = self._sampler, None
+            self.recorder.sampler = None
+        stopped = sampler.stop(timeout) if sampler is not None else True
+        return (writer.stop(timeout) if writer is not None else True) and stopped
 
     @property
     def written(self) -> int:
@@ -115,6 +164,7 @@ class Agent:
         if self._writer is not None:
             _inherited.append(self._writer.store)
         self._writer = None
+        self._sampler = None
         self.running = False
         self.recorder.reset_after_fork()
 

@@ -20,9 +20,32 @@ from typing import Any
 from flamewatch.sampler import OutlierRule
 from flamewatch.sampler.store import resolve_database
 
-__all__ = ["OPTIONS", "ConfigError", "Option", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_CAPTURE_HEADERS",
+    "OPTIONS",
+    "ConfigError",
+    "Option",
+    "Settings",
+    "load_settings",
+]
 
 PREFIX = "FLAMEWATCH_"
+
+DEFAULT_CAPTURE_HEADERS = (
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Content-Length",
+    "Content-Type",
+    "Host",
+    "Origin",
+    "Referer",
+    "User-Agent",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Real-IP",
+    "X-Request-ID",
+)
 
 GroupBy = Callable[[Any], "str | int | None"]
 
@@ -116,6 +139,62 @@ OPTIONS: tuple[Option, ...] = (
         "The statistics weigh about this many recent requests (exponential forgetting).",
     ),
     Option(
+        "sampler",
+        True,
+        "a boolean",
+        "Sample in-flight requests' stacks, so that outliers keep a profile.",
+    ),
+    Option(
+        "sample_interval_ms",
+        10.0,
+        "a number of milliseconds from 1 to 1000",
+        "How often an in-flight request's stack is sampled until it passes its threshold.",
+    ),
+    Option(
+        "outlier_sample_interval_ms",
+        1.0,
+        "a number of milliseconds from 0.1 to 100",
+        "How often it is sampled once it has passed its threshold.",
+    ),
+    Option(
+        "max_samples",
+        2000,
+        "an integer from 10 to 100,000",
+        "Samples kept per request; a longer request keeps every other sample, and so on.",
+    ),
+    Option(
+        "profiles_per_hour",
+        20,
+        "an integer from 0 to 100,000",
+        "Outliers captured per endpoint per hour and process (version); later outliers are"
+        " flagged and timed but not captured.",
+    ),
+    Option(
+        "max_profile_kb",
+        1024,
+        "an integer from 16 to 65,536",
+        "Largest compressed profile stored; a larger one is thinned until it fits.",
+    ),
+    Option(
+        "max_body_kb",
+        64,
+        "an integer from 0 to 65,536",
+        "Largest request body (form or JSON) an outlier's facts read.",
+    ),
+    Option(
+        "capture_headers",
+        DEFAULT_CAPTURE_HEADERS,
+        "a list of header names (or a comma-separated string)",
+        "Request headers kept with an outlier (Authorization and Cookie never are).",
+    ),
+    Option(
+        "redact",
+        (),
+        "a list of key fragments (or a comma-separated string)",
+        "More keys whose values are redacted from an outlier's params and headers, besides"
+        " the built-in list.",
+    ),
+    Option(
         "queue_size",
         50_000,
         "an integer from 100 to 10,000,000",
@@ -144,6 +223,15 @@ class Settings:
     group_by: GroupBy | None
     exclude: tuple[str, ...]
     outlier: OutlierRule
+    sampler: bool
+    sample_interval_ms: float
+    outlier_sample_interval_ms: float
+    max_samples: int
+    profiles_per_hour: int
+    max_profile_kb: int
+    max_body_kb: int
+    capture_headers: tuple[str, ...]
+    redact: tuple[str, ...]
     queue_size: int
     flush_interval: float
 
@@ -207,6 +295,15 @@ def load_settings(
         group_by=get("group_by", _callable),
         exclude=get("exclude", _patterns),
         outlier=outlier,
+        sampler=get("sampler", _boolean),
+        sample_interval_ms=get("sample_interval_ms", _number(1, 1000)),
+        outlier_sample_interval_ms=get("outlier_sample_interval_ms", _number(0.1, 100)),
+        max_samples=get("max_samples", _integer(10, 100_000)),
+        profiles_per_hour=get("profiles_per_hour", _integer(0, 100_000)),
+        max_profile_kb=get("max_profile_kb", _integer(16, 65_536)),
+        max_body_kb=get("max_body_kb", _integer(0, 65_536)),
+        capture_headers=get("capture_headers", _patterns),
+        redact=get("redact", _patterns),
         queue_size=get("queue_size", _integer(100, 10_000_000)),
         flush_interval=get("flush_interval", _number(0.01, 60)),
     )

@@ -15,13 +15,14 @@ closed for a streamed one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from time import perf_counter_ns, time
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
 from werkzeug.wsgi import ClosingIterator
 
 from flamewatch.sampler.logs import log_swallowed
+from flamewatch.sampler.stack_sampler import InFlight
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -46,14 +47,11 @@ __all__ = ["RequestTimer", "install"]
 
 #: environ keys shared between the middleware and the dispatch wrapper
 T0_KEY = "flamewatch.t0"
-INFO_KEY = "flamewatch.info"
+SLOT_KEY = "flamewatch.slot"
 
 # Response bodies that are complete when the app returns. Flask turns an ``abort()`` or
 # other WSGI-callable result into a response around a ClosingIterator over a finished body.
 _PRODUCED = (list, tuple, ClosingIterator)
-
-# positions in the per-request info list the dispatch wrapper leaves in the environ
-_ENDPOINT, _RULE, _STATUS, _STREAMED, _GROUP = range(5)
 
 
 def install(app: Flask, agent: Agent) -> None:
@@ -64,32 +62,39 @@ def install(app: Flask, agent: Agent) -> None:
 
 
 def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callable[[], Response]:
-    is_monitored = agent.recorder.is_monitored
+    recorder = agent.recorder
+    is_monitored = recorder.is_monitored
     group_by = agent.settings.group_by
+    describe = agent.describe_request
 
     def full_dispatch_request() -> Response:
+        slot = None
         try:
-            info = None
             request = _current_request()
             rule = request.url_rule
-            environ = request.environ
-            if rule is not None and T0_KEY in environ and is_monitored(rule.endpoint):
-                info = environ[INFO_KEY] = [rule.endpoint, rule.rule, 500, False, None]
+            t0 = request.environ.get(T0_KEY)
+            if rule is not None and t0 is not None and is_monitored(rule.endpoint):
+                slot = request.environ[SLOT_KEY] = recorder.begin(rule.endpoint, rule.rule, t0)
         except Exception:
             log_swallowed("reading the request's endpoint")
-        if info is None:
+        if slot is None:
             return original()
         try:
             response = original()
-            info[_STATUS] = response.status_code
-            info[_STREAMED] = not isinstance(response.response, _PRODUCED)
+            slot.status = response.status_code
+            slot.streamed = not isinstance(response.response, _PRODUCED)
             return response
         finally:
-            if group_by is not None:
-                try:
-                    info[_GROUP] = group_by(request)
-                except Exception:
-                    log_swallowed("the group_by callable")
+            try:
+                if group_by is not None:
+                    slot.group = group_by(request)
+                slot.request = request  # an outlier's facts are taken from it, later
+                threshold = slot.threshold_ns
+                if threshold is not None and perf_counter_ns() - slot.t0 > threshold:
+                    # already an outlier: take its params while the body can still be read
+                    slot.params = describe(request, read_body=True)
+            except Exception:
+                log_swallowed("the group_by callable or the request's facts")
 
     full_dispatch_request.__wrapped__ = original  # type: ignore[attr-defined]
     return full_dispatch_request
@@ -110,21 +115,21 @@ class RequestTimer:
             if agent.closed:
                 return self.wsgi_app(environ, start_response)
             _start(agent)
-        started_at = time()
-        t0 = environ[T0_KEY] = perf_counter_ns()
+        environ[T0_KEY] = perf_counter_ns()
         try:
             body = self.wsgi_app(environ, start_response)
         except BaseException:
-            info = environ.get(INFO_KEY)
-            if info is not None:
-                _finish(agent, environ, info, started_at, t0)  # status stays 500
+            slot = environ.get(SLOT_KEY)
+            if slot is not None:
+                slot.status = 500
+                _finish(agent, environ, slot)
             raise
-        info = environ.get(INFO_KEY)
-        if info is None:
+        slot = environ.get(SLOT_KEY)
+        if slot is None:
             return body
-        if info[_STREAMED]:
-            return TimedBody(body, agent, environ, info, started_at, t0)
-        _finish(agent, environ, info, started_at, t0)
+        if slot.streamed:
+            return TimedBody(body, agent, environ, slot)
+        _finish(agent, environ, slot)
         return body
 
 
@@ -132,24 +137,13 @@ def _start(agent: Agent) -> None:
     try:
         agent.start()
     except Exception:
-        log_swallowed("starting the writer thread")
+        log_swallowed("starting the background threads")
 
 
-def _finish(
-    agent: Agent, environ: WSGIEnvironment, info: list[Any], started_at: float, t0: int
-) -> None:
-    duration_ns = perf_counter_ns() - t0
+def _finish(agent: Agent, environ: WSGIEnvironment, slot: InFlight) -> None:
+    end = perf_counter_ns()
     try:
-        agent.recorder.end(
-            info[_ENDPOINT],
-            info[_RULE],
-            environ.get("REQUEST_METHOD", ""),
-            info[_STATUS],
-            started_at,
-            duration_ns,
-            info[_GROUP],
-            environ.get("REMOTE_ADDR"),
-        )
+        agent.recorder.end(slot, end, environ.get("REQUEST_METHOD", ""), environ.get("REMOTE_ADDR"))
     except Exception:
         log_swallowed("recording a request")
 
@@ -157,24 +151,16 @@ def _finish(
 class TimedBody:
     """A streamed response body; the request ends when it is exhausted or closed."""
 
-    __slots__ = ("_agent", "_body", "_environ", "_info", "_iterator", "_started_at", "_t0")
+    __slots__ = ("_agent", "_body", "_environ", "_iterator", "_slot")
 
     def __init__(
-        self,
-        body: Iterable[bytes],
-        agent: Agent,
-        environ: WSGIEnvironment,
-        info: list[Any],
-        started_at: float,
-        t0: int,
+        self, body: Iterable[bytes], agent: Agent, environ: WSGIEnvironment, slot: InFlight
     ) -> None:
         self._body = body
         self._iterator: Iterator[bytes] = iter(body)
         self._agent: Agent | None = agent
         self._environ = environ
-        self._info = info
-        self._started_at = started_at
-        self._t0 = t0
+        self._slot = slot
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -197,4 +183,4 @@ class TimedBody:
     def _done(self) -> None:
         agent, self._agent = self._agent, None
         if agent is not None:
-            _finish(agent, self._environ, self._info, self._started_at, self._t0)
+            _finish(agent, self._environ, self._slot)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 import orjson
@@ -42,6 +44,86 @@ def summary(database: str, as_json: bool) -> None:
         click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(format_summary(result))
+
+
+@main.command()
+@database_option
+@click.option("--endpoint", "-e", help="Only outliers of this endpoint.")
+@click.option("--version", "-v", "version", help="Only outliers of this version.")
+@click.option("--limit", type=click.IntRange(1), help="At most this many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def outliers(
+    database: str, endpoint: str | None, version: str | None, limit: int | None, as_json: bool
+) -> None:
+    """List captured outliers, newest first."""
+    from .outliers import list_outliers
+
+    try:
+        rows = list_outliers(database, endpoint=endpoint, version=version, limit=limit)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        data = [row.to_json() for row in rows]
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not rows:
+        click.echo("no outliers captured")
+        return
+    click.echo(
+        f"{'id':>6}  {'started (UTC)':<19}  {'endpoint':<24} {'version':<14} {'user/group':<16}"
+        f" {'ms':>9} {'threshold':>9}  profile"
+    )
+    for row in rows:
+        when = row.to_json()["started_at"][:19].replace("T", " ")
+        threshold = "-" if row.threshold_ms is None else f"{row.threshold_ms:.1f}"
+        profile = f"{row.sample_count} samples" if row.profile_bytes else "none"
+        click.echo(
+            f"{row.id:>6}  {when:<19}  {row.endpoint:<24} {row.version:<14}"
+            f" {row.group or '-':<16} {row.duration_ms:>9.1f} {threshold:>9}  {profile}"
+        )
+
+
+@main.command()
+@click.argument("outlier_id", metavar="ID", type=int)
+@database_option
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["pyisession", "speedscope", "html"]),
+    default="pyisession",
+    show_default=True,
+    help="pyisession opens with `pyinstrument --load`; speedscope with speedscope.app.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="File to write ('-' for standard output). Default: outlier-ID.<format extension>.",
+)
+def profile(outlier_id: int, database: str, fmt: str, output: Path | None) -> None:
+    """Export the profile of one outlier."""
+    from .export import export_profile
+    from .outliers import load_session
+
+    try:
+        data = export_profile(load_session(database, outlier_id), fmt)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    if output is None:
+        output = Path(f"outlier-{outlier_id}{_EXTENSIONS[fmt]}")
+    if str(output) == "-":
+        stdout: BinaryIO = sys.stdout.buffer
+        stdout.write(data)
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    click.echo(f"wrote {output} ({len(data)} bytes)", err=True)
+
+
+_EXTENSIONS = {"pyisession": ".pyisession", "speedscope": ".speedscope.json", "html": ".html"}
 
 
 @main.command()

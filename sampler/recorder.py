@@ -1,9 +1,10 @@
-"""The request thread's side of the agent: compare, queue, return.
+"""The request thread's side of the agent: register, compare, queue, return.
 
-:meth:`Recorder.end` is all a finished request costs: one dict lookup for its endpoint's
-threshold, one comparison, one tuple, one ``deque.append``. The writer thread drains
-:attr:`Recorder.queue`, keeps the running statistics and publishes fresh thresholds back into
-:attr:`Recorder.thresholds_ns`; nothing here blocks or does I/O.
+:meth:`Recorder.begin` registers a request with the stack sampler (one object, one dict store);
+:meth:`Recorder.end` unregisters it, compares its duration with its endpoint's threshold and
+queues one plain tuple. The writer thread drains :attr:`Recorder.queue`, keeps the running
+statistics and publishes fresh thresholds back into :attr:`Recorder.thresholds_ns`; nothing here
+blocks or does I/O.
 """
 
 from __future__ import annotations
@@ -11,13 +12,27 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
+from threading import get_ident
+
+from .stack_sampler import InFlight, StackSampler
 
 __all__ = ["FlushMarker", "RawRecord", "Recorder"]
 
-#: what :meth:`Recorder.end` queues: (endpoint, rule, method, status, started_at, duration_ns,
-#: group, client_ip, threshold_ns, is_outlier) -- a plain tuple, the cheapest thing to build.
+#: what :meth:`Recorder.end` queues: (endpoint, rule, method, status, t0_ns, duration_ns, group,
+#: client_ip, threshold_ns, is_outlier, slot of an outlier to capture or None) -- a plain tuple,
+#: the cheapest thing to build.
 RawRecord = tuple[
-    str, "str | None", str, int, float, int, "str | int | None", "str | None", "int | None", bool
+    str,
+    "str | None",
+    str,
+    int,
+    int,
+    int,
+    "object",
+    "str | None",
+    "int | None",
+    bool,
+    "InFlight | None",
 ]
 
 
@@ -37,7 +52,7 @@ class FlushMarker:
 
 
 class Recorder:
-    """The shared state between request threads and the writer thread of one process."""
+    """The shared state between request threads, the sampler and the writer of one process."""
 
     def __init__(self, queue_size: int, monitored_default: Callable[[str], bool]) -> None:
         self.queue_size = queue_size
@@ -47,6 +62,11 @@ class Recorder:
         #: endpoint -> monitored? (replaced wholesale by the writer; filled lazily here)
         self.monitored: dict[str, bool] = {}
         self.monitored_default = monitored_default
+        #: thread id -> the request it is serving, for the sampler
+        self.inflight: dict[int, InFlight] = {}
+        self.sampler: StackSampler | None = None
+        #: endpoints whose outlier captures reached the hourly cap (kept by the writer)
+        self.capped: set[str] = set()
         self.dropped = 0
         self._drop_lock = threading.Lock()
 
@@ -61,34 +81,45 @@ class Recorder:
         default = self.monitored_default
         self.monitored = {name: flag and default(name) for name, flag in stored.items()}
 
-    def end(
-        self,
-        endpoint: str,
-        rule: str | None,
-        method: str,
-        status: int,
-        started_at: float,
-        duration_ns: int,
-        group: str | int | None,
-        client_ip: str | None,
-    ) -> bool:
+    def begin(self, endpoint: str, rule: str | None, t0: int) -> InFlight:
+        """Register a request of a monitored endpoint that started at ``t0`` (perf_counter_ns)."""
+        sampler = self.sampler
+        slot = InFlight(
+            endpoint,
+            rule,
+            t0,
+            get_ident(),
+            self.thresholds_ns.get(endpoint),
+            sampler is not None and endpoint not in self.capped,
+        )
+        self.inflight[slot.thread_id] = slot
+        if sampler is not None and sampler.idle:
+            sampler.wake()
+        return slot
+
+    def end(self, slot: InFlight, end_ns: int, method: str, client_ip: str | None) -> bool:
         """Queue a finished request; return whether it is an outlier."""
-        threshold = self.thresholds_ns.get(endpoint)
-        outlier = threshold is not None and duration_ns > threshold
+        inflight = self.inflight
+        if inflight.get(slot.thread_id) is slot:
+            del inflight[slot.thread_id]
+        duration = end_ns - slot.t0
+        threshold = slot.threshold_ns
+        outlier = threshold is not None and duration > threshold
         queue = self.queue
         if len(queue) < self.queue_size:
             queue.append(
                 (
-                    endpoint,
-                    rule,
+                    slot.endpoint,
+                    slot.rule,
                     method,
-                    status,
-                    started_at,
-                    duration_ns,
-                    group,
+                    slot.status,
+                    slot.t0,
+                    duration,
+                    slot.group,
                     client_ip,
                     threshold,
                     outlier,
+                    slot if outlier else None,
                 )
             )
         else:
@@ -106,7 +137,9 @@ class Recorder:
             self.dropped += n
 
     def reset_after_fork(self) -> None:
-        """In a forked child: the parent's queued records are the parent's to write."""
+        """In a forked child: the parent's queued records and requests are the parent's."""
         self.queue.clear()
+        self.inflight.clear()
+        self.sampler = None
         self.dropped = 0
         self._drop_lock = threading.Lock()

@@ -15,7 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from .capture import Capturer
+from .logs import log_swallowed
 from .recorder import FlushMarker, RawRecord, Recorder
+from .stack_sampler import InFlight
 from .stats import OutlierRule, RunningStats
 from .store import ProcessInfo, RequestRecord, RouteInfo, Store
 
@@ -40,6 +43,8 @@ class Writer:
         flush_interval: float = 1.0,
         sync_interval: float = 2.0,
         routes: Callable[[], Sequence[RouteInfo]] | None = None,
+        capturer: Capturer | None = None,
+        captures_per_hour: int = 20,
     ) -> None:
         self.store = store
         self.recorder = recorder
@@ -48,6 +53,10 @@ class Writer:
         self.flush_interval = flush_interval
         self.sync_interval = sync_interval
         self.routes = routes
+        self.capturer = capturer
+        self.captures_per_hour = captures_per_hour
+        self.captured = 0
+        self._capture_counts: dict[str, tuple[int, int]] = {}  # endpoint -> (hour, count)
         self.stats: dict[str, RunningStats] = {}
         self.written = 0
         self._process_id: int | None = None
@@ -128,12 +137,16 @@ class Writer:
         queue, pending = self.recorder.queue, self._pending
         rule, stats = self.rule, self.stats
         thresholds = self.recorder.thresholds_ns
+        offset_ns = time.time_ns() - time.perf_counter_ns()  # wall clock of the perf counter
         while queue:
             item = queue.popleft()
             if isinstance(item, FlushMarker):
                 self._markers.append(item)
                 continue
-            record = _to_record(item)
+            record = _to_record(item, offset_ns)
+            slot = item[10]
+            if slot is not None and self.capturer is not None and self._may_capture(record):
+                record = self._capture(record, slot, item[5])
             pending.append(record)
             endpoint_stats = stats.get(record.endpoint)
             if endpoint_stats is None:
@@ -142,6 +155,51 @@ class Writer:
             threshold = rule.threshold_ms(endpoint_stats)
             if threshold is not None:
                 thresholds[record.endpoint] = int(threshold * 1e6)
+
+    def _may_capture(self, record: RequestRecord) -> bool:
+        """At most ``captures_per_hour`` captures per endpoint (this process's version)."""
+        hour = int(record.started_at // 3600)
+        last_hour, count = self._capture_counts.get(record.endpoint, (hour, 0))
+        if last_hour != hour:
+            count = 0
+            self.recorder.capped.discard(record.endpoint)
+        if count >= self.captures_per_hour:
+            return False
+        count += 1
+        self._capture_counts[record.endpoint] = (hour, count)
+        if count >= self.captures_per_hour:
+            self.recorder.capped.add(record.endpoint)  # the sampler skips it until next hour
+        return True
+
+    def _capture(self, record: RequestRecord, slot: InFlight, duration_ns: int) -> RequestRecord:
+        assert self.capturer is not None
+        facts = {
+            "endpoint": record.endpoint,
+            "rule": record.rule,
+            "method": record.method,
+            "status": record.status,
+            "duration_ms": record.duration_ms,
+            "threshold_ms": record.threshold_ms,
+            "group": record.group,
+            "remote_addr": record.client_ip,
+            "version": self.process.version,
+            "host": self.process.hostname,
+            "pid": self.process.pid,
+        }
+        try:
+            capture = self.capturer.capture(
+                slot,
+                slot.t0 + duration_ns,
+                started_at=record.started_at,
+                facts=facts,
+                description=f"{record.method} {record.rule or record.endpoint}"
+                f" ({record.endpoint}, version {self.process.version})",
+            )
+        except Exception:
+            log_swallowed("capturing an outlier")
+            return record
+        self.captured += 1
+        return record._replace(capture=capture)
 
     def _ready(self, force: bool = False) -> bool:
         """Open the store (and register this process once), unless it failed too recently."""
@@ -262,20 +320,18 @@ class Writer:
         self._connected = False
 
 
-def _to_record(raw: RawRecord) -> RequestRecord:
-    (endpoint, rule, method, status, started_at, duration_ns, group, client_ip, threshold, outl) = (
-        raw
-    )
+def _to_record(raw: RawRecord, offset_ns: int) -> RequestRecord:
+    (endpoint, rule, method, status, t0, duration_ns, group, client_ip, threshold, outlier, _) = raw
     return RequestRecord(
         endpoint,
         rule,
         method,
         status,
-        started_at,
+        (t0 + offset_ns) / 1e9,
         duration_ns / 1e6,
         client_ip if group is None else str(group),
         client_ip,
-        outl,
+        outlier,
         None if threshold is None else threshold / 1e6,
     )
 

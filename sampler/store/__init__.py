@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import Baseline, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
+from .base import Baseline, OutlierCapture, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
 from .schema import SCHEMA_VERSION
 from .sqlite import SQLiteStore, connect_sqlite, open_stores
 
 __all__ = [
     "SCHEMA_VERSION",
     "Baseline",
+    "OutlierCapture",
     "ProcessInfo",
     "RequestRecord",
     "RouteInfo",

@@ -9,10 +9,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "Baseline",
+    "OutlierCapture",
     "ProcessInfo",
     "RequestRecord",
     "RouteInfo",
@@ -23,6 +24,18 @@ __all__ = [
 
 class StoreError(Exception):
     """The store cannot be opened, read or written (bad URL, unwritable path, schema too new)."""
+
+
+@dataclass(frozen=True)
+class OutlierCapture:
+    """What is kept of an outlier besides its timing: facts, load, and its profile."""
+
+    request: dict[str, Any]  # method, path, redacted params and headers, ...
+    resources: dict[str, Any]  # CPU load, memory, load average, threads
+    threshold_stack: list[str] | None  # frame identifiers, root first, when it crossed
+    profile: bytes | None  # gzip-compressed pyinstrument session JSON (.pyisession)
+    sample_count: int
+    note: str | None = None  # why there is no profile, or what was left out
 
 
 class RequestRecord(NamedTuple):
@@ -38,6 +51,7 @@ class RequestRecord(NamedTuple):
     client_ip: str | None
     is_outlier: bool
     threshold_ms: float | None  # the threshold in force; None while the endpoint warmed up
+    capture: OutlierCapture | None = None
 
 
 class RouteInfo(NamedTuple):

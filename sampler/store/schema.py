@@ -72,7 +72,23 @@ _V1 = (
     "CREATE INDEX IF NOT EXISTS requests_started_at ON requests (started_at)",
 )
 
+_V2 = (
+    # outliers captured with their facts, load and profile (one row per captured outlier)
+    """CREATE TABLE IF NOT EXISTS outliers (
+        id INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL UNIQUE REFERENCES requests (id),
+        request_json TEXT NOT NULL,
+        resources_json TEXT NOT NULL,
+        threshold_stack_json TEXT,
+        profile BLOB,
+        profile_bytes INTEGER NOT NULL DEFAULT 0,
+        sample_count INTEGER NOT NULL DEFAULT 0,
+        note TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS requests_outliers ON requests (is_outlier, endpoint_id)",
+)
+
 #: statements taking a store from version ``n - 1`` to ``n``, at index ``n - 1``
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .base import Baseline, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
+import orjson
+
+from .base import Baseline, OutlierCapture, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SQLiteStore", "connect_sqlite", "open_stores"]
@@ -187,12 +189,12 @@ class SQLiteStore(Store):
                         r.threshold_ms,
                     )
                 )
-            cur.executemany(
-                "INSERT INTO requests (endpoint_id, rule_id, version_id, group_id, process_id,"
-                " method, status, started_at, duration_ms, client_ip, is_outlier, threshold_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            plain = [row for row, r in zip(rows, records, strict=True) if r.capture is None]
+            cur.executemany(_INSERT_REQUEST, plain)
+            for row, r in zip(rows, records, strict=True):
+                if r.capture is not None:
+                    cur.execute(_INSERT_REQUEST, row)
+                    _insert_outlier(cur, cur.lastrowid, r.capture)
             cur.executemany(
                 "UPDATE endpoints SET last_accessed = max(coalesce(last_accessed, 0), ?)"
                 " WHERE id = ?",
@@ -257,6 +259,32 @@ class SQLiteStore(Store):
             if count:
                 result[name] = Baseline(count, mean, max(mean_sq - mean * mean, 0.0))
         return result
+
+
+_INSERT_REQUEST = (
+    "INSERT INTO requests (endpoint_id, rule_id, version_id, group_id, process_id,"
+    " method, status, started_at, duration_ms, client_ip, is_outlier, threshold_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_outlier(cur: sqlite3.Cursor, request_id: int | None, capture: OutlierCapture) -> None:
+    cur.execute(
+        "INSERT INTO outliers (request_id, request_json, resources_json, threshold_stack_json,"
+        " profile, profile_bytes, sample_count, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            request_id,
+            orjson.dumps(capture.request).decode(),
+            orjson.dumps(capture.resources).decode(),
+            None
+            if capture.threshold_stack is None
+            else orjson.dumps(capture.threshold_stack).decode(),
+            capture.profile,
+            len(capture.profile or b""),
+            capture.sample_count,
+            capture.note,
+        ),
+    )
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,189 @@
+"""Exporting a stored pyinstrument session as a file other tools open.
+
+Three formats:
+
+``pyisession``
+    pyinstrument's own JSON, as ``Session.save`` writes it; ``Session.load`` and
+    ``pyinstrument --load FILE`` read it back.
+``speedscope``
+    A "sampled" profile in speedscope's file format (https://www.speedscope.app). Written here
+    from ``session.frame_records`` rather than with pyinstrument's ``SpeedscopeRenderer``, whose
+    output does not validate against speedscope's schema (``"activeProfileIndex": null`` and null
+    ``file``/``line``) and which drops frames under 1% of the total by default. Every record
+    becomes one sample, weighted by its seconds, so the weights add up to the session's time.
+``html``
+    pyinstrument's self-contained interactive page (``HTMLRenderer``), with the whole tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from pyinstrument.renderers.html import HTMLRenderer, JSONForHTMLRenderer
+from pyinstrument.session import Session
+
+__all__ = ["FORMATS", "export_profile", "to_html", "to_pyisession", "to_speedscope"]
+
+FORMATS = ("pyisession", "speedscope", "html")
+
+SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
+
+# HTMLRenderer resamples (and prints a note to stderr) above this many records; we resample
+# first, the same way, so it never has to.
+_HTML_MAX_RECORDS = 100_000
+
+_IDENTIFIER_SEP = "\x00"
+_ATTRIBUTE_SEP = "\x01"
+_CLASS_MARKER = "c"
+_THREAD_FILE = "<thread>"
+
+_FrameKey = tuple[str, str | None, int | None]
+
+
+def export_profile(session: Session, fmt: str) -> bytes:
+    """``session`` in format ``fmt``, one of :data:`FORMATS`."""
+    exporters: dict[str, Callable[[Session], bytes]] = {
+        "pyisession": to_pyisession,
+        "speedscope": to_speedscope,
+        "html": to_html,
+    }
+    exporter = exporters.get(fmt)
+    if exporter is None:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    return exporter(session)
+
+
+def to_pyisession(session: Session) -> bytes:
+    """The JSON ``Session.load`` and ``pyinstrument --load`` read."""
+    return orjson.dumps(session.to_json())
+
+
+# -- speedscope ------------------------------------------------------------------------------
+
+
+def to_speedscope(session: Session, name: str | None = None) -> bytes:
+    """A speedscope file holding one sampled profile of ``session``, every frame kept."""
+    title = name or session.target_description or "flamewatch profile"
+    table = _FrameTable()
+    samples = [[table.index(info) for info in stack] for stack, _ in session.frame_records]
+    weights = [seconds for _, seconds in session.frame_records]
+    document = {
+        "$schema": SPEEDSCOPE_SCHEMA,
+        "name": title,
+        "exporter": "flamewatch",
+        "activeProfileIndex": 0,
+        "shared": {"frames": table.frames},
+        "profiles": [
+            {
+                "type": "sampled",
+                "name": title,
+                "unit": "seconds",
+                "startValue": 0,
+                "endValue": sum(weights),  # summed in order, as a reader adding weights would
+                "samples": samples,
+                "weights": weights,
+            }
+        ],
+    }
+    return orjson.dumps(document)
+
+
+class _FrameTable:
+    """speedscope's shared frame list, built as frame infos are met."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, str | int]] = []
+        self._by_key: dict[_FrameKey, int] = {}
+        self._by_info: dict[str, int] = {}  # the raw strings, so each is parsed once
+
+    def index(self, frame_info: str) -> int:
+        found = self._by_info.get(frame_info)
+        if found is None:
+            key = _frame_key(frame_info)
+            found = self._by_key.get(key)
+            if found is None:
+                found = self._by_key[key] = len(self.frames)
+                self.frames.append(_frame_dict(key))
+            self._by_info[frame_info] = found
+        return found
+
+
+def _frame_key(frame_info: str) -> _FrameKey:
+    """(name, file, line) of a pyinstrument frame info.
+
+    ``function\\x00file\\x00first line`` plus attributes gives ``Class.function`` when the
+    ``\\x01c`` attribute is there; line 0 (pyinstrument's for built-ins) counts as unknown. A
+    thread's root, ``name\\x00<thread>\\x00ident``, becomes a frame named after the thread.
+    """
+    identifier, _, attributes = frame_info.partition(_ATTRIBUTE_SEP)
+    function, *rest = identifier.split(_IDENTIFIER_SEP)
+    file = rest[0] if rest else None
+    if file == _THREAD_FILE:
+        return (function or "thread", None, None)
+    owner = _class_name(attributes)
+    line = _parse_line(rest[1]) if len(rest) > 1 else None
+    return (f"{owner}.{function}" if owner else function, file or None, line)
+
+
+def _frame_dict(key: _FrameKey) -> dict[str, str | int]:
+    """speedscope's frame: unknown file or line left out, not written as null."""
+    name, file, line = key
+    frame: dict[str, str | int] = {"name": name}
+    if file is not None:
+        frame["file"] = file
+    if line is not None:
+        frame["line"] = line
+    return frame
+
+
+def _class_name(attributes: str) -> str | None:
+    for attribute in attributes.split(_ATTRIBUTE_SEP) if attributes else ():
+        if attribute.startswith(_CLASS_MARKER) and len(attribute) > 1:
+            return attribute[1:]
+    return None
+
+
+def _parse_line(text: str) -> int | None:
+    try:
+        line = int(text)
+    except ValueError:
+        return None
+    return line if line > 0 else None
+
+
+# -- html ------------------------------------------------------------------------------------
+
+
+def to_html(session: Session) -> bytes:
+    """pyinstrument's interactive page for ``session``: one HTML document, scripts inlined.
+
+    The renderer sends the whole frame tree to the page (it has no preprocessors by default; the
+    view options and the timeline are in the page). The session data is embedded in a
+    ``<script>``; ``<`` in it is escaped, so a ``</script>`` in a description or path stays text.
+    """
+    session = _fit_for_html(session)
+    page: str = HTMLRenderer().render(session)
+    return _escape_embedded_data(page, session).encode("utf-8")
+
+
+def _fit_for_html(session: Session) -> Session:
+    """Resample like HTMLRenderer would for huge sessions, without its message on stderr."""
+    if len(session.frame_records) <= _HTML_MAX_RECORDS or session.duration <= 0:
+        return session
+    interval = session.duration / 10_000
+    resampled = session.resample(interval)
+    while len(resampled.frame_records) > _HTML_MAX_RECORDS:
+        interval *= 2
+        resampled = session.resample(interval)
+    return resampled
+
+
+def _escape_embedded_data(page: str, session: Session) -> str:
+    data: str = JSONForHTMLRenderer().render(session)
+    if "<" not in data:
+        return page
+    # JSON has "<" only inside strings, where "\u003c" means the same; the data is the last
+    # thing in the page before a fixed script tail, so its last occurrence is the embedded one.
+    start = page.rindex(data)
+    return page[:start] + data.replace("<", "\\u003c") + page[start + len(data) :]

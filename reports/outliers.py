@@ -1,0 +1,130 @@
+"""Reading captured outliers and their profiles back from a store."""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from pyinstrument.session import Session
+
+from flamewatch.sampler.store import StoreError
+
+from .summary import open_readonly
+
+__all__ = ["OutlierRow", "list_outliers", "load_outlier", "load_session"]
+
+
+@dataclass(frozen=True)
+class OutlierRow:
+    id: int
+    started_at: float
+    endpoint: str
+    version: str
+    group: str | None
+    method: str
+    status: int
+    duration_ms: float
+    threshold_ms: float | None
+    sample_count: int
+    profile_bytes: int
+    path: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = datetime.fromtimestamp(self.started_at, timezone.utc).isoformat(
+            timespec="milliseconds"
+        )
+        data["started_at_unix"] = self.started_at
+        data["has_profile"] = self.profile_bytes > 0
+        return data
+
+
+_SELECT = """
+SELECT o.id, r.started_at, e.name, v.name, g.name, r.method, r.status, r.duration_ms,
+       r.threshold_ms, o.sample_count, o.profile_bytes, o.request_json
+FROM outliers o
+JOIN requests r ON r.id = o.request_id
+JOIN endpoints e ON e.id = r.endpoint_id
+JOIN versions v ON v.id = r.version_id
+LEFT JOIN user_groups g ON g.id = r.group_id
+"""
+
+
+def list_outliers(
+    database: str,
+    *,
+    endpoint: str | None = None,
+    version: str | None = None,
+    limit: int | None = None,
+) -> list[OutlierRow]:
+    """Captured outliers, newest first, optionally of one endpoint and/or version."""
+    where, args = [], []
+    if endpoint is not None:
+        where.append("e.name = ?")
+        args.append(endpoint)
+    if version is not None:
+        where.append("v.name = ?")
+        args.append(version)
+    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY r.started_at DESC, o.id DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with open_readonly(database) as conn:
+        return [_row(values) for values in conn.execute(sql, args).fetchall()]
+
+
+def _row(values: tuple[Any, ...]) -> OutlierRow:
+    (id_, started_at, endpoint, version, group, method, status, duration, threshold) = values[:9]
+    sample_count, profile_bytes, request_json = values[9:12]
+    path = orjson.loads(request_json).get("path")
+    return OutlierRow(
+        id=id_,
+        started_at=started_at,
+        endpoint=endpoint,
+        version=version,
+        group=group,
+        method=method,
+        status=status,
+        duration_ms=duration,
+        threshold_ms=threshold,
+        sample_count=sample_count,
+        profile_bytes=profile_bytes,
+        path=path if isinstance(path, str) else None,
+    )
+
+
+def load_outlier(database: str, outlier_id: int) -> dict[str, Any]:
+    """Everything stored about one outlier (its profile left compressed, as ``profile``)."""
+    with open_readonly(database) as conn:
+        values = conn.execute(
+            _SELECT.replace(
+                "o.request_json",
+                "o.request_json, o.resources_json, o.threshold_stack_json, o.profile, o.note",
+            )
+            + " WHERE o.id = ?",
+            (outlier_id,),
+        ).fetchone()
+    if values is None:
+        raise StoreError(f"no outlier with id {outlier_id} in {database}")
+    request_json, resources_json, stack_json, profile, note = values[11:]
+    return {
+        "row": _row(values[:12]),
+        "request": orjson.loads(request_json),
+        "resources": orjson.loads(resources_json),
+        "threshold_stack": orjson.loads(stack_json) if stack_json else None,
+        "profile": profile,
+        "note": note,
+    }
+
+
+def load_session(database: str, outlier_id: int) -> Session:
+    """The pyinstrument session of one outlier."""
+    outlier = load_outlier(database, outlier_id)
+    if outlier["profile"] is None:
+        reason = outlier["note"] or "none was captured"
+        raise StoreError(f"outlier {outlier_id} has no profile ({reason})")
+    session: Session = Session.from_json(orjson.loads(gzip.decompress(outlier["profile"])))
+    return session

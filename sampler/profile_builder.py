@@ -1,0 +1,144 @@
+"""Turning an outlier's raw samples into a pyinstrument :class:`~pyinstrument.session.Session`.
+
+Runs on the writer thread, never on the request thread. Frame identifiers follow pyinstrument's
+own format -- ``function\\x00filename\\x00first line`` plus ``\\x01c<class>`` and ``\\x01l<line>``
+attributes -- so its renderers and ``pyinstrument --load`` work on the result unchanged. Nodes
+group on the part before ``\\x01``, so a function does not split per line.
+
+Time weights: each sample is charged the time since the previous one (since the request's start
+for the first), whatever rate was in force. A sample can come late -- a thread running Python
+only lets the sampler in when the GIL switches, and C code holding the GIL lets nobody in -- so a
+sample is charged at most the interval that was due plus ``slack`` (two GIL switch intervals by
+default); the excess goes to an ``[unsampled]`` frame under the request's entry instead of being
+silently charged to whatever stack came next. The time from the last sample to the end of the
+request goes the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from types import CodeType
+
+from pyinstrument.session import Session
+
+from .stack_sampler import Sample, Stack
+
+__all__ = ["UNSAMPLED", "build_session", "frame_identifier", "stack_identifiers"]
+
+UNSAMPLED = "[unsampled]\x00<flamewatch>\x000"
+
+_base_ids: dict[CodeType, str] = {}
+_MAX_CACHED = 50_000
+
+
+def frame_identifier(code: CodeType, line: int) -> str:
+    """pyinstrument's identifier for a frame running ``code`` at ``line``."""
+    base = _base_ids.get(code)
+    if base is None:
+        if len(_base_ids) > _MAX_CACHED:
+            _base_ids.clear()
+        base = f"{code.co_name}\x00{code.co_filename}\x00{code.co_firstlineno}"
+        owner = _class_name(code)
+        if owner:
+            base += f"\x01c{owner}"
+        _base_ids[code] = base
+    return f"{base}\x01l{line}"
+
+
+def _class_name(code: CodeType) -> str | None:
+    qualname: str = getattr(code, "co_qualname", code.co_name)  # 3.11+
+    head, _, _ = qualname.rpartition(".")
+    if not head or head.endswith("<locals>"):
+        return None
+    return head.rpartition(".")[2]
+
+
+def stack_identifiers(stack: Stack) -> list[str]:
+    """Root-first identifiers of a sampled stack."""
+    return [frame_identifier(code, line) for code, line in stack]
+
+
+def thread_root(thread_name: str, thread_id: int) -> str:
+    return f"{thread_name}\x00<thread>\x00{thread_id}"
+
+
+def build_session(
+    samples: Sequence[Sample],
+    *,
+    t0_ns: int,
+    end_ns: int,
+    start_time: float,
+    thread_name: str,
+    thread_id: int,
+    description: str,
+    min_interval_s: float,
+    max_interval_s: float,
+    cpu_time: float = 0.0,
+    slack_ns: int | None = None,
+    entry_code: CodeType | None = None,
+) -> Session:
+    """A session covering ``t0_ns`` .. ``end_ns`` (``perf_counter_ns`` values) of one request.
+
+    ``entry_code`` is the code of the function where the request starts (the WSGI middleware);
+    pyinstrument's renderers then show the tree from there, without the server's frames above.
+    """
+    if slack_ns is None:
+        slack_ns = int(2 * sys.getswitchinterval() * 1e9)
+    root = thread_root(thread_name, thread_id)
+    records: list[tuple[list[str], float]] = []
+    ids_of: dict[int, list[str]] = {}  # id(stack) -> identifiers; stacks are shared tuples
+
+    def charge(stack: list[str], ns: int) -> None:
+        if ns <= 0:
+            return
+        if records and records[-1][0] is stack:
+            records[-1] = (stack, records[-1][1] + ns / 1e9)
+        else:
+            records.append((stack, ns / 1e9))
+
+    start_stack = _start_stack(root, samples, entry_code)
+    unsampled = [*start_stack, UNSAMPLED]  # under the request's entry, so the stem still trims
+    previous = t0_ns
+    last_stack: list[str] | None = None
+    last_interval = 0
+    for taken_at, interval, stack in samples:
+        if taken_at > end_ns:
+            break
+        identifiers = ids_of.get(id(stack))
+        if identifiers is None:
+            identifiers = ids_of[id(stack)] = [root, *stack_identifiers(stack)]
+        delta = taken_at - max(previous, t0_ns)
+        allowed = interval + slack_ns
+        charge(unsampled, delta - allowed)
+        charge(identifiers, min(delta, allowed))
+        previous, last_stack, last_interval = taken_at, identifiers, interval
+    tail = end_ns - max(previous, t0_ns)
+    if last_stack is not None:
+        # the request went on after the last sample; the same code, at most for one interval
+        charge(last_stack, min(tail, last_interval))
+        tail -= min(tail, last_interval)
+    charge(unsampled, tail)
+    return Session(
+        frame_records=records,
+        start_time=start_time,
+        duration=(end_ns - t0_ns) / 1e9,
+        min_interval=min_interval_s,
+        max_interval=max_interval_s,
+        sample_count=len(samples),
+        start_call_stack=start_stack,
+        target_description=description,
+        cpu_time=cpu_time,
+        sys_path=list(sys.path),
+        sys_prefixes=Session.current_sys_prefixes(),
+    )
+
+
+def _start_stack(root: str, samples: Sequence[Sample], entry_code: CodeType | None) -> list[str]:
+    if entry_code is None or not samples:
+        return [root]
+    stack = samples[0][2]
+    for depth, (code, _) in enumerate(stack):
+        if code is entry_code:
+            return [root, *stack_identifiers(stack[: depth + 1])]
+    return [root]

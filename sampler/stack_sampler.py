@@ -1,0 +1,224 @@
+"""The stack-sampling thread: what each in-flight request is doing, cheaply, until it matters.
+
+One thread per process knows every in-flight request through :class:`InFlight` slots that the
+request threads register in a shared dict (``thread id -> slot``). It samples each request's
+thread with :func:`sys._current_frames` at a low rate from the request's start, takes a sample
+at the very moment the request crosses its endpoint's outlier threshold, and samples at a high
+rate after that, so an outlier's profile covers the whole request and is detailed where the time
+went. A sample holds raw ``(code object, line)`` pairs -- strings are only built for outliers,
+by :mod:`.profile_builder`, off the request thread. With nothing in flight the thread sleeps on
+an event.
+
+Limits, handled by the profile builder rather than hidden: a thread running Python can only be
+sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in C
+that holds the GIL yields no sample at all. Each sample therefore records the interval that was
+due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` frame.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from time import perf_counter_ns
+from types import CodeType, FrameType
+from typing import Any
+
+__all__ = ["MAX_DEPTH", "InFlight", "Sample", "StackSampler"]
+
+#: frames kept per sample, from the thread's root; deeper stacks end in a ``[truncated]`` frame
+MAX_DEPTH = 200
+
+Stack = tuple[tuple[CodeType, int], ...]  # root first
+#: (taken at, perf_counter ns; the interval that was due, ns; the stack)
+Sample = tuple[int, int, Stack]
+
+
+class InFlight:
+    """One request in flight, shared by its thread, the sampler and (for outliers) the writer."""
+
+    __slots__ = (
+        "crossed",
+        "endpoint",
+        "group",
+        "interval_ns",
+        "next_due",
+        "params",
+        "request",
+        "rule",
+        "samples",
+        "status",
+        "streamed",
+        "t0",
+        "thread_id",
+        "threshold_ns",
+    )
+
+    def __init__(
+        self,
+        endpoint: str,
+        rule: str | None,
+        t0: int,
+        thread_id: int,
+        threshold_ns: int | None,
+        sampled: bool,
+    ) -> None:
+        self.endpoint = endpoint
+        self.rule = rule
+        self.t0 = t0
+        self.thread_id = thread_id
+        self.threshold_ns = threshold_ns
+        self.status = 500  # until the app answers otherwise
+        self.streamed = False
+        self.group: Any = None
+        self.request: Any = None  # the framework's request object, for an outlier's facts
+        self.params: dict[str, Any] | None = None  # request facts taken in the request thread
+        #: samples, or None when this request is not sampled (sampler off, hourly cap reached)
+        self.samples: list[Sample] | None = [] if sampled else None
+        self.crossed: Stack | None = None  # the stack when the threshold was crossed
+        self.next_due = 0  # set by the sampler
+        self.interval_ns = 0
+
+
+class StackSampler:
+    """The sampling thread. ``inflight`` is shared with the :class:`~.Recorder`."""
+
+    def __init__(
+        self,
+        inflight: dict[int, InFlight],
+        *,
+        interval_s: float = 0.01,
+        outlier_interval_s: float = 0.001,
+        max_samples: int = 2000,
+        on_tick: Any = None,
+    ) -> None:
+        self.inflight = inflight
+        self.low_ns = int(interval_s * 1e9)
+        self.high_ns = int(outlier_interval_s * 1e9)
+        self.max_samples = max_samples
+        self.on_tick = on_tick  # called about once a second while requests are in flight
+        self.idle = True
+        self.samples_taken = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._own_id = 0
+
+    # -- control ------------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="flamewatch-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        thread = self._thread
+        if thread is None:
+            return True
+        self._stopping = True
+        self._wake.set()
+        thread.join(timeout)
+        if thread.is_alive():
+            return False
+        self._thread = None
+        return True
+
+    def wake(self) -> None:
+        """Called by a request thread that registered a slot while the sampler was idle."""
+        self.idle = False
+        self._wake.set()
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._own_id = threading.get_ident()
+        next_tick = 0
+        while not self._stopping:
+            if not self.inflight:
+                self.idle = True
+                if not self.inflight:  # re-check: a request may have registered meanwhile
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                self.idle = False
+            now = perf_counter_ns()
+            if self.on_tick is not None and now >= next_tick:
+                next_tick = now + 1_000_000_000
+                self.on_tick()
+            wait_ns = self.sample_due(now)
+            self._wake.wait(max(wait_ns, 200_000) / 1e9)
+            self._wake.clear()
+
+    def sample_due(self, now: int) -> int:
+        """Sample every slot that is due; return the ns until the next one is."""
+        frames = sys._current_frames()
+        next_due = now + self.low_ns
+        for slot in list(self.inflight.values()):
+            if slot.samples is None:
+                continue
+            if slot.next_due == 0:
+                slot.interval_ns = self.low_ns
+                slot.next_due = slot.t0 + self.low_ns
+                if slot.threshold_ns is not None:
+                    slot.next_due = min(slot.next_due, slot.t0 + slot.threshold_ns)
+            if slot.next_due <= now:
+                frame = frames.get(slot.thread_id)
+                if frame is not None and slot.thread_id != self._own_id:
+                    self._sample(slot, frame, now)
+            next_due = min(next_due, slot.next_due)
+        return next_due - perf_counter_ns()
+
+    def _sample(self, slot: InFlight, frame: FrameType, now: int) -> None:
+        samples = slot.samples
+        assert samples is not None
+        stack = walk_stack(frame)
+        if samples and samples[-1][2] == stack:
+            stack = samples[-1][2]  # share the tuple: a stuck request costs little memory
+        samples.append((now, slot.interval_ns, stack))
+        self.samples_taken += 1
+        threshold = slot.threshold_ns
+        if slot.crossed is None and threshold is not None and now - slot.t0 >= threshold:
+            slot.crossed = stack  # the first sample past the threshold: switch to the high rate
+            slot.interval_ns = self.high_ns
+        slot.next_due = now + slot.interval_ns
+        if slot.crossed is None and threshold is not None:
+            slot.next_due = min(slot.next_due, slot.t0 + threshold)
+        if len(samples) >= self.max_samples:
+            thin(samples)
+            slot.interval_ns *= 2
+
+
+def walk_stack(frame: FrameType | None) -> Stack:
+    """The ``(code, line)`` pairs of a thread's stack, root first, at most :data:`MAX_DEPTH`."""
+    pairs = []
+    while frame is not None:
+        pairs.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    pairs.reverse()
+    if len(pairs) > MAX_DEPTH:
+        del pairs[MAX_DEPTH:]
+        pairs.append((_TRUNCATED, 0))
+    return tuple(pairs)
+
+
+def thin(samples: list[Sample]) -> None:
+    """Halve a full buffer, merging each pair's interval into the later sample of the pair."""
+    merged: list[Sample] = []
+    for i in range(1, len(samples), 2):
+        earlier, later = samples[i - 1], samples[i]
+        merged.append((later[0], earlier[1] + later[1], later[2]))
+    if len(samples) % 2:
+        merged.append(samples[-1])
+    samples[:] = merged
+
+
+def _truncated() -> None:  # pragma: no cover - never called; its code object marks a cut stack
+    pass
+
+
+_TRUNCATED = _truncated.__code__.replace(co_name="[truncated]")
