@@ -27,20 +27,21 @@ def _app_with_sleepy_view(make_app: Callable[..., Flask], **config: object) -> F
 def test_slow_request_after_warmup_is_flagged_with_its_threshold(
     make_app: Callable[..., Flask], db_path: Path
 ) -> None:
-    app = _app_with_sleepy_view(make_app, outlier_warmup=20)
+    # a 30 ms floor keeps a busy machine from making a 2 ms request an outlier
+    app = _app_with_sleepy_view(make_app, outlier_warmup=20, outlier_min_ms=30)
     client = app.test_client()
     for _ in range(20):
         client.get("/work?ms=2")
     flush(app)  # the writer has now seen the warm-up and published a threshold
     client.get("/work?ms=2")
-    client.get("/work?ms=80")
+    client.get("/work?ms=150")
     flush(app)
 
     got = stored(db_path)
     assert [r["is_outlier"] for r in got] == [0] * 21 + [1]
     assert all(r["threshold_ms"] is None for r in got[:20])
     threshold = got[-1]["threshold_ms"]
-    assert 5.0 <= threshold < 80  # at least the 5 ms floor, below the slow request
+    assert 30.0 <= threshold < 150  # at least the floor, below the slow request
     assert got[-1]["duration_ms"] > threshold
 
 
