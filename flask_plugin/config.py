@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flamewatch.sampler import OutlierRule
+from flamewatch.sampler.redact import Redactor
 from flamewatch.sampler.store import resolve_database
 
 __all__ = [
@@ -303,7 +304,7 @@ def load_settings(
         max_profile_kb=get("max_profile_kb", _integer(16, 65_536)),
         max_body_kb=get("max_body_kb", _integer(0, 65_536)),
         capture_headers=get("capture_headers", _patterns),
-        redact=get("redact", _patterns),
+        redact=get("redact", _redact_keys),
         queue_size=get("queue_size", _integer(100, 10_000_000)),
         flush_interval=get("flush_interval", _number(0.01, 60)),
     )
@@ -405,3 +406,9 @@ def _patterns(value: Any) -> tuple[str, ...]:
     if not all(isinstance(item, str) for item in items):
         raise TypeError("")
     return tuple(item for item in items if item)
+
+
+def _redact_keys(value: Any) -> tuple[str, ...]:
+    keys = _patterns(value)
+    Redactor(keys)  # refuses keys that would match everything
+    return keys

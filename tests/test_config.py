@@ -45,6 +45,10 @@ def _app(tmp_path: Path, **config: Any) -> Flask:
         ("FLAMEWATCH_GIT", "/no/such/dir", "'/no/such/dir' does not exist"),
         ("FLAMEWATCH_GROUP_BY", "no_such_module:f", "cannot import it"),
         ("FLAMEWATCH_GROUP_BY", 42, "FLAMEWATCH_GROUP_BY must be a callable request -> str"),
+        ("FLAMEWATCH_REDACT", ["pin", "-"], "FLAMEWATCH_REDACT must be a list of key fragments"),
+        ("FLAMEWATCH_SAMPLE_INTERVAL_MS", 0.5, "must be a number of milliseconds from 1 to 1000"),
+        ("FLAMEWATCH_PROFILES_PER_HOUR", -1, "FLAMEWATCH_PROFILES_PER_HOUR must be an integer"),
+        ("FLAMEWATCH_CAPTURE_HEADERS", {"a": 1}, "FLAMEWATCH_CAPTURE_HEADERS must be a list"),
         ("FLAMEWATCH_EXCLUDE", 5, "FLAMEWATCH_EXCLUDE must be a list of endpoint names"),
         (
             "FLAMEWATCH_DATABSE",

@@ -34,6 +34,24 @@ def test_opening_twice_migrates_once(db_path: Path) -> None:
     assert len(rows(db_path, "SELECT * FROM meta")) == 1
 
 
+def test_a_version_1_store_is_migrated_keeping_its_rows(db_path: Path) -> None:
+    from flamewatch.sampler.store.schema import MIGRATIONS
+
+    conn = sqlite3.connect(db_path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute("INSERT INTO versions VALUES (1, 'old', 'config', 1.0, 2.0)")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(db_path)
+    store.open()
+    store.close()
+    assert rows(db_path, "SELECT value FROM meta")[0][0] == str(SCHEMA_VERSION)
+    assert rows(db_path, "SELECT name FROM versions")[0][0] == "old"
+    assert rows(db_path, "SELECT count(*) FROM outliers")[0][0] == 0
+
+
 def test_a_store_from_a_newer_flamewatch_is_refused(db_path: Path) -> None:
     store = SQLiteStore(db_path)
     store.open()

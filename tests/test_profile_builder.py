@@ -1,0 +1,134 @@
+"""Samples to pyinstrument sessions: identifiers, time weights, unsampled time, thinning."""
+
+from __future__ import annotations
+
+import sys
+from types import FrameType
+
+import pytest
+from pyinstrument.session import Session
+
+from flamewatch.sampler.capture import Capturer, CaptureSettings
+from flamewatch.sampler.profile_builder import (
+    UNSAMPLED,
+    build_session,
+    frame_identifier,
+)
+from flamewatch.sampler.stack_sampler import MAX_DEPTH, InFlight, Sample, thin, walk_stack
+
+MS = 1_000_000
+
+
+class Basket:
+    def total(self) -> FrameType:
+        return sys._getframe()
+
+
+def outer() -> FrameType:
+    return inner()
+
+
+def inner() -> FrameType:
+    return sys._getframe()
+
+
+def _session(samples: list[Sample], end_ns: int, slack_ns: int = 0) -> Session:
+    return build_session(
+        samples,
+        t0_ns=0,
+        end_ns=end_ns,
+        start_time=1_700_000_000.0,
+        thread_name="worker-1",
+        thread_id=42,
+        description="GET /x",
+        min_interval_s=0.001,
+        max_interval_s=0.01,
+        slack_ns=slack_ns,
+    )
+
+
+def _by_leaf(session: Session) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for stack, seconds in session.frame_records:
+        leaf = stack[-1].split("\x00", 1)[0]
+        totals[leaf] = totals.get(leaf, 0.0) + seconds
+    return totals
+
+
+def test_identifiers_follow_pyinstruments_format() -> None:
+    frame = Basket().total()
+    identifier = frame_identifier(frame.f_code, 17)
+    name, filename, rest = identifier.split("\x00")
+    assert (name, filename) == ("total", __file__)
+    first_line, *attributes = rest.split("\x01")
+    assert int(first_line) == Basket.total.__code__.co_firstlineno
+    assert attributes == (["cBasket", "l17"] if sys.version_info >= (3, 11) else ["l17"])
+
+
+def test_stack_is_root_first_and_ends_at_the_sampled_frame() -> None:
+    stack = walk_stack(outer())
+    assert [code.co_name for code, _ in stack[-2:]] == ["outer", "inner"]
+
+
+def test_deep_stacks_are_cut_with_a_truncated_frame() -> None:
+    def recurse(n: int) -> FrameType:
+        return recurse(n - 1) if n else sys._getframe()
+
+    stack = walk_stack(recurse(MAX_DEPTH + 50))
+    assert len(stack) == MAX_DEPTH + 1
+    assert stack[-1][0].co_name == "[truncated]"
+
+
+def test_weights_follow_the_rate_change_and_cover_the_request() -> None:
+    a = walk_stack(outer())
+    b = walk_stack(Basket().total())
+    # low rate (10 ms) until the threshold at 25 ms, then high rate (1 ms)
+    samples: list[Sample] = [(10 * MS, 10 * MS, a), (20 * MS, 10 * MS, a), (25 * MS, 10 * MS, b)]
+    samples += [(25 * MS + i * MS, MS, b) for i in range(1, 31)]
+    session = _session(samples, end_ns=56 * MS)
+    totals = _by_leaf(session)
+    assert totals["inner"] == pytest.approx(0.020)
+    assert totals["total"] == pytest.approx(0.036)  # 5 ms to the crossing, 30 x 1 ms, 1 ms tail
+    assert sum(totals.values()) == pytest.approx(session.duration) == pytest.approx(0.056)
+    assert session.sample_count == 33
+    assert session.frame_records[0][0][0] == "worker-1\x00<thread>\x0042"
+
+
+def test_late_samples_put_the_gap_on_unsampled_not_on_the_next_stack() -> None:
+    a = walk_stack(outer())
+    samples: list[Sample] = [(MS, MS, a), (2 * MS, MS, a), (102 * MS, MS, a)]
+    session = _session(samples, end_ns=103 * MS, slack_ns=2 * MS)
+    totals = _by_leaf(session)
+    assert totals[UNSAMPLED.split("\x00")[0]] == pytest.approx(0.097)
+    assert totals["inner"] == pytest.approx(0.006)
+
+
+def test_thinning_keeps_the_time_covered() -> None:
+    a = walk_stack(outer())
+    samples: list[Sample] = [(i * MS, MS, a) for i in range(1, 101)]
+    before = _by_leaf(_session(list(samples), end_ns=100 * MS))
+    thin(samples)
+    assert len(samples) == 50
+    assert all(interval == 2 * MS for _, interval, _ in samples)
+    after = _by_leaf(_session(samples, end_ns=100 * MS))
+    assert after == pytest.approx(before)
+    assert UNSAMPLED.split("\x00")[0] not in after
+
+
+def test_profile_over_the_size_cap_is_thinned_until_it_fits() -> None:
+    def recurse(n: int) -> FrameType:
+        return recurse(n - 1) if n else sys._getframe()
+
+    stacks = [walk_stack(recurse(depth)) for depth in range(1, 150)]
+    slot = InFlight("e", "/e", 0, 1, MS, sampled=True)
+    assert slot.samples is not None
+    slot.samples.extend((i * MS, MS, stacks[i % len(stacks)]) for i in range(1, 2001))
+    settings = CaptureSettings(max_profile_bytes=16 * 1024)
+    capture = Capturer(settings, None, None).capture(
+        slot, 2001 * MS, started_at=0.0, facts={}, description="x"
+    )
+    assert capture.profile is not None
+    assert len(capture.profile) <= 16 * 1024
+    assert capture.note is not None
+    assert capture.note.startswith("thinned to")
+    assert capture.sample_count < 2000
