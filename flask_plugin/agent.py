@@ -111,7 +111,14 @@ class Agent:
                 captures_per_hour=settings.profiles_per_hour,
             )
             self._writer.start()
-            if settings.sampler:
+            green = _green_threads()
+            if settings.sampler and green:
+                log.warning(
+                    "flamewatch: %s has patched threading; stack sampling is off, outliers are"
+                    " flagged and captured without a profile",
+                    green,
+                )
+            if settings.sampler and not green:
                 self._sampler = StackSampler(
                     self.recorder.inflight,
                     interval_s=settings.sample_interval_ms / 1000,
@@ -167,6 +174,23 @@ class Agent:
         self._sampler = None
         self.running = False
         self.recorder.reset_after_fork()
+
+
+def _green_threads() -> str | None:
+    """The name of gevent or eventlet when it monkey-patched threading, else None.
+
+    Their greenlets share one OS thread, and ``sys._current_frames()`` knows OS threads only:
+    a sample could not tell one request from another.
+    """
+    import sys
+
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        return "gevent"
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        return "eventlet"
+    return None
 
 
 def _flamewatch_version() -> str:

@@ -146,9 +146,27 @@ _EXTENSIONS = {"pyisession": ".pyisession", "speedscope": ".speedscope.json", "h
 def demo(output: Path, requests_per_version: int) -> None:
     """Run a sample app under traffic across three versions and summarize the store."""
     from .demo import run_demo
+    from .export import export_profile
+    from .outliers import list_outliers, load_session
 
     database = run_demo(output, requests_per_version, progress=click.echo)
     click.echo("")
     click.echo(format_summary(summarize(str(database))))
+    captured = [o for o in list_outliers(str(database)) if o.profile_bytes]
+    click.echo("")
+    click.echo(f"{len(captured)} outliers captured with a profile, slowest first:")
+    for outlier in sorted(captured, key=lambda o: -o.duration_ms)[:5]:
+        click.echo(
+            f"  #{outlier.id:<4} {outlier.endpoint:<12} {outlier.version:<8}"
+            f" {outlier.group or '-':<8} {outlier.duration_ms:8.1f} ms"
+        )
+    if captured:
+        slowest = max(captured, key=lambda o: o.duration_ms)
+        session = load_session(str(database), slowest.id)
+        for fmt, suffix in (("html", ".html"), ("pyisession", ".pyisession")):
+            path = output / f"outlier-{slowest.id}{suffix}"
+            path.write_bytes(export_profile(session, fmt))
+            click.echo(f"Profile of #{slowest.id}: {path}")
     click.echo("")
     click.echo(f"The store is {database}; see it again with: flamewatch summary -d {database}")
+    click.echo(f"List its outliers with: flamewatch outliers -d {database}")
