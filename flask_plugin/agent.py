@@ -125,6 +125,7 @@ class Agent:
                     outlier_interval_s=settings.outlier_sample_interval_ms / 1000,
                     max_samples=settings.max_samples,
                     on_tick=resources.read,
+                    activity=lambda: self.recorder.begun,
                 )
                 self._sampler.start()
                 self.recorder.sampler = self._sampler

@@ -119,12 +119,12 @@ class RequestTimer:
         try:
             body = self.wsgi_app(environ, start_response)
         except BaseException:
-            slot = environ.get(SLOT_KEY)
+            slot = environ.pop(SLOT_KEY, None)
             if slot is not None:
                 slot.status = 500
                 _finish(agent, environ, slot)
             raise
-        slot = environ.get(SLOT_KEY)
+        slot = environ.pop(SLOT_KEY, None)  # no cycle environ -> slot -> request -> environ
         if slot is None:
             return body
         if slot.streamed:

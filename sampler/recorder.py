@@ -67,6 +67,8 @@ class Recorder:
         self.sampler: StackSampler | None = None
         #: endpoints whose outlier captures reached the hourly cap (kept by the writer)
         self.capped: set[str] = set()
+        #: requests begun so far (approximate under threads; the sampler reads it as activity)
+        self.begun = 0
         self.dropped = 0
         self._drop_lock = threading.Lock()
 
@@ -92,9 +94,11 @@ class Recorder:
             self.thresholds_ns.get(endpoint),
             sampler is not None and endpoint not in self.capped,
         )
-        self.inflight[slot.thread_id] = slot
-        if sampler is not None and sampler.idle:
-            sampler.wake()
+        if sampler is not None:
+            self.inflight[slot.thread_id] = slot
+            self.begun += 1
+            if sampler.idle:  # only after a quiet second: rare under traffic
+                sampler.wake()
         return slot
 
     def end(self, slot: InFlight, end_ns: int, method: str, client_ip: str | None) -> bool:

@@ -90,12 +90,17 @@ class StackSampler:
         outlier_interval_s: float = 0.001,
         max_samples: int = 2000,
         on_tick: Any = None,
+        activity: Any = None,
+        idle_after_s: float = 1.0,
     ) -> None:
         self.inflight = inflight
         self.low_ns = int(interval_s * 1e9)
         self.high_ns = int(outlier_interval_s * 1e9)
         self.max_samples = max_samples
-        self.on_tick = on_tick  # called about once a second while requests are in flight
+        self.on_tick = on_tick  # called about once a second while requests come in
+        #: a callable counting the requests begun so far: activity that keeps the thread polling
+        self.activity = activity if activity is not None else (lambda: 0)
+        self.idle_after_ns = int(idle_after_s * 1e9)
         self.idle = True
         self.samples_taken = 0
         self._wake = threading.Event()
@@ -129,28 +134,36 @@ class StackSampler:
         return True
 
     def wake(self) -> None:
-        """Called by a request thread that registered a slot while the sampler was idle."""
+        """Called by a request thread that registered a slot while the sampler slept."""
         self.idle = False
         self._wake.set()
 
     # -- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # While requests come in, the thread polls at the low interval, so a request thread
+        # never has to wake it; after ``idle_after_s`` without any, it sleeps until woken.
         self._own_id = threading.get_ident()
         next_tick = 0
+        last_active = perf_counter_ns()
+        last_count = self.activity()
         while not self._stopping:
-            if not self.inflight:
-                self.idle = True
-                if not self.inflight:  # re-check: a request may have registered meanwhile
-                    self._wake.wait(1.0)
-                    self._wake.clear()
-                    continue
-                self.idle = False
             now = perf_counter_ns()
+            count = self.activity()
+            if self.inflight or count != last_count:
+                last_active, last_count = now, count
+            elif now - last_active > self.idle_after_ns:
+                self.idle = True
+                if not self.inflight and self.activity() == last_count:  # re-check, then sleep
+                    self._wake.wait()
+                self._wake.clear()
+                self.idle = False
+                last_active = perf_counter_ns()
+                continue
             if self.on_tick is not None and now >= next_tick:
                 next_tick = now + 1_000_000_000
                 self.on_tick()
-            wait_ns = self.sample_due(now)
+            wait_ns = self.sample_due(now) if self.inflight else self.low_ns
             self._wake.wait(max(wait_ns, 200_000) / 1e9)
             self._wake.clear()
 

@@ -68,6 +68,7 @@ class Writer:
         self._failures = 0
         self._retry_at = 0.0
         self._wake = threading.Event()
+        self._urgent = False  # a flush is waiting: retry a failing store now
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -89,6 +90,7 @@ class Writer:
         if not self.alive:
             return not self.recorder.queue
         marker = self.recorder.flush_marker()
+        self._urgent = True
         self._wake.set()
         return marker.event.wait(timeout) and marker.ok
 
@@ -112,14 +114,17 @@ class Writer:
         try:
             while True:
                 stopping = self._stopping
-                self._drain()
-                urgent = stopping or bool(self._markers)  # a flush or a stop: act now
+                held_back = self._drain()
+                urgent = stopping or self._urgent or bool(self._markers)  # a flush or a stop
+                self._urgent = False
                 if self._ready(force=urgent):
                     self._sync_if_due(force=urgent)
                     self._write_pending()
                 self._answer_markers()
                 if stopping:
                     break
+                if held_back and self._connected and not self._pending:
+                    continue  # the store is back: take what waited in the queue at once
                 self._wake.wait(self._next_wait())
                 self._wake.clear()
         except Exception:  # a bug here must not take the process down; say so loudly once
@@ -132,13 +137,18 @@ class Writer:
             return max(0.05, min(self._retry_at - time.monotonic(), MAX_RETRY_INTERVAL))
         return self.flush_interval
 
-    def _drain(self) -> None:
-        """Move queued records into the pending batch, updating statistics as they pass."""
-        queue, pending = self.recorder.queue, self._pending
+    def _drain(self) -> bool:
+        """Move queued records into the pending batch, updating statistics as they pass.
+
+        While the store fails, at most ``queue_size`` records wait here: the rest stay queued,
+        where the request threads count what no longer fits as dropped. Returns whether
+        records were held back in the queue for that reason.
+        """
+        queue, pending, cap = self.recorder.queue, self._pending, self.recorder.queue_size
         rule, stats = self.rule, self.stats
-        thresholds = self.recorder.thresholds_ns
+        in_force: dict[str, float | None] = {}  # thresholds, computed once per endpoint per drain
         offset_ns = time.time_ns() - time.perf_counter_ns()  # wall clock of the perf counter
-        while queue:
+        while queue and not (self._failures and len(pending) >= cap):
             item = queue.popleft()
             if isinstance(item, FlushMarker):
                 self._markers.append(item)
@@ -148,13 +158,23 @@ class Writer:
             if slot is not None and self.capturer is not None and self._may_capture(record):
                 record = self._capture(record, slot, item[5])
             pending.append(record)
-            endpoint_stats = stats.get(record.endpoint)
+            endpoint = record.endpoint
+            endpoint_stats = stats.get(endpoint)
             if endpoint_stats is None:
-                endpoint_stats = stats[record.endpoint] = RunningStats(rule.window)
-            _feed(rule, endpoint_stats, record.duration_ms)
-            threshold = rule.threshold_ms(endpoint_stats)
+                endpoint_stats = stats[endpoint] = RunningStats(rule.window)
+            if endpoint in in_force:
+                threshold = in_force[endpoint]
+            else:
+                threshold = in_force[endpoint] = rule.threshold_ms(endpoint_stats)
+            duration = record.duration_ms
+            # winsorized: a burst of slow requests cannot raise the bar it is measured against
+            endpoint_stats.add(duration if threshold is None or duration < threshold else threshold)
+        thresholds = self.recorder.thresholds_ns
+        for endpoint in in_force:
+            threshold = rule.threshold_ms(stats[endpoint])
             if threshold is not None:
-                thresholds[record.endpoint] = int(threshold * 1e6)
+                thresholds[endpoint] = int(threshold * 1e6)
+        return bool(queue) and bool(self._failures)
 
     def _may_capture(self, record: RequestRecord) -> bool:
         """At most ``captures_per_hour`` captures per endpoint (this process's version)."""
@@ -300,6 +320,14 @@ class Writer:
             self.recorder.count_dropped(excess)
 
     def _shutdown(self) -> None:
+        # what a failing store held back in the queue, or came in after the last drain, is
+        # lost as well -- and counted
+        for item in self.recorder.queue:
+            if isinstance(item, FlushMarker):
+                self._markers.append(item)
+            else:
+                self._pending.append(_to_record(item, 0))
+        self.recorder.queue.clear()
         if self._pending:
             log.error(
                 "flamewatch: %d records could not be written to %s and are lost",
@@ -334,8 +362,3 @@ def _to_record(raw: RawRecord, offset_ns: int) -> RequestRecord:
         outlier,
         None if threshold is None else threshold / 1e6,
     )
-
-
-def _feed(rule: OutlierRule, stats: RunningStats, duration_ms: float) -> None:
-    threshold = rule.threshold_ms(stats)
-    stats.add(duration_ms if threshold is None else min(duration_ms, threshold))

@@ -351,11 +351,11 @@ def test_sampler_sleeps_when_idle_and_stops_with_the_extension(app: Flask) -> No
     sampler = agent.recorder.sampler
     assert sampler is not None
     assert sampler.alive
-    time.sleep(0.1)
+    time.sleep(1.5)  # a quiet second: the sampler goes to sleep on its event
+    assert sampler.idle
     taken = sampler.samples_taken
     time.sleep(0.3)
     assert sampler.samples_taken == taken  # nothing in flight: nothing sampled
-    assert sampler.idle
     assert agent.close()
     assert not sampler.alive
     assert not [t for t in threading.enumerate() if t.name.startswith("flamewatch-")]

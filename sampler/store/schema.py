@@ -85,7 +85,6 @@ _V2 = (
         sample_count INTEGER NOT NULL DEFAULT 0,
         note TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS requests_outliers ON requests (is_outlier, endpoint_id)",
 )
 
 #: statements taking a store from version ``n - 1`` to ``n``, at index ``n - 1``
