@@ -63,7 +63,7 @@ def install(app: Flask, agent: Agent) -> None:
 
 def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callable[[], Response]:
     recorder = agent.recorder
-    is_monitored = recorder.is_monitored
+    begin = recorder.begin
     group_by = agent.settings.group_by
     describe = agent.describe_request
 
@@ -72,9 +72,14 @@ def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callabl
         try:
             request = _current_request()
             rule = request.url_rule
-            t0 = request.environ.get(T0_KEY)
-            if rule is not None and t0 is not None and is_monitored(rule.endpoint):
-                slot = request.environ[SLOT_KEY] = recorder.begin(rule.endpoint, rule.rule, t0)
+            if rule is not None:
+                endpoint = rule.endpoint
+                monitored = recorder.monitored.get(endpoint)
+                if monitored is None:
+                    monitored = recorder.is_monitored(endpoint)
+                environ = request.environ
+                if monitored and T0_KEY in environ:
+                    slot = environ[SLOT_KEY] = begin(endpoint, rule.rule, environ[T0_KEY])
         except Exception:
             log_swallowed("reading the request's endpoint")
         if slot is None:
@@ -129,7 +134,15 @@ class RequestTimer:
             return body
         if slot.streamed:
             return TimedBody(body, agent, environ, slot)
-        _finish(agent, environ, slot)
+        try:
+            agent.recorder.end(
+                slot,
+                perf_counter_ns(),
+                environ.get("REQUEST_METHOD", ""),
+                environ.get("REMOTE_ADDR"),
+            )
+        except Exception:
+            log_swallowed("recording a request")
         return body
 
 

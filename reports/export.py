@@ -17,10 +17,13 @@ Three formats:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
-from pyinstrument.renderers.html import HTMLRenderer, JSONForHTMLRenderer
+from pyinstrument.renderers import html as renderers_html
+from pyinstrument.renderers.html import JSONForHTMLRenderer
 from pyinstrument.session import Session
 
 __all__ = ["FORMATS", "export_profile", "to_html", "to_pyisession", "to_speedscope"]
@@ -158,13 +161,32 @@ def _parse_line(text: str) -> int | None:
 def to_html(session: Session) -> bytes:
     """pyinstrument's interactive page for ``session``: one HTML document, scripts inlined.
 
-    The renderer sends the whole frame tree to the page (it has no preprocessors by default; the
-    view options and the timeline are in the page). The session data is embedded in a
-    ``<script>``; ``<`` in it is escaped, so a ``</script>`` in a description or path stays text.
+    The page is the one ``HTMLRenderer`` writes -- its ``app.js`` and ``app.css`` inlined, the
+    whole frame tree as data (no preprocessors: the view options and the timeline are in the
+    page) -- built here from the same parts so the data is rendered once and embedded safely:
+    ``<`` in it is escaped, so a ``</script>`` in a description or a path stays text.
     """
-    session = _fit_for_html(session)
-    page: str = HTMLRenderer().render(session)
-    return _escape_embedded_data(page, session).encode("utf-8")
+    data: str = JSONForHTMLRenderer().render(_fit_for_html(session))
+    js, css = _html_resources()
+    escaped = data.replace("<", "\\u003c")  # JSON has "<" only inside strings: same meaning
+    page = (
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n</head>\n<body>\n'
+        f'<div id="app"></div>\n<script>{js}</script>\n<style>{css}</style>\n<script>\n'
+        f"const sessionData = {data.replace('<', chr(92) + 'u003c')};\n"
+        "pyinstrumentHTMLRenderer.render(document.getElementById('app'), sessionData);\n"
+        "</script>\n</body>\n</html>\n"
+    )
+    return page.encode("utf-8")
+
+
+@functools.cache
+def _html_resources() -> tuple[str, str]:
+    """The viewer's script and style sheet, as pyinstrument ships them."""
+    folder = Path(renderers_html.__file__).parent / "html_resources"
+    return (
+        (folder / "app.js").read_text(encoding="utf-8"),
+        (folder / "app.css").read_text(encoding="utf-8"),
+    )
 
 
 def _fit_for_html(session: Session) -> Session:
@@ -177,13 +199,3 @@ def _fit_for_html(session: Session) -> Session:
         interval *= 2
         resampled = session.resample(interval)
     return resampled
-
-
-def _escape_embedded_data(page: str, session: Session) -> str:
-    data: str = JSONForHTMLRenderer().render(session)
-    if "<" not in data:
-        return page
-    # JSON has "<" only inside strings, where "\u003c" means the same; the data is the last
-    # thing in the page before a fixed script tail, so its last occurrence is the embedded one.
-    start = page.rindex(data)
-    return page[:start] + data.replace("<", "\\u003c") + page[start + len(data) :]

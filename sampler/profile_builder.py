@@ -5,13 +5,16 @@ own format -- ``function\\x00filename\\x00first line`` plus ``\\x01c<class>`` an
 attributes -- so its renderers and ``pyinstrument --load`` work on the result unchanged. Nodes
 group on the part before ``\\x01``, so a function does not split per line.
 
-Time weights: each sample is charged the time since the previous one (since the request's start
-for the first), whatever rate was in force. A sample can come late -- a thread running Python
-only lets the sampler in when the GIL switches, and C code holding the GIL lets nobody in -- so a
-sample is charged at most the interval that was due plus ``slack`` (two GIL switch intervals by
-default); the excess goes to an ``[unsampled]`` frame under the request's entry instead of being
-silently charged to whatever stack came next. The time from the last sample to the end of the
-request goes the same way.
+Time weights: the time between two samples is split at its midpoint between their stacks; the
+first sample also takes the time since the request's start, the last the time to its end. This
+holds whatever rate was in force, and sparse samples of a thread holding the GIL err on both
+sides rather than all on the later one.
+
+Samples can come late: a thread running Python only lets the sampler in when the GIL switches,
+and C code holding the GIL lets nobody in. So a gap is credited at most the interval that was
+due plus ``slack`` (two GIL switch intervals by default) -- unless both samples found the thread
+in the same functions, which brackets the gap -- and the rest goes to an ``[unsampled]`` frame
+under the request's entry instead of being silently charged to whatever stack came next.
 """
 
 from __future__ import annotations
@@ -97,10 +100,12 @@ def build_session(
         else:
             records.append((stack, ns / 1e9))
 
+    chains: dict[int, tuple[CodeType, ...]] = {}  # id(stack) -> its functions, without lines
     start_stack = _start_stack(root, samples, entry_code)
     unsampled = [*start_stack, UNSAMPLED]  # under the request's entry, so the stem still trims
     previous = t0_ns
     last_stack: list[str] | None = None
+    last_chain: tuple[CodeType, ...] | None = None
     last_interval = 0
     for taken_at, interval, stack in samples:
         if taken_at > end_ns:
@@ -108,16 +113,27 @@ def build_session(
         identifiers = ids_of.get(id(stack))
         if identifiers is None:
             identifiers = ids_of[id(stack)] = [root, *stack_identifiers(stack)]
+            chains[id(stack)] = tuple(code for code, _ in stack)
+        chain = chains[id(stack)]
         delta = taken_at - max(previous, t0_ns)
-        allowed = interval + slack_ns
-        charge(unsampled, delta - allowed)
-        charge(identifiers, min(delta, allowed))
-        previous, last_stack, last_interval = taken_at, identifiers, interval
+        if last_stack is None:  # the first sample: since the request's start
+            allowed = interval + slack_ns
+            charge(unsampled, delta - allowed)
+            charge(identifiers, min(delta, allowed))
+        else:
+            # a late sample in the same functions as the one before: the thread was there all
+            # along; otherwise what is beyond the allowance is unknown
+            allowed = min(delta, delta if chain == last_chain else interval + slack_ns)
+            charge(last_stack, allowed // 2)  # split at the midpoint between the two samples
+            charge(unsampled, delta - allowed)
+            charge(identifiers, allowed - allowed // 2)
+        previous, last_stack, last_chain, last_interval = taken_at, identifiers, chain, interval
     tail = end_ns - max(previous, t0_ns)
     if last_stack is not None:
-        # the request went on after the last sample; the same code, at most for one interval
-        charge(last_stack, min(tail, last_interval))
-        tail -= min(tail, last_interval)
+        # the request went on after the last sample: in the same code, for at most an allowance
+        allowed = min(tail, last_interval + slack_ns)
+        charge(last_stack, allowed)
+        tail -= allowed
     charge(unsampled, tail)
     return Session(
         frame_records=records,

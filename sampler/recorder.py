@@ -86,16 +86,12 @@ class Recorder:
     def begin(self, endpoint: str, rule: str | None, t0: int) -> InFlight:
         """Register a request of a monitored endpoint that started at ``t0`` (perf_counter_ns)."""
         sampler = self.sampler
-        slot = InFlight(
-            endpoint,
-            rule,
-            t0,
-            get_ident(),
-            self.thresholds_ns.get(endpoint),
-            sampler is not None and endpoint not in self.capped,
-        )
+        thread_id = get_ident()
+        slot = InFlight(endpoint, rule, t0, thread_id, self.thresholds_ns.get(endpoint))
         if sampler is not None:
-            self.inflight[slot.thread_id] = slot
+            if endpoint not in self.capped:
+                slot.samples = []
+            self.inflight[thread_id] = slot
             self.begun += 1
             if sampler.idle:  # only after a quiet second: rare under traffic
                 sampler.wake()
@@ -103,9 +99,8 @@ class Recorder:
 
     def end(self, slot: InFlight, end_ns: int, method: str, client_ip: str | None) -> bool:
         """Queue a finished request; return whether it is an outlier."""
-        inflight = self.inflight
-        if inflight.get(slot.thread_id) is slot:
-            del inflight[slot.thread_id]
+        if self.sampler is not None and self.inflight.get(slot.thread_id) is slot:
+            del self.inflight[slot.thread_id]
         duration = end_ns - slot.t0
         threshold = slot.threshold_ns
         outlier = threshold is not None and duration > threshold

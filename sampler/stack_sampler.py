@@ -60,7 +60,6 @@ class InFlight:
         t0: int,
         thread_id: int,
         threshold_ns: int | None,
-        sampled: bool,
     ) -> None:
         self.endpoint = endpoint
         self.rule = rule
@@ -73,7 +72,7 @@ class InFlight:
         self.request: Any = None  # the framework's request object, for an outlier's facts
         self.params: dict[str, Any] | None = None  # request facts taken in the request thread
         #: samples, or None when this request is not sampled (sampler off, hourly cap reached)
-        self.samples: list[Sample] | None = [] if sampled else None
+        self.samples: list[Sample] | None = None
         self.crossed: Stack | None = None  # the stack when the threshold was crossed
         self.next_due = 0  # set by the sampler
         self.interval_ns = 0

@@ -87,8 +87,9 @@ def test_weights_follow_the_rate_change_and_cover_the_request() -> None:
     samples += [(25 * MS + i * MS, MS, b) for i in range(1, 31)]
     session = _session(samples, end_ns=56 * MS)
     totals = _by_leaf(session)
-    assert totals["inner"] == pytest.approx(0.020)
-    assert totals["total"] == pytest.approx(0.036)  # 5 ms to the crossing, 30 x 1 ms, 1 ms tail
+    # gaps split at their midpoints: 10 + 10 + 2.5 ms in a; 2.5 + 30 x 1 ms + 1 ms tail in b
+    assert totals["inner"] == pytest.approx(0.0225)
+    assert totals["total"] == pytest.approx(0.0335)
     assert sum(totals.values()) == pytest.approx(session.duration) == pytest.approx(0.056)
     assert session.sample_count == 33
     assert session.frame_records[0][0][0] == "worker-1\x00<thread>\x0042"
@@ -96,11 +97,22 @@ def test_weights_follow_the_rate_change_and_cover_the_request() -> None:
 
 def test_late_samples_put_the_gap_on_unsampled_not_on_the_next_stack() -> None:
     a = walk_stack(outer())
-    samples: list[Sample] = [(MS, MS, a), (2 * MS, MS, a), (102 * MS, MS, a)]
+    b = walk_stack(Basket().total())
+    samples: list[Sample] = [(MS, MS, a), (2 * MS, MS, a), (102 * MS, MS, b)]
     session = _session(samples, end_ns=103 * MS, slack_ns=2 * MS)
     totals = _by_leaf(session)
     assert totals[UNSAMPLED.split("\x00")[0]] == pytest.approx(0.097)
-    assert totals["inner"] == pytest.approx(0.006)
+    # 1 ms before the first sample, the 1 ms gap split, 1.5 of the 3 ms allowed around the gap
+    assert totals["inner"] == pytest.approx(0.0035)
+    assert totals["total"] == pytest.approx(0.0025)  # 1.5 ms of the allowance, 1 ms of tail
+
+
+def test_a_late_sample_in_the_same_functions_keeps_the_whole_gap() -> None:
+    a = walk_stack(outer())
+    a_other_line = tuple((code, line + 1) for code, line in a)  # same functions, moved on
+    samples: list[Sample] = [(MS, MS, a), (2 * MS, MS, a), (102 * MS, MS, a_other_line)]
+    session = _session(samples, end_ns=102 * MS, slack_ns=2 * MS)
+    assert _by_leaf(session) == pytest.approx({"inner": 0.102})
 
 
 def test_thinning_keeps_the_time_covered() -> None:
@@ -120,8 +132,8 @@ def test_profile_over_the_size_cap_is_thinned_until_it_fits() -> None:
         return recurse(n - 1) if n else sys._getframe()
 
     stacks = [walk_stack(recurse(depth)) for depth in range(1, 150)]
-    slot = InFlight("e", "/e", 0, 1, MS, sampled=True)
-    assert slot.samples is not None
+    slot = InFlight("e", "/e", 0, 1, MS)
+    slot.samples = []
     slot.samples.extend((i * MS, MS, stacks[i % len(stacks)]) for i in range(1, 2001))
     settings = CaptureSettings(max_profile_bytes=16 * 1024)
     capture = Capturer(settings, None, None).capture(

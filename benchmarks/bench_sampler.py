@@ -1,0 +1,256 @@
+"""What the stack sampler costs, how faithful its profiles are, and what a capture costs.
+
+(a) Throughput cost, through the Flask test client, interleaved in rounds, medians reported:
+
+* ``bare``        -- the app without flamewatch;
+* ``timing``      -- flamewatch with ``sampler=False`` (timing, storing, outlier flags);
+* ``sampler``     -- flamewatch at its defaults (sampling every 10 ms, 1 ms past a threshold);
+* ``pyinstrument``-- pyinstrument's ``Profiler`` started and stopped around every request (the
+  common per-request recipe; its session is discarded).
+
+on a CPU-bound view (a pure-Python loop of about 20 ms) and a view waiting on I/O (a 20 ms
+sleep). The figure that matters is ``sampler`` against ``timing``: the cost of sampling alone.
+
+(b) Fidelity: an endpoint whose normal request takes ~2 ms gets outliers that spend ~60 ms
+(>= 20x its mean) in one function, CPU-bound or sleeping. For each outlier's stored profile:
+the share of the profile's time in that function, and the share of the request's measured
+duration covered by samples (the profile's total minus its ``[unsampled]`` time).
+
+(c) Capture cost: the request thread's extra work for an outlier (reading its params) and the
+writer thread's (building, compressing the session, reading CPU and memory), medians.
+
+Run from the repository root::
+
+    python benchmarks/bench_sampler.py            # full run, a few minutes
+    python benchmarks/bench_sampler.py --quick    # smoke run
+
+Results are printed and written to ``bench-out/bench_sampler.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, request
+from pyinstrument import Profiler
+
+from flamewatch.flask_plugin import Flamewatch
+from flamewatch.reports.outliers import list_outliers, load_session
+
+NAME = "bench_sampler"
+
+
+def spin(ms: float) -> None:
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        pass
+
+
+def the_slow_function_cpu(ms: float) -> None:
+    spin(ms)
+
+
+def the_slow_function_sleep(ms: float) -> None:
+    time.sleep(ms / 1000)
+
+
+def make_app(variant: str, tmp: Path) -> Flask:
+    app = Flask(f"bench-{variant}")
+
+    @app.get("/cpu")
+    def cpu() -> str:
+        spin(20)
+        return "cpu"
+
+    @app.get("/io")
+    def io() -> str:
+        time.sleep(0.02)
+        return "io"
+
+    if variant in ("timing", "sampler"):
+        Flamewatch(
+            app,
+            database=str(tmp / f"{variant}.sqlite3"),
+            version="bench",
+            sampler=variant == "sampler",
+        )
+    elif variant == "pyinstrument":
+
+        @app.before_request
+        def start() -> None:
+            g.profiler = Profiler(interval=0.001)
+            g.profiler.start()
+
+        @app.after_request
+        def stop(response: Any) -> Any:
+            g.profiler.stop()
+            return response
+
+    return app
+
+
+def throughput(rounds: int, batch: int) -> dict[str, dict[str, float]]:
+    variants = ("bare", "timing", "sampler", "pyinstrument")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        apps = {v: make_app(v, Path(tmp)) for v in variants}
+        clients = {v: app.test_client() for v, app in apps.items()}
+        for view in ("/cpu", "/io"):
+            times: dict[str, list[float]] = {v: [] for v in variants}
+            for client in clients.values():
+                for _ in range(5):
+                    client.get(view)
+            for _ in range(rounds):
+                for variant in variants:
+                    gc.collect()
+                    start = time.perf_counter_ns()
+                    for _ in range(batch):
+                        clients[variant].get(view)
+                    times[variant].append((time.perf_counter_ns() - start) / batch / 1e6)
+            results[view] = {v: statistics.median(t) for v, t in times.items()}
+        for app in apps.values():
+            agent = app.extensions.get("flamewatch")
+            if agent is not None:
+                agent.close()
+    return results
+
+
+def fidelity(outliers: int) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        database = str(Path(tmp) / "fidelity.sqlite3")
+        app = Flask("fidelity")
+
+        @app.get("/work")
+        def work() -> str:
+            kind = request.args.get("slow")
+            if kind == "cpu":
+                the_slow_function_cpu(60)
+            elif kind == "sleep":
+                the_slow_function_sleep(60)
+            spin(2)
+            return "ok"
+
+        fw = Flamewatch(app, database=database, version="bench", profiles_per_hour=10_000)
+        client = app.test_client()
+        for _ in range(200):
+            client.get("/work")
+        fw.flush()
+        for kind in ("cpu", "sleep"):
+            for _ in range(outliers):
+                client.get(f"/work?slow={kind}")
+            fw.flush()
+        fw.close()
+        for kind in ("cpu", "sleep"):
+            function = f"the_slow_function_{kind}"
+            shares, coverage, ratio = [], [], []
+            rows = [o for o in list_outliers(database) if o.duration_ms > 50]
+            for outlier in rows:
+                session = load_session(database, outlier.id)
+                records = session.frame_records
+                total = sum(s for _, s in records)
+                if not any(function in frame for stack, _ in records for frame in stack):
+                    continue
+                inside = sum(s for st, s in records if any(f.startswith(function) for f in st))
+                unsampled = sum(s for st, s in records if st[-1].startswith("[unsampled]"))
+                shares.append(inside / total)
+                coverage.append((total - unsampled) / (outlier.duration_ms / 1000))
+                ratio.append(outlier.duration_ms / 2.0)
+            found[kind] = {
+                "outliers": len(shares),
+                "function_share_median": statistics.median(shares),
+                "function_share_min": min(shares),
+                "sampled_coverage_median": statistics.median(coverage),
+                "sampled_coverage_min": min(coverage),
+                "duration_over_mean_median": statistics.median(ratio),
+            }
+    return found
+
+
+def capture_cost(n: int) -> dict[str, float]:
+    """Micro-timings of the two halves of a capture, on a real outlier slot."""
+    from flamewatch.sampler.capture import Capturer, CaptureSettings
+    from flamewatch.sampler.resources import ResourceMonitor
+    from flamewatch.sampler.stack_sampler import InFlight, walk_stack
+
+    app = Flask("capture")
+    with tempfile.TemporaryDirectory() as tmp:
+        fw = Flamewatch(app, database=str(Path(tmp) / "c.sqlite3"))
+        agent = app.extensions["flamewatch"]
+        describe_ns: list[int] = []
+        with app.test_request_context(
+            "/pay?order=12&token=abc", method="POST", json={"user": {"password": "x"}, "n": 1}
+        ):
+            from flask import request as req
+
+            for _ in range(n):
+                req.__dict__.pop("_cached_json", None)
+                start = time.perf_counter_ns()
+                agent.describe_request(req._get_current_object(), read_body=True)  # type: ignore[attr-defined]
+                describe_ns.append(time.perf_counter_ns() - start)
+        fw.close()
+    stack = walk_stack(sys._getframe())
+    capturer = Capturer(CaptureSettings(), ResourceMonitor(), None)
+    build_ns: list[int] = []
+    for _ in range(n):
+        slot = InFlight("e", "/e", 0, 1, 5_000_000)
+        slot.samples = []
+        slot.samples.extend((i * 1_000_000, 1_000_000, stack) for i in range(1, 80))
+        start = time.perf_counter_ns()
+        capturer.capture(slot, 80_000_000, started_at=time.time(), facts={}, description="x")
+        build_ns.append(time.perf_counter_ns() - start)
+    return {
+        "request_thread_params_us": statistics.median(describe_ns) / 1000,
+        "writer_capture_ms_80_samples": statistics.median(build_ns) / 1e6,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args(argv)
+    rounds, batch, outliers, n = (3, 20, 3, 20) if args.quick else (15, 50, 20, 200)
+    results: dict[str, Any] = {"python": sys.version.split()[0], "quick": args.quick}
+
+    results["throughput_ms_per_request"] = tp = throughput(rounds, batch)
+    print(f"{'view':6} {'variant':13} {'ms/request':>11} {'vs bare':>9} {'vs timing':>10}")
+    for view, by_variant in tp.items():
+        for variant, ms in by_variant.items():
+            vs_bare = (ms / by_variant["bare"] - 1) * 100
+            vs_timing = (ms / by_variant["timing"] - 1) * 100
+            print(f"{view:6} {variant:13} {ms:11.3f} {vs_bare:+8.2f}% {vs_timing:+9.2f}%")
+
+    results["fidelity"] = fid = fidelity(outliers)
+    print()
+    for kind, f in fid.items():
+        print(
+            f"fidelity {kind:5}: {f['outliers']} outliers (~{f['duration_over_mean_median']:.0f}x"
+            f" the mean); slow function holds {f['function_share_median']:.1%} of the profile"
+            f" (min {f['function_share_min']:.1%}); samples cover"
+            f" {f['sampled_coverage_median']:.1%} of the duration (min"
+            f" {f['sampled_coverage_min']:.1%})"
+        )
+
+    results["capture_cost"] = cost = capture_cost(n)
+    print()
+    print(
+        f"capture: request thread reads params in {cost['request_thread_params_us']:.1f} µs;"
+        f" writer builds+compresses an 80-sample profile with CPU/memory in"
+        f" {cost['writer_capture_ms_80_samples']:.2f} ms"
+    )
+    out = Path("bench-out")
+    out.mkdir(exist_ok=True)
+    (out / f"{NAME}.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
