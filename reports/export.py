@@ -172,7 +172,7 @@ def to_html(session: Session) -> bytes:
     page = (
         '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n</head>\n<body>\n'
         f'<div id="app"></div>\n<script>{js}</script>\n<style>{css}</style>\n<script>\n'
-        f"const sessionData = {data.replace('<', chr(92) + 'u003c')};\n"
+        f"const sessionData = {escaped};\n"
         "pyinstrumentHTMLRenderer.render(document.getElementById('app'), sessionData);\n"
         "</script>\n</body>\n</html>\n"
     )
