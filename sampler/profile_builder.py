@@ -130,8 +130,9 @@ def build_session(
         previous, last_stack, last_chain, last_interval = taken_at, identifiers, chain, interval
     tail = end_ns - max(previous, t0_ns)
     if last_stack is not None:
-        # the request went on after the last sample: in the same code, for at most an allowance
-        allowed = min(tail, last_interval + slack_ns)
+        # the request went on after the last sample, in the same code for at most one interval:
+        # had it waited (GIL released), the sampler would have come back by then
+        allowed = min(tail, last_interval)
         charge(last_stack, allowed)
         tail -= allowed
     charge(unsampled, tail)

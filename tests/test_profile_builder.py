@@ -105,6 +105,7 @@ def test_late_samples_put_the_gap_on_unsampled_not_on_the_next_stack() -> None:
     # 1 ms before the first sample, the 1 ms gap split, 1.5 of the 3 ms allowed around the gap
     assert totals["inner"] == pytest.approx(0.0035)
     assert totals["total"] == pytest.approx(0.0025)  # 1.5 ms of the allowance, 1 ms of tail
+    assert sum(totals.values()) == pytest.approx(0.103)
 
 
 def test_a_late_sample_in_the_same_functions_keeps_the_whole_gap() -> None:
