@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 import orjson
@@ -124,6 +124,65 @@ def profile(outlier_id: int, database: str, fmt: str, output: Path | None) -> No
 
 
 _EXTENSIONS = {"pyisession": ".pyisession", "speedscope": ".speedscope.json", "html": ".html"}
+
+
+def report_options(function: Any) -> Any:
+    """The options ``flamewatch report`` and ``flask flamewatch report`` share."""
+    options = [
+        click.option(
+            "--output",
+            "-o",
+            required=True,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Directory for the site (created; files in it are replaced).",
+        ),
+        click.option(
+            "--timezone",
+            "-z",
+            default="UTC",
+            show_default=True,
+            help="IANA timezone for days and hours of the day, e.g. Europe/Amsterdam.",
+        ),
+        click.option(
+            "--regression-threshold",
+            type=click.FloatRange(0.01, 10),
+            default=0.2,
+            show_default=True,
+            help="A median change smaller than this fraction is never marked slower or faster.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def build_report(
+    database: str, output: Path, timezone: str, regression_threshold: float, quiet: bool
+) -> None:
+    from .site import ReportError, write_site
+
+    try:
+        index = write_site(
+            database,
+            output,
+            timezone=timezone,
+            change_threshold=regression_threshold,
+            quiet=quiet,
+        )
+    except (StoreError, ReportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(index)
+
+
+@main.command()
+@database_option
+@report_options
+def report(
+    database: str, output: Path, timezone: str, regression_threshold: float, quiet: bool
+) -> None:
+    """Build the static report site from a store; print the path of its index.html."""
+    build_report(database, output, timezone, regression_threshold, quiet)
 
 
 @main.command()

@@ -90,9 +90,16 @@ class Writer:
         if not self.alive:
             return not self.recorder.queue
         marker = self.recorder.flush_marker()
+        failures = self._failures
         self._urgent = True
         self._wake.set()
-        return marker.event.wait(timeout) and marker.ok
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not marker.event.wait(0.05):
+            if self._failures > failures:
+                return False  # the store failed again on the retry this flush asked for
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return marker.ok
 
     def stop(self, timeout: float | None = 10.0) -> bool:
         """Write what is queued, close the store and end the thread; True if it ended."""

@@ -1,0 +1,383 @@
+"""Everything the report shows, aggregated in the database: :class:`ReportData`.
+
+A store holds millions of requests; a report page needs a few numbers per endpoint, version
+and group. So the database does the work (:mod:`.rank_queries`: one ranking pass over
+``requests`` per grouping, whatever the number of endpoints, versions or groups) and this
+module only sees those numbers: it names them, orders them (versions in deployment order,
+groups slowest first), and turns rank sums and order statistics into version comparisons
+(:mod:`.stats_tests`). Memory and page sizes depend on endpoints x versions x groups, never on
+the number of requests.
+
+The SQL is standard so that a PostgreSQL backend can run it; the one SQLite-specific
+expression, the start of a timestamp's hour, is :data:`HOUR_START_SQL`. Results are computed
+once per :class:`ReportData`, on first use, and cached.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import pairwise
+from typing import Any
+
+from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
+from .rank_queries import Grouping, Key, Ranked, boxes, rank_sums, temp_table
+from .stats_tests import mann_whitney_p, median_ci_ranks, ratio, verdict
+
+__all__ = ["HOUR_START_SQL", "MIN_CHANGE_REQUESTS", "ReportData"]
+
+#: the fewest requests on each side of a version comparison
+MIN_CHANGE_REQUESTS = 10
+#: the group of requests stored without one, and the box of the groups beyond ``max_groups``
+UNKNOWN_GROUP, OTHER_GROUPS = "unknown", "others"
+#: Unix time of the start of the UTC hour of ``started_at``. SQLite-specific: its CAST
+#: truncates (PostgreSQL's rounds; there ``FLOOR(started_at / 3600) * 3600`` is the same).
+HOUR_START_SQL = "CAST(started_at / 3600 AS INTEGER) * 3600"
+
+_DAY, _WEEK = 86_400.0, 7 * 86_400.0
+_NO_GROUP = -1  # the group key of requests with a NULL group_id (ids are positive)
+_KEPT = "flamewatch_kept"
+
+_ENDPOINT = Grouping(("r.endpoint_id",))
+_VERSION = Grouping(("r.endpoint_id", "r.version_id"), median_ci=True)
+_GROUP_KEY = f"COALESCE(r.group_id, {_NO_GROUP})"
+_GROUP = Grouping(("r.endpoint_id", _GROUP_KEY))
+_IS_KEPT = (
+    f"EXISTS (SELECT 1 FROM {_KEPT} k WHERE k.endpoint_id = r.endpoint_id"
+    f" AND k.group_key = {_GROUP_KEY})"
+)
+_OTHERS = Grouping(("r.endpoint_id",), where=f"NOT {_IS_KEPT}")
+_GROUP_VERSION = Grouping(("r.endpoint_id", _GROUP_KEY, "r.version_id"), where=_IS_KEPT)
+
+
+@dataclass(frozen=True)
+class _Totals:
+    hits: int = 0
+    outliers: int = 0
+    last_day: int = 0
+    last_week: int = 0
+
+    def __add__(self, other: _Totals) -> _Totals:
+        return _Totals(
+            self.hits + other.hits,
+            self.outliers + other.outliers,
+            self.last_day + other.last_day,
+            self.last_week + other.last_week,
+        )
+
+
+class ReportData:
+    """The numbers of a report, read from a store's connection (read-only is enough).
+
+    ``now`` anchors "last day/week" (default: the time of construction). A version comparison
+    (:class:`Change`) needs :data:`MIN_CHANGE_REQUESTS` requests on each side; its verdict uses
+    ``change_threshold`` (the smallest relevant change of the median, 0.2 = 20 %) and ``alpha``
+    (the significance level). Per endpoint, the ``max_groups`` slowest groups get their own
+    box; the rest share one, ``"others"``.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        now: float | None = None,
+        change_threshold: float = 0.2,
+        max_groups: int = 15,
+        alpha: float = 0.01,
+    ) -> None:
+        self._conn = conn
+        self.now = time.time() if now is None else now
+        self.change_threshold = change_threshold
+        self.max_groups = max_groups
+        self.alpha = alpha
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def endpoints(self) -> list[EndpointRow]:
+        """Every endpoint in the store, requested or not, by name."""
+        totals: dict[int, _Totals] = defaultdict(_Totals)
+        for (endpoint_id, _), counts in self._totals.items():
+            totals[endpoint_id] += counts
+        rules: dict[int, list[str]] = defaultdict(list)
+        methods: dict[int, set[str]] = defaultdict(set)
+        for endpoint_id, rule, joined in self._conn.execute(
+            "SELECT endpoint_id, rule, methods FROM rules ORDER BY rule"
+        ):
+            rules[endpoint_id].append(rule)
+            methods[endpoint_id].update(m for m in joined.split(",") if m)
+        latest = self._latest_changes
+        rows = []
+        for endpoint_id, name, monitored, last_accessed in self._conn.execute(
+            "SELECT id, name, monitored, last_accessed FROM endpoints ORDER BY name"
+        ).fetchall():
+            counts = totals[endpoint_id]
+            ranked = self._endpoint_boxes.get((endpoint_id,))
+            rows.append(
+                EndpointRow(
+                    name=name,
+                    rules=rules[endpoint_id],
+                    methods=sorted(methods[endpoint_id]),
+                    monitored=bool(monitored),
+                    hits=counts.hits,
+                    hits_last_day=counts.last_day,
+                    hits_last_week=counts.last_week,
+                    box=None if ranked is None else ranked.box,
+                    outliers=counts.outliers,
+                    last_accessed=last_accessed,
+                    change=latest.get(endpoint_id),
+                )
+            )
+        return rows
+
+    def versions(self) -> list[VersionRow]:
+        """Every version in deployment order, with its changes against the previous one."""
+        totals: dict[int, _Totals] = defaultdict(_Totals)
+        for (_, version_id), counts in self._totals.items():
+            totals[version_id] += counts
+        by_version: dict[str, list[Change]] = defaultdict(list)
+        for change in self.changes():
+            by_version[change.version].append(change)
+        return [
+            VersionRow(
+                name=name,
+                source=source,
+                first_seen=first_seen,
+                last_seen=last_seen,
+                requests=totals[version_id].hits,
+                outliers=totals[version_id].outliers,
+                changes=sorted(by_version[name], key=lambda c: c.endpoint),
+            )
+            for version_id, name, source, first_seen, last_seen in self._versions
+        ]
+
+    def changes(self) -> list[Change]:
+        """Each endpoint's consecutive versions compared, by endpoint name, then deployment."""
+        return [change for _, change in sorted(self._changes.items(), key=self._pair_order)]
+
+    def hourly_hits(self) -> list[HourlyHits]:
+        """Requests per endpoint per UTC hour, by endpoint name, then hour."""
+        names = self._endpoint_names
+        rows = self._conn.execute(
+            f"SELECT endpoint_id, hour, COUNT(*) FROM (SELECT endpoint_id, {HOUR_START_SQL}"
+            " AS hour FROM requests) h GROUP BY endpoint_id, hour"
+        ).fetchall()
+        hits = [HourlyHits(names[e], int(hour), count) for e, hour, count in rows]
+        return sorted(hits, key=lambda h: (h.endpoint, h.hour))
+
+    def box_by_endpoint(self) -> dict[str, Box]:
+        """The box of each requested endpoint's durations."""
+        names = self._endpoint_names
+        return {names[e]: ranked.box for (e,), ranked in self._sorted(self._endpoint_boxes)}
+
+    def boxes_by_version(self) -> dict[str, list[tuple[str, Box]]]:
+        """Per endpoint, a box per version it ran in, in deployment order."""
+        result: dict[str, list[tuple[str, Box]]] = {}
+        for (e, v), ranked in self._sorted(self._version_boxes, version_at=1):
+            result.setdefault(self._endpoint_names[e], []).append(
+                (self._version_names[v], ranked.box)
+            )
+        return result
+
+    def boxes_by_group(self) -> dict[str, list[tuple[str, Box]]]:
+        """Per endpoint, the ``max_groups`` slowest groups (by median) with their boxes, then
+        ``("others", box)`` of all the remaining groups' requests, if any remain."""
+        result = {
+            self._endpoint_names[e]: [(self._group_name(g), box) for g, box in kept]
+            for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0]))
+        }
+        for (e,), ranked in self._others.items():
+            result[self._endpoint_names[e]].append((OTHER_GROUPS, ranked.box))
+        return result
+
+    def boxes_by_group_version(self) -> dict[str, dict[str, list[tuple[str, Box]]]]:
+        """Per endpoint, per group kept by :meth:`boxes_by_group`, a box per version."""
+        boxes = self._group_version_boxes
+        result: dict[str, dict[str, list[tuple[str, Box]]]] = {}
+        for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0])):
+            per_group = result[self._endpoint_names[e]] = {}
+            for g, _ in kept:
+                per_group[self._group_name(g)] = [
+                    (self._version_names[v], boxes[(e, g, v)].box)
+                    for v in self._version_order
+                    if (e, g, v) in boxes
+                ]
+        return result
+
+    def outlier_counts(self) -> dict[str, int]:
+        """Requests flagged as outliers, per requested endpoint."""
+        counts: dict[str, int] = defaultdict(int)
+        for (e, _), totals in self._totals.items():
+            counts[self._endpoint_names[e]] += totals.outliers
+        return dict(sorted(counts.items()))
+
+    # -- names and order ---------------------------------------------------------------------
+
+    @cached_property
+    def _endpoint_names(self) -> dict[int, str]:
+        return dict(self._conn.execute("SELECT id, name FROM endpoints").fetchall())
+
+    @cached_property
+    def _versions(self) -> list[tuple[int, str, str, float, float]]:
+        return self._conn.execute(
+            "SELECT id, name, source, first_seen, last_seen FROM versions ORDER BY first_seen, id"
+        ).fetchall()
+
+    @cached_property
+    def _version_names(self) -> dict[int, str]:
+        return {row[0]: row[1] for row in self._versions}
+
+    @cached_property
+    def _version_order(self) -> dict[int, int]:
+        """Version id -> its place in deployment order."""
+        return {row[0]: place for place, row in enumerate(self._versions)}
+
+    @cached_property
+    def _group_names(self) -> dict[int, str]:
+        names = dict(self._conn.execute("SELECT id, name FROM user_groups").fetchall())
+        return {**names, _NO_GROUP: UNKNOWN_GROUP}
+
+    def _group_name(self, group_key: int) -> str:
+        return self._group_names[group_key]
+
+    def _endpoint_key(self, endpoint_id: int) -> tuple[str, int]:
+        return self._endpoint_names[endpoint_id], endpoint_id
+
+    def _sorted(
+        self, boxes: dict[Key, Ranked], version_at: int | None = None
+    ) -> list[tuple[Key, Ranked]]:
+        def order(item: tuple[Key, Ranked]) -> tuple[Any, ...]:
+            key = item[0]
+            place = () if version_at is None else (self._version_order[key[version_at]],)
+            return (*self._endpoint_key(key[0]), *place)
+
+        return sorted(boxes.items(), key=order)
+
+    def _pair_order(self, item: tuple[tuple[int, int], Change]) -> tuple[Any, ...]:
+        endpoint_id, version_id = item[0]
+        return (*self._endpoint_key(endpoint_id), self._version_order[version_id])
+
+    # -- counts ------------------------------------------------------------------------------
+
+    @cached_property
+    def _totals(self) -> dict[tuple[int, int], _Totals]:
+        """Hits, outliers and recent hits per (endpoint, version): one GROUP BY."""
+        now = self.now
+        rows = self._conn.execute(
+            "SELECT endpoint_id, version_id, COUNT(*),"
+            " SUM(CASE WHEN is_outlier <> 0 THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END)"
+            " FROM requests GROUP BY endpoint_id, version_id",
+            (now - _DAY, now, now - _WEEK, now),
+        ).fetchall()
+        return {(e, v): _Totals(*counts) for e, v, *counts in rows}
+
+    # -- boxes -------------------------------------------------------------------------------
+
+    @cached_property
+    def _endpoint_boxes(self) -> dict[Key, Ranked]:
+        return boxes(self._conn, _ENDPOINT)
+
+    @cached_property
+    def _version_boxes(self) -> dict[Key, Ranked]:
+        return boxes(self._conn, _VERSION)
+
+    @cached_property
+    def _groups_by_slowness(self) -> dict[int, list[tuple[int, Box]]]:
+        """Per endpoint id, all its groups (key, box), slowest median first."""
+        per_endpoint: dict[int, list[tuple[int, Box]]] = defaultdict(list)
+        for (e, g), ranked in boxes(self._conn, _GROUP).items():
+            per_endpoint[e].append((g, ranked.box))
+        return {
+            e: sorted(groups, key=lambda i: (-i[1].median, self._group_name(i[0])))
+            for e, groups in per_endpoint.items()
+        }
+
+    @cached_property
+    def _kept_groups(self) -> dict[int, list[tuple[int, Box]]]:
+        """Per endpoint id, the groups with a box of their own."""
+        return {e: groups[: self.max_groups] for e, groups in self._groups_by_slowness.items()}
+
+    @contextmanager
+    def _kept_table(self) -> Iterator[None]:
+        kept = [(e, g) for e, groups in self._kept_groups.items() for g, _ in groups]
+        columns = "endpoint_id INTEGER, group_key INTEGER, PRIMARY KEY (endpoint_id, group_key)"
+        with temp_table(self._conn, _KEPT, columns, kept):
+            yield
+
+    @cached_property
+    def _others(self) -> dict[Key, Ranked]:
+        """Per endpoint id, the box of the groups beyond the kept ones (if there are any)."""
+        if all(len(g) <= self.max_groups for g in self._groups_by_slowness.values()):
+            return {}
+        with self._kept_table():
+            return boxes(self._conn, _OTHERS)
+
+    @cached_property
+    def _group_version_boxes(self) -> dict[Key, Ranked]:
+        with self._kept_table():
+            return boxes(self._conn, _GROUP_VERSION)
+
+    # -- version comparisons -----------------------------------------------------------------
+
+    @cached_property
+    def _pairs(self) -> list[tuple[int, int, int]]:
+        """(endpoint, previous version, version): consecutive versions each endpoint ran in."""
+        ran_in: dict[int, list[int]] = defaultdict(list)
+        for e, v in sorted(self._version_boxes, key=lambda k: self._version_order[k[1]]):
+            ran_in[e].append(v)
+        return [(e, old, new) for e, versions in ran_in.items() for old, new in pairwise(versions)]
+
+    @cached_property
+    def _changes(self) -> dict[tuple[int, int], Change]:
+        """(endpoint, version) -> its change against the previous version, where both sides
+        have enough requests."""
+        boxes = self._version_boxes
+        pairs = [
+            (e, old, new)
+            for e, old, new in self._pairs
+            if min(boxes[(e, old)].box.count, boxes[(e, new)].box.count) >= MIN_CHANGE_REQUESTS
+        ]
+        sums = rank_sums(self._conn, pairs)
+        return {
+            (e, new): self._change(e, old, new, *sums[number])
+            for number, (e, old, new) in enumerate(pairs)
+        }
+
+    def _change(self, e: int, old: int, new: int, rank_sum: float, tie_term: int) -> Change:
+        before, after = self._version_boxes[(e, old)], self._version_boxes[(e, new)]
+        (old_low, old_high), (new_low, new_high) = _median_ci(before), _median_ci(after)
+        low, high = ratio(new_low, old_high), ratio(new_high, old_low)
+        change = ratio(after.box.median, before.box.median)
+        p_value = mann_whitney_p(after.box.count, before.box.count, rank_sum, tie_term)
+        return Change(
+            endpoint=self._endpoint_names[e],
+            version=self._version_names[new],
+            previous=self._version_names[old],
+            ratio=change,
+            ratio_low=low,
+            ratio_high=high,
+            p_value=p_value,
+            count=after.box.count,
+            previous_count=before.box.count,
+            verdict=verdict(change, low, high, p_value, self.change_threshold, self.alpha),
+        )
+
+    @cached_property
+    def _latest_changes(self) -> dict[int, Change]:
+        """Per endpoint id, the change of its latest version, if that one has a change."""
+        latest: dict[int, int] = {}
+        for e, _, new in self._pairs:
+            latest[e] = new
+        changes = self._changes
+        return {e: changes[(e, v)] for e, v in latest.items() if (e, v) in changes}
+
+
+def _median_ci(ranked: Ranked) -> tuple[float, float]:
+    low, high = median_ci_ranks(ranked.box.count)
+    return ranked.at[low], ranked.at[high]

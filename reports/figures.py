@@ -1,0 +1,157 @@
+"""The report's plotly figures, built from aggregated numbers (never from request rows).
+
+Each function returns a plain figure dict (``{"data": [...], "layout": {...}}``) for the
+site's JSON data blocks. Box plots are drawn from precomputed quartiles and whiskers, so a
+figure's size depends on the number of boxes, not on the number of requests. The layout uses an
+empty template: plotly's default one would add ~10 KB to every chart.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .model import Box, HourlyHits
+
+__all__ = ["box_figure", "grouped_box_figure", "hits_per_day_figure", "hour_heatmap_figure"]
+
+Figure = dict[str, Any]
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _layout(title: str | None = None, **extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "margin": {"l": 60, "r": 20, "t": 40 if title else 20, "b": 80},
+        "font": {"family": "-apple-system, Segoe UI, Helvetica, Arial, sans-serif", "size": 12},
+        "hovermode": "closest",
+        "plot_bgcolor": "#fff",
+        "xaxis": {"automargin": True, "gridcolor": "#eee"},
+        "yaxis": {"automargin": True, "gridcolor": "#eee", "zerolinecolor": "#ccc"},
+        "legend": {"orientation": "h", "y": -0.25},
+    }
+    if title:
+        layout["title"] = {"text": title}
+    layout.update(extra)
+    return layout
+
+
+def _box_trace(name: str, labels: Sequence[str], boxes: Sequence[Box]) -> dict[str, Any]:
+    return {
+        "type": "box",
+        "name": name,
+        "x": list(labels),
+        "q1": [b.q1 for b in boxes],
+        "median": [b.median for b in boxes],
+        "q3": [b.q3 for b in boxes],
+        "lowerfence": [b.lower_fence for b in boxes],
+        "upperfence": [b.upper_fence for b in boxes],
+        "mean": [b.mean for b in boxes],
+        "boxpoints": False,
+        "customdata": [[b.count, b.p90, b.p99] for b in boxes],
+        "hovertemplate": "%{x}<br>median %{median:.2f} ms<br>q1 %{q1:.2f} / q3 %{q3:.2f}"
+        "<br>p90 %{customdata[1]:.2f}, p99 %{customdata[2]:.2f}<br>%{customdata[0]} requests"
+        "<extra>%{fullData.name}</extra>",
+    }
+
+
+def box_figure(items: Sequence[tuple[str, Box]], *, x_title: str) -> Figure:
+    """One box per item, in the given order."""
+    labels = [label for label, _ in items]
+    trace = _box_trace("response time", labels, [box for _, box in items])
+    return {
+        "data": [trace],
+        "layout": _layout(
+            xaxis={"title": {"text": x_title}, "type": "category", "automargin": True},
+            yaxis={"title": {"text": "ms"}, "rangemode": "tozero", "automargin": True},
+            showlegend=False,
+        ),
+    }
+
+
+def grouped_box_figure(
+    series: Mapping[str, Sequence[tuple[str, Box]]], *, x_order: Sequence[str], x_title: str
+) -> Figure:
+    """One trace per series (e.g. a user), boxes grouped along ``x_order`` (e.g. versions)."""
+    data = []
+    for name, items in series.items():
+        by_label = dict(items)
+        labels = [label for label in x_order if label in by_label]
+        data.append(_box_trace(name, labels, [by_label[label] for label in labels]))
+    return {
+        "data": data,
+        "layout": _layout(
+            boxmode="group",
+            xaxis={
+                "title": {"text": x_title},
+                "type": "category",
+                "categoryorder": "array",
+                "categoryarray": list(x_order),
+                "automargin": True,
+            },
+            yaxis={"title": {"text": "ms"}, "rangemode": "tozero", "automargin": True},
+        ),
+    }
+
+
+def _local(hour: int, tz: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(hour, tz)
+
+
+def hits_per_day_figure(
+    hits: Iterable[HourlyHits], tz: ZoneInfo, *, stacked: bool = True
+) -> Figure:
+    """Requests per endpoint per local day, as (stacked) bars."""
+    per_endpoint: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    days: set[str] = set()
+    for item in hits:
+        day = _local(item.hour, tz).date().isoformat()
+        per_endpoint[item.endpoint][day] += item.count
+        days.add(day)
+    order = sorted(days)
+    data = [
+        {
+            "type": "bar",
+            "name": endpoint,
+            "x": order,
+            "y": [counts.get(day, 0) for day in order],
+            "hovertemplate": "%{x}: %{y} requests<extra>%{fullData.name}</extra>",
+        }
+        for endpoint, counts in sorted(per_endpoint.items())
+    ]
+    return {
+        "data": data,
+        "layout": _layout(
+            barmode="stack" if stacked else "group",
+            xaxis={"title": {"text": "day"}, "type": "category", "automargin": True},
+            yaxis={"title": {"text": "requests"}, "automargin": True},
+            showlegend=len(data) > 1,
+        ),
+    }
+
+
+def hour_heatmap_figure(hits: Iterable[HourlyHits], tz: ZoneInfo) -> Figure:
+    """Requests per hour of the day (columns) and day of the week (rows), local time."""
+    grid = [[0] * 24 for _ in _DAYS]
+    for item in hits:
+        moment = _local(item.hour, tz)
+        grid[moment.weekday()][moment.hour] += item.count
+    return {
+        "data": [
+            {
+                "type": "heatmap",
+                "z": grid,
+                "x": [f"{h:02d}:00" for h in range(24)],
+                "y": list(_DAYS),
+                "colorscale": "Blues",
+                "hovertemplate": "%{y} %{x}: %{z} requests<extra></extra>",
+            }
+        ],
+        "layout": _layout(
+            xaxis={"title": {"text": f"hour of the day ({tz.key})"}, "type": "category"},
+            yaxis={"autorange": "reversed", "type": "category"},
+        ),
+    }

@@ -1,0 +1,177 @@
+"""The static report site, built from stores made by real traffic."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask, request
+from helpers import rows
+from pyinstrument.session import Session
+
+from flamewatch.flask_plugin import Flamewatch
+from flamewatch.reports.cli import main
+from flamewatch.reports.site import endpoint_page, write_site
+
+HOSTILE_ENDPOINT = "<script>alert('endpoint')</script>"
+HOSTILE_USER = "<img src=x onerror=alert('user')>"
+HOSTILE_PARAM = "</script><script>alert('param')</script>"
+
+
+def slow_checkout() -> None:
+    time.sleep(0.12)
+
+
+def _traffic(make_app: Callable[..., Flask], version: str, *, checkout_ms: float) -> None:
+    app = make_app(init=False, version=version, outlier_warmup=10)
+
+    @app.get("/checkout")
+    def checkout() -> str:
+        if request.args.get("slow"):
+            slow_checkout()
+        time.sleep(checkout_ms / 1000)
+        return "ok"
+
+    def hostile() -> str:
+        return "hostile"
+
+    app.add_url_rule("/hostile", endpoint=HOSTILE_ENDPOINT, view_func=hostile)
+    Flamewatch(app, group_by=lambda req: req.headers.get("X-User"))
+    client = app.test_client()
+    for i in range(40):
+        user = HOSTILE_USER if i % 4 == 0 else f"user{i % 3}"
+        client.get("/checkout", headers={"X-User": user})
+        client.get("/", headers={"X-User": user})
+        client.get("/hostile", headers={"X-User": user})
+    app.extensions["flamewatch"].flush()
+    client.get(f"/checkout?slow=1&q={HOSTILE_PARAM}", headers={"X-User": HOSTILE_USER})
+    app.extensions["flamewatch"].close()
+
+
+@pytest.fixture
+def site(make_app: Callable[..., Flask], db_path: Path, tmp_path: Path) -> Path:
+    _traffic(make_app, "1.0", checkout_ms=2)
+    _traffic(make_app, "2.0", checkout_ms=8)  # a real regression of checkout
+    out = tmp_path / "site"
+    index = write_site(str(db_path), out, timezone="Europe/Amsterdam")
+    assert index == out / "index.html"
+    return out
+
+
+def _html_files(site: Path) -> list[Path]:
+    return sorted(site.rglob("*.html"))
+
+
+def test_site_has_every_view(site: Path, db_path: Path) -> None:
+    for page in ("index", "utilization", "performance", "versions", "outliers"):
+        assert (site / f"{page}.html").is_file()
+    for name in ("checkout", "index", HOSTILE_ENDPOINT):
+        assert (site / endpoint_page(name)).is_file()
+    outlier_ids = [r[0] for r in rows(db_path, "SELECT id FROM outliers")]
+    assert len(outlier_ids) == 2
+    for outlier_id in outlier_ids:
+        assert (site / "outliers" / f"{outlier_id}.html").is_file()
+        folder = site / "outliers" / str(outlier_id)
+        session = Session.load(folder / "profile.pyisession")
+        assert session.duration > 0.12
+        assert b"slow_checkout" in (folder / "profile.speedscope.json").read_bytes()
+        assert b"slow_checkout" in (folder / "profile.html").read_bytes()
+
+
+def test_plotly_is_written_once_from_the_installed_package(site: Path) -> None:
+    from plotly.offline import get_plotlyjs
+
+    assert (site / "assets" / "plotly.min.js").read_text() == get_plotlyjs()
+    for page in _html_files(site):
+        text = page.read_text()
+        assert "cdn.plot.ly" not in text
+        if page.name != "profile.html":  # pyinstrument's viewer links to its home page
+            assert not re.search(r"""(src|href)=["']https?://""", text), page
+
+
+def test_every_page_except_plotly_is_under_a_megabyte(site: Path) -> None:
+    for path in site.rglob("*"):
+        if path.is_file() and path.name != "plotly.min.js":
+            assert path.stat().st_size <= 1_000_000, path
+
+
+def test_hostile_values_are_escaped_everywhere(site: Path) -> None:
+    for page in _html_files(site):
+        if page.name == "profile.html":
+            continue  # pyinstrument's own page; its embedded data is checked below
+        text = page.read_text()
+        for hostile in (HOSTILE_ENDPOINT, HOSTILE_USER, HOSTILE_PARAM, "<script>alert("):
+            assert hostile not in text, (page, hostile)
+    index = (site / "index.html").read_text()
+    assert "&lt;script&gt;alert(&#39;endpoint&#39;)&lt;/script&gt;" in index
+    for profile in site.glob("outliers/*/profile.html"):
+        assert "</script><script>alert" not in profile.read_text()
+
+
+def test_overview_numbers_match_the_store(site: Path, db_path: Path) -> None:
+    durations = sorted(
+        r[0]
+        for r in rows(
+            db_path,
+            "SELECT duration_ms FROM requests JOIN endpoints e ON e.id = endpoint_id"
+            " WHERE e.name = 'checkout'",
+        )
+    )
+    median = durations[math.ceil(0.5 * len(durations)) - 1]
+    index = (site / "index.html").read_text()
+    row = re.search(
+        r'<tr>\s*<td><a href="endpoints/checkout-[^"]+">checkout</a>.*?</tr>', index, re.S
+    )
+    assert row is not None
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)
+    assert cells[3] == str(len(durations))  # hits
+    assert cells[6] == f"{median:,.2f}"  # median ms
+    assert "slower" in cells[11]  # checkout regressed from 1.0 to 2.0
+
+
+def test_versions_page_flags_the_regression(site: Path) -> None:
+    versions = (site / "versions.html").read_text()
+    assert versions.index(">1.0<") < versions.index(">2.0<")  # deployment order
+    section = versions.split('id="v-2"')[1]
+    checkout = re.search(r"checkout</a></td>.*?</tr>", section, re.S)
+    assert checkout is not None
+    assert 'class="badge slower"' in checkout.group(0)
+
+
+def test_report_command_prints_the_index_and_shows_progress(
+    site: Path, db_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "again"
+    result = CliRunner().invoke(main, ["report", "-d", str(db_path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith(str(out / "index.html"))
+    assert "Building the report" in result.stderr
+    quiet = CliRunner().invoke(main, ["report", "-d", str(db_path), "-o", str(out), "--quiet"])
+    assert quiet.stderr == ""
+
+
+def test_report_command_errors_are_one_line(db_path: Path, tmp_path: Path, site: Path) -> None:
+    bad_tz = CliRunner().invoke(
+        main, ["report", "-d", str(db_path), "-o", str(tmp_path / "x"), "-z", "Mars/Olympus"]
+    )
+    assert bad_tz.exit_code == 1
+    assert "unknown timezone 'Mars/Olympus'" in bad_tz.output
+    missing = CliRunner().invoke(
+        main, ["report", "-d", str(tmp_path / "no.sqlite3"), "-o", str(tmp_path / "y")]
+    )
+    assert missing.exit_code == 1
+    assert "no flamewatch store at" in missing.output
+
+
+def test_flask_cli_report_uses_the_apps_store(app: Flask, tmp_path: Path) -> None:
+    app.test_client().get("/")
+    app.extensions["flamewatch"].flush()
+    out = tmp_path / "site"
+    result = app.test_cli_runner().invoke(args=["flamewatch", "report", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "index.html").is_file()
