@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from flamewatch.reports.cli import build_report, report_options
 from flamewatch.reports.summary import format_summary, summarize
 from flamewatch.sampler.store import StoreError
 
@@ -23,3 +26,11 @@ def summary_command() -> None:
         click.echo(format_summary(summarize(agent.database)))
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@flamewatch_cli.command("report")
+@report_options
+def report_command(output: Path, timezone: str, regression_threshold: float, quiet: bool) -> None:
+    """Build the static report site from this app's store."""
+    agent = current_app.extensions["flamewatch"]
+    build_report(agent.database, output, timezone, regression_threshold, quiet)
