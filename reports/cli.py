@@ -203,7 +203,7 @@ def report(
     help="Requests sent to each version.",
 )
 def demo(output: Path, requests_per_version: int) -> None:
-    """Run a sample app under traffic across three versions and summarize the store."""
+    """Run a sample app under traffic across three versions; build its report site."""
     from .demo import run_demo
     from .export import export_profile
     from .outliers import list_outliers, load_session
@@ -226,6 +226,10 @@ def demo(output: Path, requests_per_version: int) -> None:
             path = output / f"outlier-{slowest.id}{suffix}"
             path.write_bytes(export_profile(session, fmt))
             click.echo(f"Profile of #{slowest.id}: {path}")
+    from .site import write_site
+
+    index = write_site(str(database), output / "site", quiet=False)
     click.echo("")
     click.echo(f"The store is {database}; see it again with: flamewatch summary -d {database}")
     click.echo(f"List its outliers with: flamewatch outliers -d {database}")
+    click.echo(f"The report site (open it in a browser, no server needed): {index}")

@@ -18,6 +18,7 @@ Three formats:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -183,10 +184,11 @@ def to_html(session: Session) -> bytes:
 def _html_resources() -> tuple[str, str]:
     """The viewer's script and style sheet, as pyinstrument ships them."""
     folder = Path(renderers_html.__file__).parent / "html_resources"
-    return (
-        (folder / "app.js").read_text(encoding="utf-8"),
-        (folder / "app.css").read_text(encoding="utf-8"),
-    )
+    script = (folder / "app.js").read_text(encoding="utf-8")
+    # The viewer adds a stylesheet link to Google Fonts; a report opened from disk must not
+    # reach the network, so it gets an empty stylesheet and falls back to the system fonts.
+    script = re.sub(r"https://fonts\.googleapis\.com/[^\"'`]*", "data:text/css,", script)
+    return script, (folder / "app.css").read_text(encoding="utf-8")
 
 
 def _fit_for_html(session: Session) -> Session:

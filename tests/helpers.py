@@ -45,3 +45,64 @@ def stored(db_path: Path) -> list[sqlite3.Row]:
 def group_from_header(request: Any) -> str:
     """A group_by callable named by import path in a test."""
     return f"team-{request.headers['X-Team']}"
+
+
+HOSTILE_ENDPOINT = "<script>alert('endpoint')</script>"
+HOSTILE_USER = "<img src=x onerror=alert('user')>"
+HOSTILE_PARAM = "</script><script>alert('param')</script>"
+
+
+def slow_checkout() -> None:
+    """What the outliers of :func:`make_history` spend their time in."""
+    import time
+
+    time.sleep(0.12)
+
+
+def make_history(database: Path, versions: dict[str, float], *, instance: Path) -> None:
+    """Real traffic through a real app across versions, with hostile names and outliers.
+
+    ``versions`` maps a version label to the checkout view's extra milliseconds, so a larger
+    number is a regression. Every agent is closed before returning.
+    """
+    import time
+
+    from flask import request
+
+    from flamewatch.flask_plugin import Flamewatch
+
+    for version, checkout_ms in versions.items():
+        app = Flask("history", instance_path=str(instance))
+        app.config.update(TESTING=True)
+
+        @app.get("/")
+        def index() -> str:
+            return "hello"
+
+        @app.get("/checkout")
+        def checkout() -> str:
+            if request.args.get("slow"):
+                slow_checkout()
+            time.sleep(checkout_ms / 1000)  # noqa: B023 - each app is used in its own turn
+            return "ok"
+
+        def hostile() -> str:
+            return "hostile"
+
+        app.add_url_rule("/hostile", endpoint=HOSTILE_ENDPOINT, view_func=hostile)
+        fw = Flamewatch(
+            app,
+            database=str(database),
+            version=version,
+            outlier_warmup=10,
+            group_by=lambda req: req.headers.get("X-User"),
+        )
+        client = app.test_client()
+        for i in range(40):
+            user = HOSTILE_USER if i % 4 == 0 else f"user{i % 3}"
+            client.get("/checkout", headers={"X-User": user})
+            client.get("/", headers={"X-User": user})
+            client.get("/hostile", headers={"X-User": user})
+        fw.flush()
+        client.get(f"/checkout?slow=1&q={HOSTILE_PARAM}", headers={"X-User": HOSTILE_USER})
+        fw.close()

@@ -231,3 +231,9 @@ def test_unknown_format_names_the_accepted_ones(made_session: Session) -> None:
     with pytest.raises(ValueError, match="pyisession, speedscope, html") as caught:
         export_profile(made_session, "flamegraph")
     assert "'flamegraph'" in str(caught.value)
+
+
+def test_html_viewer_loads_no_web_fonts(made_session: Session) -> None:
+    page = to_html(made_session).decode()
+    assert "fonts.googleapis.com" not in page
+    assert "data:text/css," in page  # the font stylesheet is an empty, local one

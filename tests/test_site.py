@@ -4,59 +4,21 @@ from __future__ import annotations
 
 import math
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from flask import Flask, request
-from helpers import rows
+from flask import Flask
+from helpers import HOSTILE_ENDPOINT, HOSTILE_PARAM, HOSTILE_USER, make_history, rows
 from pyinstrument.session import Session
 
-from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.cli import main
 from flamewatch.reports.site import endpoint_page, write_site
 
-HOSTILE_ENDPOINT = "<script>alert('endpoint')</script>"
-HOSTILE_USER = "<img src=x onerror=alert('user')>"
-HOSTILE_PARAM = "</script><script>alert('param')</script>"
-
-
-def slow_checkout() -> None:
-    time.sleep(0.12)
-
-
-def _traffic(make_app: Callable[..., Flask], version: str, *, checkout_ms: float) -> None:
-    app = make_app(init=False, version=version, outlier_warmup=10)
-
-    @app.get("/checkout")
-    def checkout() -> str:
-        if request.args.get("slow"):
-            slow_checkout()
-        time.sleep(checkout_ms / 1000)
-        return "ok"
-
-    def hostile() -> str:
-        return "hostile"
-
-    app.add_url_rule("/hostile", endpoint=HOSTILE_ENDPOINT, view_func=hostile)
-    Flamewatch(app, group_by=lambda req: req.headers.get("X-User"))
-    client = app.test_client()
-    for i in range(40):
-        user = HOSTILE_USER if i % 4 == 0 else f"user{i % 3}"
-        client.get("/checkout", headers={"X-User": user})
-        client.get("/", headers={"X-User": user})
-        client.get("/hostile", headers={"X-User": user})
-    app.extensions["flamewatch"].flush()
-    client.get(f"/checkout?slow=1&q={HOSTILE_PARAM}", headers={"X-User": HOSTILE_USER})
-    app.extensions["flamewatch"].close()
-
 
 @pytest.fixture
-def site(make_app: Callable[..., Flask], db_path: Path, tmp_path: Path) -> Path:
-    _traffic(make_app, "1.0", checkout_ms=2)
-    _traffic(make_app, "2.0", checkout_ms=8)  # a real regression of checkout
+def site(db_path: Path, tmp_path: Path) -> Path:
+    make_history(db_path, {"1.0": 2, "2.0": 8}, instance=tmp_path)  # checkout regresses
     out = tmp_path / "site"
     index = write_site(str(db_path), out, timezone="Europe/Amsterdam")
     assert index == out / "index.html"
