@@ -74,6 +74,9 @@ class Capturer:
         crossed = None if slot.crossed is None else stack_identifiers(slot.crossed)
         if slot.samples is None:
             return OutlierCapture(request, resources, crossed, None, 0, "not sampled")
+        if not slot.samples:
+            note = "no sample: the request ended before the sampler came by"
+            return OutlierCapture(request, resources, crossed, None, 0, note)
         samples = list(slot.samples)
         note = None
         while True:

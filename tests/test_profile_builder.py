@@ -145,3 +145,14 @@ def test_profile_over_the_size_cap_is_thinned_until_it_fits() -> None:
     assert capture.note is not None
     assert capture.note.startswith("thinned to")
     assert capture.sample_count < 2000
+
+
+def test_an_outlier_the_sampler_never_reached_has_no_profile() -> None:
+    slot = InFlight("e", "/e", 0, 1, MS)
+    slot.samples = []
+    capture = Capturer(CaptureSettings(), None, None).capture(
+        slot, 6 * MS, started_at=0.0, facts={"path": "/e"}, description="x"
+    )
+    assert capture.profile is None
+    assert capture.note == "no sample: the request ended before the sampler came by"
+    assert capture.request == {"path": "/e"}
