@@ -1,16 +1,18 @@
 """Everything the report shows, aggregated in the database: :class:`ReportData`.
 
 A store holds millions of requests; a report page needs a few numbers per endpoint, version
-and group. So the database does the work (:mod:`.rank_queries`: one ranking pass over
-``requests`` per grouping, whatever the number of endpoints, versions or groups) and this
-module only sees those numbers: it names them, orders them (versions in deployment order,
-groups slowest first), and turns rank sums and order statistics into version comparisons
+and group. So the database does the work -- :mod:`.rank_queries`: one ranking pass per
+grouping (endpoint, endpoint x version, endpoint x group, kept group x version with the other
+groups), whatever the number of endpoints, versions or groups -- and this module only sees
+those numbers: it names them, orders them (versions in deployment order, groups slowest
+first), and turns rank sums and order statistics into version comparisons
 (:mod:`.stats_tests`). Memory and page sizes depend on endpoints x versions x groups, never on
 the number of requests.
 
 The SQL is standard so that a PostgreSQL backend can run it; the one SQLite-specific
 expression, the start of a timestamp's hour, is :data:`HOUR_START_SQL`. Results are computed
-once per :class:`ReportData`, on first use, and cached.
+once per :class:`ReportData`, on first use, and cached: the counts in one ``GROUP BY``, all
+boxes and comparisons in one sweep over a temporary copy of the durations.
 """
 
 from __future__ import annotations
@@ -18,15 +20,22 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
-from .rank_queries import Grouping, Key, Ranked, boxes, rank_sums, temp_table
+from .rank_queries import (
+    NO_GROUP,
+    Grouping,
+    Key,
+    Ranked,
+    boxes,
+    durations_table,
+    rank_sums,
+    temp_table,
+)
 from .stats_tests import mann_whitney_p, median_ci_ranks, ratio, verdict
 
 __all__ = ["HOUR_START_SQL", "MIN_CHANGE_REQUESTS", "ReportData"]
@@ -40,19 +49,38 @@ UNKNOWN_GROUP, OTHER_GROUPS = "unknown", "others"
 HOUR_START_SQL = "CAST(started_at / 3600 AS INTEGER) * 3600"
 
 _DAY, _WEEK = 86_400.0, 7 * 86_400.0
-_NO_GROUP = -1  # the group key of requests with a NULL group_id (ids are positive)
 _KEPT = "flamewatch_kept"
 
-_ENDPOINT = Grouping(("r.endpoint_id",))
-_VERSION = Grouping(("r.endpoint_id", "r.version_id"), median_ci=True)
-_GROUP_KEY = f"COALESCE(r.group_id, {_NO_GROUP})"
-_GROUP = Grouping(("r.endpoint_id", _GROUP_KEY))
-_IS_KEPT = (
-    f"EXISTS (SELECT 1 FROM {_KEPT} k WHERE k.endpoint_id = r.endpoint_id"
-    f" AND k.group_key = {_GROUP_KEY})"
+# The (e, v, d) index serves the version boxes with no sort at all, the endpoint boxes with
+# sorts within each endpoint; for groups a full sort is faster than walking that index (the
+# unary plus, a no-op elsewhere, keeps SQLite from using it).
+_ENDPOINT = Grouping(("r.e",))
+_VERSION = Grouping(("r.e", "r.v"), median_ci=True)
+_GROUP = Grouping(("+r.e", "r.g"))
+# One pass for both the kept groups per version and the rest ("others") per endpoint: the
+# rest's rows all get the group and version key _REST.
+_REST = -2
+_IS_REST = "k.endpoint_id IS NULL"
+_KEPT_OR_OTHERS = Grouping(
+    (
+        "r.e",
+        f"CASE WHEN {_IS_REST} THEN {_REST} ELSE r.g END",
+        f"CASE WHEN {_IS_REST} THEN {_REST} ELSE r.v END",
+    ),
+    joins=f"LEFT JOIN {_KEPT} k ON k.endpoint_id = r.e AND k.group_key = r.g",
 )
-_OTHERS = Grouping(("r.endpoint_id",), where=f"NOT {_IS_KEPT}")
-_GROUP_VERSION = Grouping(("r.endpoint_id", _GROUP_KEY, "r.version_id"), where=_IS_KEPT)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """Every box and rank sum of a report, computed together over one copy of the durations."""
+
+    endpoints: dict[Key, Ranked]  # (endpoint,)
+    versions: dict[Key, Ranked]  # (endpoint, version)
+    groups: dict[int, list[tuple[int, Box]]]  # endpoint -> all (group, box), slowest first
+    kept: dict[Key, Ranked]  # (endpoint, kept group, version)
+    others: dict[int, Ranked]  # endpoint -> the groups beyond max_groups together
+    rank_sums: dict[tuple[int, int, int], tuple[float, int]]  # (endpoint, old, new) -> sums
 
 
 @dataclass(frozen=True)
@@ -78,7 +106,11 @@ class ReportData:
     (:class:`Change`) needs :data:`MIN_CHANGE_REQUESTS` requests on each side; its verdict uses
     ``change_threshold`` (the smallest relevant change of the median, 0.2 = 20 %) and ``alpha``
     (the significance level). Per endpoint, the ``max_groups`` slowest groups get their own
-    box; the rest share one, ``"others"``.
+    box; the rest share one, ``"others"``. These settings stay readable as attributes.
+
+    An endpoint's ``change`` is the change of the latest version it ran in against the one
+    before; ``None`` when either has fewer than :data:`MIN_CHANGE_REQUESTS` requests (an older
+    change is not shown instead). Requests without a group are the group ``"unknown"``.
     """
 
     def __init__(
@@ -116,7 +148,7 @@ class ReportData:
             "SELECT id, name, monitored, last_accessed FROM endpoints ORDER BY name"
         ).fetchall():
             counts = totals[endpoint_id]
-            ranked = self._endpoint_boxes.get((endpoint_id,))
+            ranked = self._sweep.endpoints.get((endpoint_id,))
             rows.append(
                 EndpointRow(
                     name=name,
@@ -161,23 +193,24 @@ class ReportData:
 
     def hourly_hits(self) -> list[HourlyHits]:
         """Requests per endpoint per UTC hour, by endpoint name, then hour."""
+        hits: dict[tuple[int, int], int] = defaultdict(int)
+        for e, _, hour, counts in self._activity:
+            hits[(e, hour)] += counts.hits
         names = self._endpoint_names
-        rows = self._conn.execute(
-            f"SELECT endpoint_id, hour, COUNT(*) FROM (SELECT endpoint_id, {HOUR_START_SQL}"
-            " AS hour FROM requests) h GROUP BY endpoint_id, hour"
-        ).fetchall()
-        hits = [HourlyHits(names[e], int(hour), count) for e, hour, count in rows]
-        return sorted(hits, key=lambda h: (h.endpoint, h.hour))
+        return sorted(
+            (HourlyHits(names[e], hour, count) for (e, hour), count in hits.items()),
+            key=lambda h: (h.endpoint, h.hour),
+        )
 
     def box_by_endpoint(self) -> dict[str, Box]:
         """The box of each requested endpoint's durations."""
         names = self._endpoint_names
-        return {names[e]: ranked.box for (e,), ranked in self._sorted(self._endpoint_boxes)}
+        return {names[e]: ranked.box for (e,), ranked in self._sorted(self._sweep.endpoints)}
 
     def boxes_by_version(self) -> dict[str, list[tuple[str, Box]]]:
         """Per endpoint, a box per version it ran in, in deployment order."""
         result: dict[str, list[tuple[str, Box]]] = {}
-        for (e, v), ranked in self._sorted(self._version_boxes, version_at=1):
+        for (e, v), ranked in self._sorted(self._sweep.versions, version_at=1):
             result.setdefault(self._endpoint_names[e], []).append(
                 (self._version_names[v], ranked.box)
             )
@@ -190,13 +223,13 @@ class ReportData:
             self._endpoint_names[e]: [(self._group_name(g), box) for g, box in kept]
             for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0]))
         }
-        for (e,), ranked in self._others.items():
+        for e, ranked in sorted(self._sweep.others.items()):
             result[self._endpoint_names[e]].append((OTHER_GROUPS, ranked.box))
         return result
 
     def boxes_by_group_version(self) -> dict[str, dict[str, list[tuple[str, Box]]]]:
         """Per endpoint, per group kept by :meth:`boxes_by_group`, a box per version."""
-        boxes = self._group_version_boxes
+        boxes = self._sweep.kept
         result: dict[str, dict[str, list[tuple[str, Box]]]] = {}
         for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0])):
             per_group = result[self._endpoint_names[e]] = {}
@@ -239,7 +272,7 @@ class ReportData:
     @cached_property
     def _group_names(self) -> dict[int, str]:
         names = dict(self._conn.execute("SELECT id, name FROM user_groups").fetchall())
-        return {**names, _NO_GROUP: UNKNOWN_GROUP}
+        return {**names, NO_GROUP: UNKNOWN_GROUP}
 
     def _group_name(self, group_key: int) -> str:
         return self._group_names[group_key]
@@ -264,93 +297,92 @@ class ReportData:
     # -- counts ------------------------------------------------------------------------------
 
     @cached_property
-    def _totals(self) -> dict[tuple[int, int], _Totals]:
-        """Hits, outliers and recent hits per (endpoint, version): one GROUP BY."""
+    def _activity(self) -> list[tuple[int, int, int, _Totals]]:
+        """(endpoint, version, hour, counts): one GROUP BY serves hits, outliers, recent hits
+        and the hourly chart."""
         now = self.now
         rows = self._conn.execute(
-            "SELECT endpoint_id, version_id, COUNT(*),"
-            " SUM(CASE WHEN is_outlier <> 0 THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END)"
-            " FROM requests GROUP BY endpoint_id, version_id",
+            "SELECT endpoint_id, version_id, hour, COUNT(*), SUM(outlier), SUM(day), SUM(week)"
+            f" FROM (SELECT endpoint_id, version_id, {HOUR_START_SQL} AS hour,"
+            " CASE WHEN is_outlier <> 0 THEN 1 ELSE 0 END AS outlier,"
+            " CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END AS day,"
+            " CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END AS week"
+            " FROM requests) a GROUP BY +endpoint_id, +version_id, hour",
             (now - _DAY, now, now - _WEEK, now),
         ).fetchall()
-        return {(e, v): _Totals(*counts) for e, v, *counts in rows}
-
-    # -- boxes -------------------------------------------------------------------------------
+        return [(e, v, int(hour), _Totals(*counts)) for e, v, hour, *counts in rows]
 
     @cached_property
-    def _endpoint_boxes(self) -> dict[Key, Ranked]:
-        return boxes(self._conn, _ENDPOINT)
+    def _totals(self) -> dict[tuple[int, int], _Totals]:
+        """Hits, outliers and recent hits per (endpoint, version)."""
+        totals: dict[tuple[int, int], _Totals] = defaultdict(_Totals)
+        for e, v, _, counts in self._activity:
+            totals[(e, v)] += counts
+        return dict(totals)
+
+    # -- boxes and rank sums -----------------------------------------------------------------
 
     @cached_property
-    def _version_boxes(self) -> dict[Key, Ranked]:
-        return boxes(self._conn, _VERSION)
+    def _sweep(self) -> _Sweep:
+        """All boxes and version comparisons in one go, over one temporary copy of the
+        durations (dropped at the end): a first call of any method that needs one pays for all,
+        which is what a report does anyway."""
+        conn = self._conn
+        with durations_table(conn):
+            versions = boxes(conn, _VERSION)
+            pairs = [
+                (e, old, new)
+                for e, old, new in self._pairs_in(versions)
+                if min(versions[(e, old)].box.count, versions[(e, new)].box.count)
+                >= MIN_CHANGE_REQUESTS
+            ]
+            sums = dict(zip(pairs, rank_sums(conn, pairs), strict=True))
+            endpoints = boxes(conn, _ENDPOINT)
+            per_endpoint: dict[int, list[tuple[int, Box]]] = defaultdict(list)
+            for (e, g), group in boxes(conn, _GROUP).items():
+                per_endpoint[e].append((g, group.box))
+            groups = {
+                e: sorted(found, key=lambda i: (-i[1].median, self._group_name(i[0])))
+                for e, found in per_endpoint.items()
+            }
+            kept_keys = [(e, g) for e, found in groups.items() for g, _ in found[: self.max_groups]]
+            columns = "endpoint_id INTEGER, group_key INTEGER, PRIMARY KEY (endpoint_id, group_key)"
+            with temp_table(conn, _KEPT, columns, kept_keys):
+                split = boxes(conn, _KEPT_OR_OTHERS)
+        return _Sweep(
+            endpoints=endpoints,
+            versions=versions,
+            groups=groups,
+            kept={key: box for key, box in split.items() if key[1] != _REST},
+            others={key[0]: box for key, box in split.items() if key[1] == _REST},
+            rank_sums=sums,
+        )
 
-    @cached_property
-    def _groups_by_slowness(self) -> dict[int, list[tuple[int, Box]]]:
-        """Per endpoint id, all its groups (key, box), slowest median first."""
-        per_endpoint: dict[int, list[tuple[int, Box]]] = defaultdict(list)
-        for (e, g), ranked in boxes(self._conn, _GROUP).items():
-            per_endpoint[e].append((g, ranked.box))
-        return {
-            e: sorted(groups, key=lambda i: (-i[1].median, self._group_name(i[0])))
-            for e, groups in per_endpoint.items()
-        }
-
-    @cached_property
+    @property
     def _kept_groups(self) -> dict[int, list[tuple[int, Box]]]:
-        """Per endpoint id, the groups with a box of their own."""
-        return {e: groups[: self.max_groups] for e, groups in self._groups_by_slowness.items()}
-
-    @contextmanager
-    def _kept_table(self) -> Iterator[None]:
-        kept = [(e, g) for e, groups in self._kept_groups.items() for g, _ in groups]
-        columns = "endpoint_id INTEGER, group_key INTEGER, PRIMARY KEY (endpoint_id, group_key)"
-        with temp_table(self._conn, _KEPT, columns, kept):
-            yield
-
-    @cached_property
-    def _others(self) -> dict[Key, Ranked]:
-        """Per endpoint id, the box of the groups beyond the kept ones (if there are any)."""
-        if all(len(g) <= self.max_groups for g in self._groups_by_slowness.values()):
-            return {}
-        with self._kept_table():
-            return boxes(self._conn, _OTHERS)
-
-    @cached_property
-    def _group_version_boxes(self) -> dict[Key, Ranked]:
-        with self._kept_table():
-            return boxes(self._conn, _GROUP_VERSION)
+        """Per endpoint id, the groups with a box of their own, slowest first."""
+        return {e: found[: self.max_groups] for e, found in self._sweep.groups.items()}
 
     # -- version comparisons -----------------------------------------------------------------
 
-    @cached_property
-    def _pairs(self) -> list[tuple[int, int, int]]:
+    def _pairs_in(self, versions: dict[Key, Ranked]) -> list[tuple[int, int, int]]:
         """(endpoint, previous version, version): consecutive versions each endpoint ran in."""
         ran_in: dict[int, list[int]] = defaultdict(list)
-        for e, v in sorted(self._version_boxes, key=lambda k: self._version_order[k[1]]):
+        for e, v in sorted(versions, key=lambda k: self._version_order[k[1]]):
             ran_in[e].append(v)
-        return [(e, old, new) for e, versions in ran_in.items() for old, new in pairwise(versions)]
+        return [(e, old, new) for e, found in ran_in.items() for old, new in pairwise(found)]
 
     @cached_property
     def _changes(self) -> dict[tuple[int, int], Change]:
         """(endpoint, version) -> its change against the previous version, where both sides
         have enough requests."""
-        boxes = self._version_boxes
-        pairs = [
-            (e, old, new)
-            for e, old, new in self._pairs
-            if min(boxes[(e, old)].box.count, boxes[(e, new)].box.count) >= MIN_CHANGE_REQUESTS
-        ]
-        sums = rank_sums(self._conn, pairs)
         return {
-            (e, new): self._change(e, old, new, *sums[number])
-            for number, (e, old, new) in enumerate(pairs)
+            (e, new): self._change(e, old, new, *sums)
+            for (e, old, new), sums in self._sweep.rank_sums.items()
         }
 
     def _change(self, e: int, old: int, new: int, rank_sum: float, tie_term: int) -> Change:
-        before, after = self._version_boxes[(e, old)], self._version_boxes[(e, new)]
+        before, after = self._sweep.versions[(e, old)], self._sweep.versions[(e, new)]
         (old_low, old_high), (new_low, new_high) = _median_ci(before), _median_ci(after)
         low, high = ratio(new_low, old_high), ratio(new_high, old_low)
         change = ratio(after.box.median, before.box.median)
@@ -372,7 +404,7 @@ class ReportData:
     def _latest_changes(self) -> dict[int, Change]:
         """Per endpoint id, the change of its latest version, if that one has a change."""
         latest: dict[int, int] = {}
-        for e, _, new in self._pairs:
+        for e, _, new in self._pairs_in(self._sweep.versions):
             latest[e] = new
         changes = self._changes
         return {e: changes[(e, v)] for e, v in latest.items() if (e, v) in changes}

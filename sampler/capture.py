@@ -75,10 +75,10 @@ class Capturer:
         if slot.samples is None:
             return OutlierCapture(request, resources, crossed, None, 0, "not sampled")
         if not slot.samples:
-            note = "no sample: the request ended before the sampler came by"
-            return OutlierCapture(request, resources, crossed, None, 0, note)
+            unreached = "no sample: the request ended before the sampler came by"
+            return OutlierCapture(request, resources, crossed, None, 0, unreached)
         samples = list(slot.samples)
-        note = None
+        note: str | None = None
         while True:
             session = build_session(
                 samples,
