@@ -23,6 +23,8 @@ from time import perf_counter_ns
 from types import CodeType, FrameType
 from typing import Any
 
+from .worker import Worker
+
 __all__ = ["MAX_DEPTH", "InFlight", "Sample", "StackSampler"]
 
 #: frames kept per sample, from the thread's root; deeper stacks end in a ``[truncated]`` frame
@@ -78,8 +80,10 @@ class InFlight:
         self.interval_ns = 0
 
 
-class StackSampler:
+class StackSampler(Worker):
     """The sampling thread. ``inflight`` is shared with the :class:`~.Recorder`."""
+
+    thread_name = "flamewatch-sampler"
 
     def __init__(
         self,
@@ -92,6 +96,7 @@ class StackSampler:
         activity: Any = None,
         idle_after_s: float = 1.0,
     ) -> None:
+        super().__init__()
         self.inflight = inflight
         self.low_ns = int(interval_s * 1e9)
         self.high_ns = int(outlier_interval_s * 1e9)
@@ -102,35 +107,9 @@ class StackSampler:
         self.idle_after_ns = int(idle_after_s * 1e9)
         self.idle = True
         self.samples_taken = 0
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         self._own_id = 0
 
     # -- control ------------------------------------------------------------------------------
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        if self.alive:
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="flamewatch-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float | None = 5.0) -> bool:
-        thread = self._thread
-        if thread is None:
-            return True
-        self._stopping = True
-        self._wake.set()
-        thread.join(timeout)
-        if thread.is_alive():
-            return False
-        self._thread = None
-        return True
 
     def wake(self) -> None:
         """Called by a request thread that registered a slot while the sampler slept."""

@@ -11,7 +11,6 @@ to the queue's cap and are counted as dropped beyond it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -21,6 +20,7 @@ from .recorder import FlushMarker, RawRecord, Recorder
 from .stack_sampler import InFlight
 from .stats import OutlierRule, RunningStats
 from .store import ProcessInfo, RequestRecord, RouteInfo, Store
+from .worker import Worker
 
 __all__ = ["Writer"]
 
@@ -30,8 +30,10 @@ BATCH_SIZE = 5000
 MAX_RETRY_INTERVAL = 30.0
 
 
-class Writer:
+class Writer(Worker):
     """Drains a :class:`Recorder` into a :class:`Store` on its own daemon thread."""
+
+    thread_name = "flamewatch-writer"
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class Writer:
         capturer: Capturer | None = None,
         captures_per_hour: int = 20,
     ) -> None:
+        super().__init__()
         self.store = store
         self.recorder = recorder
         self.rule = rule
@@ -67,23 +70,9 @@ class Writer:
         self._next_sync = 0.0
         self._failures = 0
         self._retry_at = 0.0
-        self._wake = threading.Event()
         self._urgent = False  # a flush is waiting: retry a failing store now
-        self._stopping = False
-        self._thread: threading.Thread | None = None
 
     # -- control, from any thread -------------------------------------------------------------
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        if self.alive:
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="flamewatch-writer", daemon=True)
-        self._thread.start()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written; False on timeout or a failing store."""
@@ -100,20 +89,6 @@ class Writer:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
         return marker.ok
-
-    def stop(self, timeout: float | None = 10.0) -> bool:
-        """Write what is queued, close the store and end the thread; True if it ended."""
-        thread = self._thread
-        if thread is None:
-            return True
-        self._stopping = True
-        self._wake.set()
-        thread.join(timeout)
-        if thread.is_alive():
-            log.warning("flamewatch: the writer thread did not stop within %s s", timeout)
-            return False
-        self._thread = None
-        return True
 
     # -- the thread ---------------------------------------------------------------------------
 
