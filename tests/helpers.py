@@ -106,3 +106,31 @@ def make_history(database: Path, versions: dict[str, float], *, instance: Path) 
         fw.flush()
         client.get(f"/checkout?slow=1&q={HOSTILE_PARAM}", headers={"X-User": HOSTILE_USER})
         fw.close()
+
+
+def fetch_concurrently(app: Flask, paths: list[str], clients: int = 8) -> list[bytes]:
+    """Serve ``app`` on a real threaded werkzeug server on a free loopback port, GET every path
+    from ``clients`` concurrent clients, stop the server; return the bodies in order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.request import urlopen
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+
+    def fetch(path: str) -> bytes:
+        with urlopen(base + path, timeout=30) as response:
+            body: bytes = response.read()
+            return body
+
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            return list(pool.map(fetch, paths))
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 from flask import Flask, Response, request, stream_with_context
-from helpers import flush, rows
+from helpers import fetch_concurrently, flush, rows
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.cli import main
@@ -123,30 +123,9 @@ def test_outlier_profile_names_the_slow_function(
 def test_concurrent_outliers_on_a_real_server_each_profile_their_own_thread(
     make_app: Callable[..., Flask], db_path: Path
 ) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-    from urllib.request import urlopen
-
-    from werkzeug.serving import make_server
-
     app = _outlier_app(make_app)
     _warm(app, "/pay", "/report")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}"
-        paths = ["/pay?slow=1", "/report?slow=1"] * 3 + ["/pay", "/report"] * 20
-
-        def fetch(path: str) -> bytes:
-            with urlopen(base + path, timeout=30) as response:
-                return response.read()  # type: ignore[no-any-return]
-
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(fetch, paths))
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    fetch_concurrently(app, ["/pay?slow=1", "/report?slow=1"] * 3 + ["/pay", "/report"] * 20)
     flush(app)
     # under this load a normal request may be an outlier too; the slow ones must all be there
     captured = [o for o in list_outliers(str(db_path)) if o.duration_ms >= 150]

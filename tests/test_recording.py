@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from flask import Blueprint, Flask, Response, abort, g, redirect, request, stream_with_context
-from helpers import flush, rows, stored
+from helpers import fetch_concurrently, flush, rows, stored
 
 from flamewatch.flask_plugin import Flamewatch
 
@@ -356,27 +356,7 @@ def test_32_threads_of_500_requests_store_exactly_16000_rows(app: Flask, db_path
 
 
 def test_real_threaded_server_with_concurrent_clients(app: Flask, db_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-    from urllib.request import urlopen
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/items/"
-
-        def fetch(i: int) -> bytes:
-            with urlopen(url + str(i), timeout=30) as response:
-                return response.read()  # type: ignore[no-any-return]
-
-        with ThreadPoolExecutor(8) as pool:
-            bodies = list(pool.map(fetch, range(400)))
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    bodies = fetch_concurrently(app, [f"/items/{i}" for i in range(400)])
     assert len(bodies) == 400
     flush(app)
     got = stored(db_path)
