@@ -1,18 +1,17 @@
-"""Everything the report shows, aggregated in the database: :class:`ReportData`.
+"""Everything the report shows: :class:`ReportData`.
 
 A store holds millions of requests; a report page needs a few numbers per endpoint, version
-and group. So the database does the work -- :mod:`.rank_queries`: one ranking pass per
-grouping (endpoint, endpoint x version, endpoint x group, kept group x version with the other
-groups), whatever the number of endpoints, versions or groups -- and this module only sees
-those numbers: it names them, orders them (versions in deployment order, groups slowest
-first), and turns rank sums and order statistics into version comparisons
-(:mod:`.stats_tests`). Memory and page sizes depend on endpoints x versions x groups, never on
-the number of requests.
+and group. Counts (hits, outliers, recent hits, hits per hour) are ``GROUP BY`` queries in the
+database. Order statistics come from :class:`~.sweep.Durations`: one streamed, unsorted read of
+every duration into compact sorted arrays, from which each grouping's boxes and each version
+pair's Mann-Whitney rank sums are read (:mod:`.sweep`, :mod:`.stats_tests`). This module names
+those numbers, orders them (versions in deployment order, groups slowest first) and turns them
+into version comparisons. Memory grows by 8 bytes per request while a report is built; page
+sizes depend on endpoints x versions x groups, never on the number of requests.
 
 The SQL is standard so that a PostgreSQL backend can run it; the one SQLite-specific
 expression, the start of a timestamp's hour, is :data:`HOUR_START_SQL`. Results are computed
-once per :class:`ReportData`, on first use, and cached: the counts in one ``GROUP BY``, all
-boxes and comparisons in one sweep over a temporary copy of the durations.
+once per :class:`ReportData`, on first use, and cached.
 """
 
 from __future__ import annotations
@@ -26,17 +25,8 @@ from itertools import pairwise
 from typing import Any
 
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
-from .rank_queries import (
-    NO_GROUP,
-    Grouping,
-    Key,
-    Ranked,
-    boxes,
-    durations_table,
-    rank_sums,
-    temp_table,
-)
 from .stats_tests import mann_whitney_p, median_ci_ranks, ratio, verdict
+from .sweep import NO_GROUP, Durations, Key, Ranked, rank, rank_sum
 
 __all__ = ["HOUR_START_SQL", "MIN_CHANGE_REQUESTS", "ReportData"]
 
@@ -49,26 +39,6 @@ UNKNOWN_GROUP, OTHER_GROUPS = "unknown", "others"
 HOUR_START_SQL = "CAST(started_at / 3600 AS INTEGER) * 3600"
 
 _DAY, _WEEK = 86_400.0, 7 * 86_400.0
-_KEPT = "flamewatch_kept"
-
-# The (e, v, d) index serves the version boxes with no sort at all, the endpoint boxes with
-# sorts within each endpoint; for groups a full sort is faster than walking that index (the
-# unary plus, a no-op elsewhere, keeps SQLite from using it).
-_ENDPOINT = Grouping(("r.e",))
-_VERSION = Grouping(("r.e", "r.v"), median_ci=True)
-_GROUP = Grouping(("+r.e", "r.g"))
-# One pass for both the kept groups per version and the rest ("others") per endpoint: the
-# rest's rows all get the group and version key _REST.
-_REST = -2
-_IS_REST = "k.endpoint_id IS NULL"
-_KEPT_OR_OTHERS = Grouping(
-    (
-        "r.e",
-        f"CASE WHEN {_IS_REST} THEN {_REST} ELSE r.g END",
-        f"CASE WHEN {_IS_REST} THEN {_REST} ELSE r.v END",
-    ),
-    joins=f"LEFT JOIN {_KEPT} k ON k.endpoint_id = r.e AND k.group_key = r.g",
-)
 
 
 @dataclass(frozen=True)
@@ -324,37 +294,46 @@ class ReportData:
 
     @cached_property
     def _sweep(self) -> _Sweep:
-        """All boxes and version comparisons in one go, over one temporary copy of the
-        durations (dropped at the end): a first call of any method that needs one pays for all,
+        """All boxes and version comparisons in one go, from one streamed read of the
+        durations (:class:`~.sweep.Durations`): the first method that needs one pays for all,
         which is what a report does anyway."""
-        conn = self._conn
-        with durations_table(conn):
-            versions = boxes(conn, _VERSION)
-            pairs = [
-                (e, old, new)
-                for e, old, new in self._pairs_in(versions)
-                if min(versions[(e, old)].box.count, versions[(e, new)].box.count)
-                >= MIN_CHANGE_REQUESTS
-            ]
-            sums = dict(zip(pairs, rank_sums(conn, pairs), strict=True))
-            endpoints = boxes(conn, _ENDPOINT)
-            per_endpoint: dict[int, list[tuple[int, Box]]] = defaultdict(list)
-            for (e, g), group in boxes(conn, _GROUP).items():
-                per_endpoint[e].append((g, group.box))
-            groups = {
-                e: sorted(found, key=lambda i: (-i[1].median, self._group_name(i[0])))
-                for e, found in per_endpoint.items()
-            }
-            kept_keys = [(e, g) for e, found in groups.items() for g, _ in found[: self.max_groups]]
-            columns = "endpoint_id INTEGER, group_key INTEGER, PRIMARY KEY (endpoint_id, group_key)"
-            with temp_table(conn, _KEPT, columns, kept_keys):
-                split = boxes(conn, _KEPT_OR_OTHERS)
+        durations = Durations.load(self._conn)
+        parts = durations.parts
+        by_version = durations.merged(((e, v), (e, v, g)) for e, v, g in parts)
+        versions = {key: rank(values, median_ci=True) for key, values in by_version.items()}
+        pairs = [
+            (e, old, new)
+            for e, old, new in self._pairs_in(versions)
+            if min(versions[(e, old)].box.count, versions[(e, new)].box.count)
+            >= MIN_CHANGE_REQUESTS
+        ]
+        sums = {
+            (e, old, new): rank_sum(by_version[(e, old)], by_version[(e, new)])
+            for e, old, new in pairs
+        }
+        del by_version
+        endpoints = {
+            key: rank(values)
+            for key, values in durations.merged(((e,), (e, v, g)) for e, v, g in parts).items()
+        }
+        per_endpoint: dict[int, list[tuple[int, Box]]] = defaultdict(list)
+        for (e, g), values in durations.merged(((e, g), (e, v, g)) for e, v, g in parts).items():
+            per_endpoint[e].append((g, rank(values).box))
+        groups = {
+            e: sorted(found, key=lambda i: (-i[1].median, self._group_name(i[0])))
+            for e, found in per_endpoint.items()
+        }
+        kept_keys = {(e, g) for e, found in groups.items() for g, _ in found[: self.max_groups]}
+        kept: dict[Key, Ranked] = {
+            (e, g, v): rank(values) for (e, v, g), values in parts.items() if (e, g) in kept_keys
+        }
+        others = durations.merged(((e,), (e, v, g)) for e, v, g in parts if (e, g) not in kept_keys)
         return _Sweep(
             endpoints=endpoints,
             versions=versions,
             groups=groups,
-            kept={key: box for key, box in split.items() if key[1] != _REST},
-            others={key[0]: box for key, box in split.items() if key[1] == _REST},
+            kept=kept,
+            others={key[0]: rank(values) for key, values in others.items()},
             rank_sums=sums,
         )
 

@@ -20,7 +20,6 @@ __all__ = [
     "QUANTILES",
     "mann_whitney_p",
     "median_ci_ranks",
-    "median_ci_sql",
     "nearest_rank",
     "ratio",
     "verdict",
@@ -87,23 +86,6 @@ def median_ci_ranks(n: int) -> tuple[int, int]:
     """1-based ranks of the order statistics bounding the median's 95 % interval (see above)."""
     lower, upper = _unclamped_ci_ranks(n)
     return min(max(lower, 1), n), min(max(upper, 1), n)
-
-
-def median_ci_sql(rn: str = "rn", n: str = "n") -> str:
-    """A SQL condition true when row number ``rn`` of ``n`` is an unclamped bound rank of
-    :func:`median_ci_ranks` (the clamped ranks 1 and ``n`` are fetched anyway)."""
-
-    def lower_ok(r: str) -> str:
-        gap = f"(25 * {n} - 50 * ({r}))"
-        return f"({gap} >= 0 AND {gap} * {gap} >= 2401 * {n})"
-
-    def upper_ok(h: str) -> str:
-        gap = f"(50 * ({h}) - 25 * {n})"
-        return f"({gap} >= 0 AND {gap} * {gap} >= 2401 * {n})"
-
-    is_lower = f"({lower_ok(rn)} AND NOT {lower_ok(f'{rn} + 1')})"
-    is_upper = f"({upper_ok(f'{rn} - 1')} AND NOT {upper_ok(f'{rn} - 2')})"
-    return f"({is_lower} OR {is_upper})"
 
 
 def mann_whitney_p(n_new: int, n_old: int, rank_sum_new: float, tie_term: int) -> float:
