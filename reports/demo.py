@@ -39,6 +39,7 @@ def run_demo(
     seed: int = 7,
 ) -> Path:
     """Serve each version in turn under traffic; return the store's path."""
+    output = output.resolve()  # the app would take a relative store path from its instance folder
     output.mkdir(parents=True, exist_ok=True)
     database = output / "flamewatch.sqlite3"
     for suffix in ("", "-wal", "-shm"):

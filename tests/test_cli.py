@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from flask import Flask
 from helpers import flush
@@ -78,10 +79,14 @@ def test_console_script_is_installed() -> None:
     assert "demo" in out
 
 
-def test_demo_serves_three_versions_and_summarizes(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["demo", "--output", str(tmp_path), "--requests", "60"])
+def test_demo_serves_three_versions_and_summarizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative --output, as in the README's command
+    result = CliRunner().invoke(main, ["demo", "--output", "demo", "--requests", "60"])
     assert result.exit_code == 0, result.output
-    store = tmp_path / "flamewatch.sqlite3"
+    store = tmp_path / "demo" / "flamewatch.sqlite3"
+    assert (tmp_path / "demo" / "site" / "index.html").is_file()
     assert f"The store is {store}" in result.output
     data = json.loads(CliRunner().invoke(main, ["summary", "-d", str(store), "--json"]).output)
     assert [(v["name"], v["requests"]) for v in data["versions"]] == [
