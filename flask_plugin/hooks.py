@@ -134,15 +134,7 @@ class RequestTimer:
             return body
         if slot.streamed:
             return TimedBody(body, agent, environ, slot)
-        try:
-            agent.recorder.end(
-                slot,
-                perf_counter_ns(),
-                environ.get("REQUEST_METHOD", ""),
-                environ.get("REMOTE_ADDR"),
-            )
-        except Exception:
-            log_swallowed("recording a request")
+        _finish(agent, environ, slot)
         return body
 
 

@@ -1,7 +1,7 @@
 """What a store holds, in a few lines: versions, endpoints, outliers, drops.
 
-The report site (a later capability) goes much further; this is what ``flamewatch summary``
-and the demo print. Aggregation happens in SQL, one endpoint or version at a time.
+The report site goes much further; this is what ``flamewatch summary`` and the demo print,
+from the same numbers (:class:`~.aggregate.ReportData`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from flamewatch.sampler.store import StoreError, connect_sqlite
+
+from .aggregate import ReportData
 
 __all__ = ["EndpointSummary", "StoreSummary", "VersionSummary", "format_summary", "summarize"]
 
@@ -94,41 +96,24 @@ def _summarize(conn: sqlite3.Connection, path: str) -> StoreSummary:
     processes, dropped = conn.execute(
         "SELECT count(*), coalesce(sum(dropped), 0) FROM processes"
     ).fetchone()
+    data = ReportData(conn)  # the report's own numbers: one definition of a quantile
     versions = [
-        VersionSummary(*row)
-        for row in conn.execute(
-            "SELECT v.name, v.source, v.first_seen, v.last_seen,"
-            " (SELECT count(*) FROM requests r WHERE r.version_id = v.id),"
-            " (SELECT coalesce(sum(is_outlier), 0) FROM requests r WHERE r.version_id = v.id)"
-            " FROM versions v ORDER BY v.first_seen, v.id"
-        ).fetchall()
+        VersionSummary(v.name, v.source, v.first_seen, v.last_seen, v.requests, v.outliers)
+        for v in data.versions()
     ]
-    endpoints = []
-    for endpoint_id, name, monitored, last_accessed in conn.execute(
-        "SELECT id, name, monitored, last_accessed FROM endpoints ORDER BY name"
-    ).fetchall():
-        rules = [
-            r
-            for (r,) in conn.execute(
-                "SELECT rule FROM rules WHERE endpoint_id = ? ORDER BY rule", (endpoint_id,)
-            )
-        ]
-        count, n_outliers = conn.execute(
-            "SELECT count(*), coalesce(sum(is_outlier), 0) FROM requests WHERE endpoint_id = ?",
-            (endpoint_id,),
-        ).fetchone()
-        endpoints.append(
-            EndpointSummary(
-                name=name,
-                rules=rules,
-                monitored=bool(monitored),
-                requests=count,
-                outliers=n_outliers,
-                median_ms=_quantile(conn, endpoint_id, count, 0.5),
-                p90_ms=_quantile(conn, endpoint_id, count, 0.9),
-                last_accessed=last_accessed,
-            )
+    endpoints = [
+        EndpointSummary(
+            name=e.name,
+            rules=e.rules,
+            monitored=e.monitored,
+            requests=e.hits,
+            outliers=e.outliers,
+            median_ms=None if e.box is None else e.box.median,
+            p90_ms=None if e.box is None else e.box.p90,
+            last_accessed=e.last_accessed,
         )
+        for e in data.endpoints()
+    ]
     return StoreSummary(
         path=path,
         schema_version=int(schema),
@@ -139,19 +124,6 @@ def _summarize(conn: sqlite3.Connection, path: str) -> StoreSummary:
         versions=versions,
         endpoints=endpoints,
     )
-
-
-def _quantile(conn: sqlite3.Connection, endpoint_id: int, count: int, q: float) -> float | None:
-    """The nearest-rank quantile of an endpoint's durations."""
-    if not count:
-        return None
-    rank = max(1, -(-int(q * count * 1000) // 1000))  # ceil(q * count) without float noise
-    row = conn.execute(
-        "SELECT duration_ms FROM requests WHERE endpoint_id = ?"
-        " ORDER BY duration_ms LIMIT 1 OFFSET ?",
-        (endpoint_id, min(rank, count) - 1),
-    ).fetchone()
-    return float(row[0])
 
 
 def _when(timestamp: float | None) -> str:
