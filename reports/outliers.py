@@ -14,7 +14,7 @@ from flamewatch.sampler.store import StoreError
 
 from .summary import open_readonly
 
-__all__ = ["OutlierRow", "list_outliers", "load_outlier", "load_session"]
+__all__ = ["OutlierRow", "list_outliers", "load_outlier", "load_session", "session_of"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,11 @@ class OutlierRow:
         return data
 
 
-_SELECT = """
+_COLUMNS = """
 SELECT o.id, r.started_at, e.name, v.name, g.name, r.method, r.status, r.duration_ms,
-       r.threshold_ms, o.sample_count, o.profile_bytes, o.request_json
+       r.threshold_ms, o.sample_count, o.profile_bytes, o.request_json"""
+_DETAILS = ", o.resources_json, o.threshold_stack_json, o.profile, o.note"
+_FROM = """
 FROM outliers o
 JOIN requests r ON r.id = o.request_id
 JOIN endpoints e ON e.id = r.endpoint_id
@@ -68,7 +70,7 @@ def list_outliers(
     if version is not None:
         where.append("v.name = ?")
         args.append(version)
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+    sql = _COLUMNS + _FROM + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY r.started_at DESC, o.id DESC"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
@@ -100,12 +102,7 @@ def load_outlier(database: str, outlier_id: int) -> dict[str, Any]:
     """Everything stored about one outlier (its profile left compressed, as ``profile``)."""
     with open_readonly(database) as conn:
         values = conn.execute(
-            _SELECT.replace(
-                "o.request_json",
-                "o.request_json, o.resources_json, o.threshold_stack_json, o.profile, o.note",
-            )
-            + " WHERE o.id = ?",
-            (outlier_id,),
+            _COLUMNS + _DETAILS + _FROM + " WHERE o.id = ?", (outlier_id,)
         ).fetchone()
     if values is None:
         raise StoreError(f"no outlier with id {outlier_id} in {database}")
@@ -122,9 +119,13 @@ def load_outlier(database: str, outlier_id: int) -> dict[str, Any]:
 
 def load_session(database: str, outlier_id: int) -> Session:
     """The pyinstrument session of one outlier."""
-    outlier = load_outlier(database, outlier_id)
+    return session_of(load_outlier(database, outlier_id))
+
+
+def session_of(outlier: dict[str, Any]) -> Session:
+    """The pyinstrument session of an outlier read by :func:`load_outlier`."""
     if outlier["profile"] is None:
         reason = outlier["note"] or "none was captured"
-        raise StoreError(f"outlier {outlier_id} has no profile ({reason})")
+        raise StoreError(f"outlier {outlier['row'].id} has no profile ({reason})")
     session: Session = Session.from_json(orjson.loads(gzip.decompress(outlier["profile"])))
     return session

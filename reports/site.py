@@ -32,7 +32,7 @@ from .aggregate import ReportData
 from .export import to_html, to_pyisession, to_speedscope
 from .figures import box_figure, grouped_box_figure, hits_per_day_figure, hour_heatmap_figure
 from .model import EndpointRow
-from .outliers import OutlierRow, list_outliers, load_outlier, load_session
+from .outliers import OutlierRow, list_outliers, load_outlier, session_of
 from .summary import open_readonly, sqlite_path
 
 __all__ = ["ReportError", "endpoint_page", "write_site"]
@@ -191,7 +191,7 @@ def _write_outlier(pages: _Pages, database: str, outlier: OutlierRow) -> None:
     stored = load_outlier(database, outlier.id)
     has_profile = stored["profile"] is not None
     if has_profile:
-        session = load_session(database, outlier.id)
+        session = session_of(stored)
         folder = pages.output / "outliers" / str(outlier.id)
         folder.mkdir(exist_ok=True)
         (folder / "profile.pyisession").write_bytes(to_pyisession(session))
