@@ -62,8 +62,8 @@ def install(app: Flask, agent: Agent) -> None:
 
 
 def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callable[[], Response]:
-    recorder = agent.recorder
-    begin = recorder.begin
+    begin = agent.recorder.begin
+    is_monitored = agent.recorder.is_monitored
     group_by = agent.settings.group_by
     describe = agent.describe_request
 
@@ -74,11 +74,8 @@ def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callabl
             rule = request.url_rule
             if rule is not None:
                 endpoint = rule.endpoint
-                monitored = recorder.monitored.get(endpoint)
-                if monitored is None:
-                    monitored = recorder.is_monitored(endpoint)
                 environ = request.environ
-                if monitored and T0_KEY in environ:
+                if is_monitored(endpoint) and T0_KEY in environ:
                     slot = environ[SLOT_KEY] = begin(endpoint, rule.rule, environ[T0_KEY])
         except Exception:
             log_swallowed("reading the request's endpoint")

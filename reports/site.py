@@ -234,7 +234,7 @@ def _json_for_script(figure: Any) -> Any:
     """JSON safe inside a ``<script type="application/json">``: no ``<`` can end the block."""
     from markupsafe import Markup
 
-    text = orjson.dumps(figure, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    text = orjson.dumps(figure).decode()
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
