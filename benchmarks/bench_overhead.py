@@ -73,7 +73,11 @@ OUT_DIR = Path(__file__).resolve().parent.parent / "bench-out"
 FMD_INSTALL = "pip install flask-monitoringdashboard==5.1.0"
 BUSY_TARGET_NS = 2_000_000
 VIEWS = ("trivial", "busy")
-NO_SAMPLER = "fw-nosampler"  # diagnostic variant: Flamewatch(..., sampler=False)
+NO_SAMPLER = "fw-nosampler"
+ENVIRON = {
+    "REQUEST_METHOD": "GET",
+    "REMOTE_ADDR": "127.0.0.1",
+}  # what the recorder reads  # diagnostic variant: Flamewatch(..., sampler=False)
 
 Samples = dict[str, dict[str, list[float]]]  # view -> variant -> ns per request, one per batch
 Figures = dict[str, dict[str, dict[str, float]]]  # view -> variant -> name -> value
@@ -548,7 +552,7 @@ def recorder_round_trip(recorder: Any) -> Callable[[], object]:
             t0 = clock()
             slot = recorder.begin("trivial", "/trivial", t0)
             slot.status = 200
-            return recorder.end(slot, t0 + 123_456, "GET", "127.0.0.1")
+            return recorder.end(slot, t0 + 123_456, ENVIRON)
 
         return begin_end
     return lambda: recorder.end(

@@ -30,7 +30,7 @@ from flamewatch.sampler.store import ProcessInfo, RouteInfo, Store, make_store
 from flamewatch.sampler.version import VersionInfo
 
 from .config import Settings
-from .hooks import RequestTimer
+from .hooks import ENTRY_CODE
 from .params import describe_request
 
 __all__ = ["Agent"]
@@ -98,7 +98,7 @@ class Agent:
                 ),
                 resources,
                 self._describe_later,
-                entry_code=RequestTimer.__call__.__code__,
+                entry_code=ENTRY_CODE,
             )
             self._writer = Writer(
                 make_store(settings.database),

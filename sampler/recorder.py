@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from threading import get_ident
+from typing import Any
 
 from .stack_sampler import InFlight, StackSampler
 
@@ -85,37 +86,40 @@ class Recorder:
 
     def begin(self, endpoint: str, rule: str | None, t0: int) -> InFlight:
         """Register a request of a monitored endpoint that started at ``t0`` (perf_counter_ns)."""
+        slot = InFlight(endpoint, rule, t0, get_ident(), self.thresholds_ns.get(endpoint))
         sampler = self.sampler
-        thread_id = get_ident()
-        slot = InFlight(endpoint, rule, t0, thread_id, self.thresholds_ns.get(endpoint))
         if sampler is not None:
             if endpoint not in self.capped:
                 slot.samples = []
-            self.inflight[thread_id] = slot
+            self.inflight[slot.thread_id] = slot
             self.begun += 1
             if sampler.idle:  # only after a quiet second: rare under traffic
                 sampler.wake()
         return slot
 
-    def end(self, slot: InFlight, end_ns: int, method: str, client_ip: str | None) -> bool:
-        """Queue a finished request; return whether it is an outlier."""
-        if self.sampler is not None and self.inflight.get(slot.thread_id) is slot:
-            del self.inflight[slot.thread_id]
-        duration = end_ns - slot.t0
+    def end(self, slot: InFlight, end_ns: int, environ: Mapping[str, Any]) -> bool:
+        """Queue a finished request; return whether it is an outlier.
+
+        ``environ`` is the request's WSGI environ (its method and client address are read).
+        """
+        inflight = self.inflight
+        if inflight.get(slot.thread_id) is slot:
+            del inflight[slot.thread_id]
+        t0 = slot.t0
         threshold = slot.threshold_ns
-        outlier = threshold is not None and duration > threshold
+        outlier = threshold is not None and end_ns - t0 > threshold
         queue = self.queue
         if len(queue) < self.queue_size:
             queue.append(
                 (
                     slot.endpoint,
                     slot.rule,
-                    method,
+                    environ.get("REQUEST_METHOD", ""),
                     slot.status,
-                    slot.t0,
-                    duration,
+                    t0,
+                    end_ns - t0,
                     slot.group,
-                    client_ip,
+                    environ.get("REMOTE_ADDR"),
                     threshold,
                     outlier,
                     slot if outlier else None,
