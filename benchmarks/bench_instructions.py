@@ -1,0 +1,164 @@
+"""Instructions per request, counted by valgrind: a figure that machine noise cannot move.
+
+Wall-clock overhead on a shared 2-core VM moves by a few µs from run to run -- as much as
+flamewatch's whole cost (``bench_overhead.py``). This benchmark counts the CPU instructions
+instead: each variant serves N1 and then N2 requests to the trivial view through direct WSGI
+calls (no test client) in a child process run under ``valgrind --tool=callgrind
+--separate-threads=yes`` with ``PYTHONHASHSEED=0``; the difference of the two runs divided by
+``N2 - N1`` is the per-request count, with start-up and imports cancelled out. It is reported
+for the thread that serves the requests and for all threads (flamewatch's writer, FMD's
+per-request threads).
+
+Variants: ``bare`` Flask; ``flamewatch`` with its stack sampler off (under valgrind everything
+runs ~50x slower, so a sampler ticking every 10 ms would wake about once per request instead of
+once per ~75: its share would be overstated; ``bench_sampler.py`` measures it); ``floor``, a
+do-nothing middleware and dispatch wrapper (the price of this hook design); and
+Flask-MonitoringDashboard 5.1 at level 1 when it is installed.
+
+Instructions are not time (cache misses and thread hand-offs are not counted), so the added
+count is also given as a share of a bare request's: multiplied by a bare request's wall time
+on a given machine, it estimates the added time there.
+
+Run from the repository root (needs ``valgrind``; about 5 minutes)::
+
+    python benchmarks/bench_instructions.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE.parent / "bench-out"
+VARIANTS = ("bare", "floor", "flamewatch", "fmd")
+#: requests in the short and the long run of each variant (FMD starts a thread per request)
+RUNS = {"bare": (1000, 3000), "floor": (1000, 3000), "flamewatch": (1000, 3000), "fmd": (100, 300)}
+
+
+def child(variant: str, n: int) -> None:
+    """Serve ``n`` trivial requests on ``variant`` (runs under valgrind)."""
+    sys.path.insert(0, str(HERE))
+    import bench_overhead as bo
+
+    tmp = Path(tempfile.mkdtemp(prefix="fw-instr-"))
+    try:
+        if variant == "bare":
+            setup = bo.setup_bare(10)
+        elif variant == "floor":
+            setup = bo.Variant("floor", bo.passthrough_app(10), lambda: None, dict)
+        elif variant == "flamewatch":
+            setup = bo.setup_flamewatch(tmp, 10, sampler=False)
+        else:
+            fmd = bo.setup_fmd(tmp, 10)
+            if fmd is None:
+                raise SystemExit(f"FMD is not installed: {bo.FMD_INSTALL}")
+            setup = fmd
+        call = bo.wsgi_caller(setup.app, "/trivial")
+        for _ in range(n):
+            call()
+        setup.drain()
+        setup.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def count(variant: str, n: int, work: Path) -> tuple[int, int]:
+    """(instructions of the serving thread, of all threads) for one child run."""
+    out = work / f"{variant}-{n}.cg"
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--separate-threads=yes",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            str(n),
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    totals = {}
+    for path in work.glob(f"{out.name}-*"):
+        match = re.search(r"^summary: (\d+)", path.read_text(errors="replace"), re.MULTILINE)
+        if match:
+            totals[int(path.name.rsplit("-", 1)[1])] = int(match.group(1))
+    return totals[1], sum(totals.values())
+
+
+def fmd_installed() -> bool:
+    try:
+        import flask_monitoringdashboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS)
+    )
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 1
+    wanted = {"bare", *args.variants.split(",")}
+    variants = [v for v in VARIANTS if v in wanted and (v != "fmd" or fmd_installed())]
+    per_request: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="fw-instr-") as tmp:
+        for variant in variants:
+            n1, n2 = RUNS[variant]
+            main1, all1 = count(variant, n1, Path(tmp))
+            main2, all2 = count(variant, n2, Path(tmp))
+            per_request[variant] = {
+                "serving_thread": (main2 - main1) / (n2 - n1),
+                "all_threads": (all2 - all1) / (n2 - n1),
+            }
+            print(f"  {variant:12} measured", flush=True)
+    bare = per_request["bare"]
+    print("\nInstructions per trivial request (valgrind callgrind, direct WSGI calls)")
+    print(f"  {'variant':12} {'serving thread':>15} {'added':>10} {'share':>7} {'all threads':>12}")
+    result: dict[str, Any] = {"per_request": per_request, "added": {}}
+    for variant, figures in per_request.items():
+        added = figures["serving_thread"] - bare["serving_thread"]
+        added_all = figures["all_threads"] - bare["all_threads"]
+        share = added / bare["serving_thread"]
+        result["added"][variant] = {"serving_thread": added, "all_threads": added_all}
+        print(
+            f"  {variant:12} {figures['serving_thread']:15,.0f} {added:+10,.0f} {share:7.1%}"
+            f" {figures['all_threads']:12,.0f}"
+        )
+    if "fmd" in per_request:
+        fw, fmd = result["added"]["flamewatch"], result["added"]["fmd"]
+        for scope in ("serving_thread", "all_threads"):
+            ratio = fmd[scope] / fw[scope] if fw[scope] > 0 else float("inf")
+            result[f"fmd_over_flamewatch_{scope}"] = ratio
+            print(f"  FMD added / flamewatch added ({scope.replace('_', ' ')}): {ratio:,.0f}x")
+    OUT_DIR.mkdir(exist_ok=True)
+    path = OUT_DIR / "bench_instructions.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
