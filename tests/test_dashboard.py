@@ -658,3 +658,18 @@ def test_dashboard_off_and_another_prefix(make_dashboard_app: Callable[..., Flas
     page = moved.get("/ops/perf/")
     assert page.status_code == 200
     assert 'href="/ops/perf/assets/style.css"' in page.text
+
+
+def test_an_unreadable_store_is_a_503_saying_to_wait(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    app = Flask("nostore", instance_path=str(tmp_path))
+    app.config.update(TESTING=True)
+    fw = Flamewatch(app, database=str(blocker / "store.sqlite3"))
+    try:
+        response = app.test_client().get(f"{PREFIX}/")
+        assert response.status_code == 503
+        assert "reload in a few seconds" in response.text
+        assert response.headers["Cache-Control"] == "private, no-store"
+    finally:
+        fw.close()
