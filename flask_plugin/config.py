@@ -252,7 +252,8 @@ OPTIONS: tuple[Option, ...] = (
         "dashboard_cache_s",
         5.0,
         "a number of seconds from 0 to 300",
-        "How long the dashboard reuses what it read from the store.",
+        "How long the dashboard reuses what it read from the store (at least ten times as"
+        " long as reading it took); 0 reads it for every page.",
     ),
 )
 

@@ -39,6 +39,7 @@ from flamewatch.reports.site import (
     asset,
     read_site,
 )
+from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.logs import log
 from flamewatch.sampler.store import StoreError, make_store
 
@@ -62,6 +63,8 @@ CSP = (
     " base-uri 'none'; frame-ancestors 'none'"
 )
 PAGE_CACHE_CONTROL = "private, no-store"
+#: a reading of the store is reused at least this many times as long as it took
+REUSE_FACTOR = 10
 #: plotly.js is 4 MB of public code: the browser may keep it, but checks it on every use
 ASSET_CACHE_CONTROL = "private, no-cache"
 
@@ -106,26 +109,25 @@ class Dashboard:
         self.gate = Gate(self.settings, clock)
         self.csrf = CsrfTokens(self.settings.secret_key)
         self._clock = clock
-        self._cached: tuple[float, Site] | None = None
+        self._cached: tuple[float, Site] | None = None  # (reuse until, reading)
         self._lock = threading.Lock()
 
     # -- reading the store ---------------------------------------------------------------------
 
     def site(self) -> Site:
-        """The store's pages as read at most ``dashboard_cache_s`` seconds ago."""
+        """The store's pages as read a moment ago: a reading is reused for ``dashboard_cache_s``
+        seconds, and at least :data:`REUSE_FACTOR` times as long as it took, so that reading a
+        big store takes at most a small share of the process however busy the dashboard."""
         with self._lock:  # one reading at a time; the requests waiting for it reuse it
             cached = self._cached
-            if cached is not None and self._clock() - cached[0] < self.settings.cache_s:
+            now = self._clock()
+            if cached is not None and now < cached[0]:
                 return cached[1]
-            started = self._clock()
             site = read_site(self.agent.database, live=True)
-            self._cached = (started, site)
+            took = self._clock() - now
+            cache_s = self.settings.cache_s  # 0: read on every page (to debug, to test)
+            self._cached = (now + (cache_s and max(cache_s, REUSE_FACTOR * took)), site)
             return site
-
-    def forget(self) -> None:
-        """Read the store afresh for the next page (after a change made here)."""
-        with self._lock:
-            self._cached = None
 
     # -- the blueprint -------------------------------------------------------------------------
 
@@ -172,12 +174,7 @@ class Dashboard:
         return Response(html, mimetype="text/html")
 
     def _outlier(self, outlier_id: int) -> Response:
-        site = self.site()
-        try:
-            html = site.render_outlier(site.outlier(outlier_id), self._root())
-        except PageNotFound:
-            abort(404)
-        return Response(html, mimetype="text/html")
+        return self._page(f"outliers/{outlier_id}.html")
 
     def _profile(self, outlier_id: int, file_name: str) -> Response:
         try:
@@ -187,9 +184,7 @@ class Dashboard:
         fmt = PROFILE_FILES[file_name]
         download = f"flamewatch-outlier-{outlier_id}{file_name.removeprefix('profile')}"
         response = Response(body, content_type=_MEDIA_TYPES[fmt])
-        if (
-            fmt == "html"
-        ):  # shown in the outlier page's frame; the link's download attribute saves it
+        if fmt == "html":  # framed by the outlier page; its link's `download` attribute saves it
             response.headers["Content-Disposition"] = f'inline; filename="{download}"'
             response.headers["Content-Security-Policy"] = _viewer_policy(body)
             response.headers["X-Frame-Options"] = "SAMEORIGIN"
@@ -213,14 +208,15 @@ class Dashboard:
             "monitoring",
             "monitoring.html",
             self._root(),
-            endpoints=self._selection(site),
+            endpoints=self._selection(site, _stored_flags(self.agent.database)),
             csrf_token=self.csrf.token(current_app, user),
             user=user,
         )
         return Response(html, mimetype="text/html")
 
-    def _selection(self, site: Site) -> list[MonitoredEndpoint]:
-        """The store's endpoints and the app's (some may not be stored yet), flamewatch's not."""
+    def _selection(self, site: Site, flags: dict[str, bool]) -> list[MonitoredEndpoint]:
+        """The store's endpoints and the app's (some may not be stored yet), flamewatch's not;
+        the facts as cached, the flags as stored now."""
         is_excluded = self.agent.settings.is_excluded
         rows = {
             e.name: MonitoredEndpoint(
@@ -229,15 +225,16 @@ class Dashboard:
                 e.methods,
                 e.hits,
                 e.last_accessed,
-                e.monitored,
+                flags.get(e.name, e.monitored),
                 is_excluded(e.name),
             )
             for e in site.endpoints
         }
         for name, (rules, methods) in _app_routes(current_app).items():
             if name not in rows:
+                monitored = flags.get(name, True) and not is_excluded(name)
                 rows[name] = MonitoredEndpoint(
-                    name, rules, methods, 0, None, not is_excluded(name), is_excluded(name)
+                    name, rules, methods, 0, None, monitored, is_excluded(name)
                 )
         return [row for name, row in sorted(rows.items()) if not _is_own(name)]
 
@@ -269,7 +266,6 @@ class Dashboard:
         # the writer may have read the flags just before they changed and publish them after:
         # a flush makes it read them again (the others' writers re-read them every ~2 s)
         self.agent.flush(timeout=5)
-        self.forget()
         log.info(
             "flamewatch: %s switched monitoring of %r %s",
             f"dashboard user {user!r}" if user else "the dashboard",
@@ -277,6 +273,14 @@ class Dashboard:
             "on" if monitored else "off",
         )
         return redirect(url_for(f"{BLUEPRINT_NAME}.monitoring"), 303)
+
+
+def _stored_flags(database: str) -> dict[str, bool]:
+    """Each stored endpoint's monitor flag, read now (one small query, never cached)."""
+    with open_readonly(database) as conn:
+        return {
+            name: bool(flag) for name, flag in conn.execute("SELECT name, monitored FROM endpoints")
+        }
 
 
 def _app_routes(app: Flask) -> dict[str, tuple[list[str], list[str]]]:

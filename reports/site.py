@@ -17,7 +17,9 @@ import hashlib
 import re
 import shutil
 import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +68,8 @@ PROFILE_FILES = {
     "profile.speedscope.json": "speedscope",
     "profile.html": "html",
 }
+#: pages a live site keeps rendered (the most recently shown)
+KEPT_PAGES = 64
 #: the pages every site has, besides one per endpoint and one per outlier
 FIXED_PAGES = ("index.html", "utilization.html", "performance.html", "versions.html")
 
@@ -194,6 +198,8 @@ class Site:
         self.outliers = outliers
         self.live = live
         self.env = _environment(tz)
+        self._kept: OrderedDict[tuple[str, str | None], str] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def endpoints(self) -> list[EndpointRow]:
@@ -215,7 +221,27 @@ class Site:
         return paths
 
     def render(self, path: str, root: str | None = None) -> str:
-        """The HTML of the page at ``path``; :class:`PageNotFound` when there is none."""
+        """The HTML of the page at ``path``; :class:`PageNotFound` when there is none.
+
+        A live site keeps the last :data:`KEPT_PAGES` pages it rendered: a page is a function of
+        the reading, so a dashboard shown again and again costs no rendering.
+        """
+        if not self.live:
+            return self._render(path, root)
+        key = (path, root)
+        with self._lock:
+            html = self._kept.get(key)
+            if html is not None:
+                self._kept.move_to_end(key)
+                return html
+        html = self._render(path, root)
+        with self._lock:
+            self._kept[key] = html
+            while len(self._kept) > KEPT_PAGES:
+                self._kept.popitem(last=False)
+        return html
+
+    def _render(self, path: str, root: str | None) -> str:
         n = self.numbers
         if path == "index.html":
             return self.render_template(
