@@ -673,3 +673,21 @@ def test_an_unreadable_store_is_a_503_saying_to_wait(tmp_path: Path) -> None:
         assert response.headers["Cache-Control"] == "private, no-store"
     finally:
         fw.close()
+
+
+def test_a_reading_is_reused_at_least_ten_times_as_long_as_it_took(open_app: Flask) -> None:
+    from flamewatch.flask_plugin.dashboard import Dashboard
+
+    ticks = [0.0]
+
+    def clock() -> float:  # every look at the clock: 2 s later (a reading takes 2 s)
+        ticks[0] += 2.0
+        return ticks[0]
+
+    dashboard = Dashboard(open_app.extensions["flamewatch"], clock=clock)
+    first = dashboard.site()  # read at 2, took 2 s: reused until 2 + max(5, 10 * 2) = 22
+    readings = [dashboard.site() for _ in range(12)]  # looks at 6, 8, ..., 20, then 22: read
+    assert all(site is first for site in readings[:8])
+    second = readings[8]
+    assert second is not first
+    assert all(site is second for site in readings[8:])  # read at 22: reused until 44
