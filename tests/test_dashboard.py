@@ -219,8 +219,15 @@ def test_nothing_configured_outside_testing_is_403_saying_what_to_set(
 
 @pytest.mark.parametrize(
     ("address", "status"),
-    [("127.0.0.1", 200), ("::1", 200), ("203.0.113.9", 403), ("10.0.0.2", 403)],
-    ids=["ipv4-loopback", "ipv6-loopback", "remote", "private-lan"],
+    [
+        ("127.0.0.1", 200),
+        ("::1", 200),
+        ("::ffff:127.0.0.1", 200),
+        ("203.0.113.9", 403),
+        ("10.0.0.2", 403),
+        ("::ffff:203.0.113.9", 403),
+    ],
+    ids=["ipv4-loopback", "ipv6-loopback", "mapped-loopback", "remote", "lan", "mapped-remote"],
 )
 def test_debug_mode_opens_the_dashboard_to_loopback_clients_only(
     make_dashboard_app: Callable[..., Flask], address: str, status: int
@@ -244,11 +251,13 @@ def test_basic_authentication(make_dashboard_app: Callable[..., Flask], password
     missing = client.get(f"{PREFIX}/")
     assert missing.status_code == 401
     assert missing.headers["WWW-Authenticate"].startswith('Basic realm="flamewatch"')
-    for headers in (basic(password="wrong"), basic(user="root"), basic(password=password)):
-        if password != PASSWORD or headers != basic(password=password):
-            response = client.get(f"{PREFIX}/", headers=headers)
-            assert response.status_code == 401
-            assert "WWW-Authenticate" in response.headers
+    wrong = [basic(password="wrong"), basic(user="root"), basic(user=USER.upper())]
+    if password != PASSWORD:
+        wrong.append(basic(password=password))  # the hash itself is not the password
+    for headers in wrong:
+        response = client.get(f"{PREFIX}/", headers=headers)
+        assert response.status_code == 401
+        assert "WWW-Authenticate" in response.headers
     assert client.get(f"{PREFIX}/", headers={"Authorization": "Bearer abc"}).status_code == 401
     for page in ("/", "/monitoring", "/assets/site.js"):
         assert client.get(PREFIX + page, headers=basic()).status_code == 200
