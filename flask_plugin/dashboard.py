@@ -59,7 +59,7 @@ BLUEPRINT_NAME = "flamewatch"  # its endpoints, flamewatch.*, are never monitore
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline';"
     " img-src 'self' data: blob:;"
-    " font-src 'self' data:; connect-src 'self'; frame-src 'self'; form-action 'self';"
+    " font-src 'self' data:; connect-src 'none'; frame-src 'self'; form-action 'self';"
     " base-uri 'none'; frame-ancestors 'none'"
 )
 PAGE_CACHE_CONTROL = "private, no-store"
