@@ -71,6 +71,7 @@ class Agent:
         return [
             RouteInfo(rule.endpoint, rule.rule, tuple(sorted(rule.methods or ())))
             for rule in list(app.url_map.iter_rules())
+            if not rule.endpoint.startswith("flamewatch.")  # the dashboard is not the app's
         ]
 
     def start(self) -> None:

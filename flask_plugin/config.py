@@ -13,7 +13,7 @@ import importlib
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_CAPTURE_HEADERS",
     "OPTIONS",
     "ConfigError",
+    "DashboardSettings",
     "Option",
     "Settings",
     "load_settings",
@@ -207,10 +208,70 @@ OPTIONS: tuple[Option, ...] = (
         "a number of seconds from 0.01 to 60",
         "How often the writer thread writes what is queued.",
     ),
+    # -- the live dashboard ---------------------------------------------------------------
+    Option(
+        "dashboard",
+        True,
+        "a boolean",
+        "Serve the live dashboard (the report's pages, endpoint selection, profile downloads)"
+        " under url_prefix.",
+    ),
+    Option(
+        "url_prefix",
+        "/flamewatch",
+        "a URL path starting with /",
+        "Where the live dashboard is served.",
+    ),
+    Option(
+        "username",
+        None,
+        "a non-empty string",
+        "User name of the dashboard's HTTP Basic authentication (set with password).",
+    ),
+    Option(
+        "password",
+        None,
+        "a non-empty string: the password, or a werkzeug password hash (scrypt:… or pbkdf2:…)",
+        "Password of the dashboard's HTTP Basic authentication. There is no default.",
+    ),
+    Option(
+        "authorize",
+        None,
+        "a callable request -> bool, or its import path 'module:function'",
+        "Lets the app's own login decide who may use the dashboard (called in the request"
+        " context; a string it returns names the user).",
+    ),
+    Option(
+        "secret_key",
+        None,
+        "a string of at least 16 characters",
+        "Key of the dashboard's CSRF tokens. Default: derived from app.secret_key, else a"
+        " random key per process.",
+    ),
+    Option(
+        "dashboard_cache_s",
+        5.0,
+        "a number of seconds from 0 to 300",
+        "How long the dashboard reuses what it read from the store (at least ten times as"
+        " long as reading it took); 0 reads it for every page.",
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
 _STATIC = ("static", "*.static", "flamewatch", "flamewatch.*")
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """Validated settings of the live dashboard."""
+
+    enabled: bool
+    url_prefix: str
+    username: str | None
+    password: str | None = field(repr=False)  # never in a log line
+    authorize: Callable[[Any], Any] | None
+    secret_key: str | None = field(repr=False)
+    cache_s: float
 
 
 @dataclass(frozen=True)
@@ -235,6 +296,7 @@ class Settings:
     redact: tuple[str, ...]
     queue_size: int
     flush_interval: float
+    dashboard: DashboardSettings
 
     def is_excluded(self, endpoint: str) -> bool:
         from fnmatch import fnmatchcase
@@ -307,6 +369,27 @@ def load_settings(
         redact=get("redact", _redact_keys),
         queue_size=get("queue_size", _integer(100, 10_000_000)),
         flush_interval=get("flush_interval", _number(0.01, 60)),
+        dashboard=_dashboard_settings(get),
+    )
+
+
+def _dashboard_settings(get: Callable[[str, Callable[[Any], Any]], Any]) -> DashboardSettings:
+    username = get("username", _optional_text)
+    password = get("password", _password)
+    if (username is None) != (password is None):
+        given, missing = ("USERNAME", "PASSWORD") if password is None else ("PASSWORD", "USERNAME")
+        raise ConfigError(
+            f"{PREFIX}{given} is set but {PREFIX}{missing} is not: set both for the dashboard's"
+            f" HTTP Basic authentication (or neither, and use {PREFIX}AUTHORIZE)"
+        )
+    return DashboardSettings(
+        enabled=get("dashboard", _boolean),
+        url_prefix=get("url_prefix", _url_prefix),
+        username=username,
+        password=password,
+        authorize=get("authorize", _callable),
+        secret_key=get("secret_key", _secret),
+        cache_s=get("dashboard_cache_s", _number(0, 300)),
     )
 
 
@@ -406,6 +489,31 @@ def _patterns(value: Any) -> tuple[str, ...]:
     if not all(isinstance(item, str) for item in items):
         raise TypeError("")
     return tuple(item for item in items if item)
+
+
+def _url_prefix(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("")
+    prefix = value.strip().rstrip("/")
+    if not prefix.startswith("/") or any(c in prefix for c in "<>?#% \t\n"):
+        raise ValueError("")
+    return prefix
+
+
+def _password(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError("")
+    return value  # as given: spaces are part of a password
+
+
+def _secret(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < 16:
+        raise ValueError("")
+    return value
 
 
 def _redact_keys(value: Any) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from flamewatch.sampler.logs import log
 
 from .agent import Agent
 from .config import check_option_names, load_settings
+from .dashboard import register_dashboard
 from .hooks import install
 
 __all__ = ["Flamewatch"]
@@ -47,6 +48,7 @@ class Flamewatch:
             log.info("flamewatch: disabled on %s (FLAMEWATCH_ENABLED is false)", app.name)
             return
         install(app, agent)
+        register_dashboard(app, agent)
         _register_cli(app)
         log.info(
             "flamewatch: monitoring %s, version %s (from %s), store %s",

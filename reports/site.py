@@ -1,10 +1,14 @@
-"""The static report site: every view of the store as HTML pages that open from ``file://``.
+"""The report's pages: every view of the store as HTML, written as a static site or served live.
 
-:func:`write_site` reads the store through :class:`~.aggregate.ReportData` (aggregation in the
-database), renders jinja2 templates with autoescaping on (every value from a request is escaped),
-embeds each plotly figure as a JSON data block drawn by ``assets/site.js``, writes plotly.js once
-into ``assets/`` from the installed plotly package (never a CDN), and exports each outlier's
-profile as ``.pyisession``, ``.speedscope.json`` and pyinstrument's HTML page.
+:func:`read_site` reads the store once through :class:`~.aggregate.ReportData` (aggregation in
+the database) into a :class:`Site`, which renders any one page on demand: :func:`write_site`
+writes them all into a folder that opens from ``file://``, and the live dashboard
+(``flamewatch.flask_plugin.dashboard``) renders the page a request asks for -- the same templates
+and figures, one code path. Links are relative (the static site) or under a ``root`` prefix (the
+dashboard's URL prefix). Templates render with autoescaping on (every value from a request is
+escaped) and embed each plotly figure as a JSON data block drawn by ``assets/site.js``; plotly.js
+comes from the installed plotly package (never a CDN); each outlier's profile is exported as
+``.pyisession``, ``.speedscope.json`` and pyinstrument's HTML page.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import hashlib
 import re
 import shutil
 import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -29,21 +36,50 @@ import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from .aggregate import ReportData
-from .export import to_html, to_pyisession, to_speedscope
+from .export import export_profile, to_speedscope
 from .figures import box_figure, grouped_box_figure, hits_per_day_figure, hour_heatmap_figure
-from .model import EndpointRow
+from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers, load_outlier, session_of
 from .summary import open_readonly, sqlite_path
 
-__all__ = ["ReportError", "endpoint_page", "write_site"]
+__all__ = [
+    "ASSETS",
+    "PROFILE_FILES",
+    "PageNotFound",
+    "ReportError",
+    "Site",
+    "asset",
+    "endpoint_page",
+    "read_site",
+    "timezone_of",
+    "write_assets",
+    "write_site",
+]
 
 _HERE = Path(__file__).parent
 NONE = "\u2013"  # an en dash, for a value that does not exist
 TIMES = "\u00d7"
 
+#: the site's own files, under ``assets/``
+ASSETS = ("style.css", "site.js", "plotly.min.js")
+#: an outlier's profile downloads, under ``outliers/<id>/``: file name -> export format
+PROFILE_FILES = {
+    "profile.pyisession": "pyisession",
+    "profile.speedscope.json": "speedscope",
+    "profile.html": "html",
+}
+#: pages a live site keeps rendered (the most recently shown)
+KEPT_PAGES = 64
+#: the pages every site has, besides one per endpoint and one per outlier
+FIXED_PAGES = ("index.html", "utilization.html", "performance.html", "versions.html")
+
 
 class ReportError(Exception):
     """The report cannot be built (no store, bad timezone, unwritable output)."""
+
+
+class PageNotFound(LookupError):
+    """No page, outlier or profile of the site has this name."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,246 @@ def endpoint_page(name: str) -> str:
     return f"endpoints/{safe}-{digest}.html"
 
 
+def timezone_of(name: str) -> ZoneInfo:
+    """The IANA timezone ``name``; :class:`ReportError` saying what to give otherwise."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ReportError(
+            f"unknown timezone {name!r}; use an IANA name such as Europe/Amsterdam"
+        ) from None
+
+
+def read_site(
+    database: str,
+    *,
+    timezone: str = "UTC",
+    now: float | None = None,
+    change_threshold: float = 0.2,
+    max_groups: int = 15,
+    live: bool = False,
+) -> Site:
+    """Read everything the pages show from ``database``, in one pass over the store.
+
+    Raises :class:`~flamewatch.sampler.store.StoreError` when there is no readable store.
+    """
+    tz = timezone_of(timezone)
+    built_at = time.time() if now is None else now
+    with open_readonly(database) as conn:
+        data = ReportData(
+            conn, now=built_at, change_threshold=change_threshold, max_groups=max_groups
+        )
+        endpoints = data.endpoints()
+        versions = data.versions()
+        numbers = _Numbers(
+            endpoints=endpoints,
+            versions=versions,
+            changes=data.changes(),
+            hourly=data.hourly_hits(),
+            by_endpoint=data.box_by_endpoint(),
+            by_version=data.boxes_by_version(),
+            by_group=data.boxes_by_group(),
+            by_group_version=data.boxes_by_group_version(),
+        )
+    outliers = list_outliers(database)
+    info = SiteInfo(
+        store=str(sqlite_path(database)),
+        built_at=built_at,
+        timezone=tz.key,
+        requests=sum(v.requests for v in versions),
+        outliers=sum(e.outliers for e in endpoints),
+        change_threshold_pct=round(change_threshold * 100),
+        alpha=data.alpha,
+        max_groups=max_groups,
+        flamewatch_version=_flamewatch_version(),
+    )
+    return Site(database, tz, info, numbers, outliers, live=live)
+
+
+@dataclass(frozen=True)
+class _Numbers:
+    endpoints: list[EndpointRow]
+    versions: list[VersionRow]
+    changes: list[Change]
+    hourly: list[HourlyHits]
+    by_endpoint: dict[str, Box]
+    by_version: dict[str, list[tuple[str, Box]]]
+    by_group: dict[str, list[tuple[str, Box]]]
+    by_group_version: dict[str, dict[str, list[tuple[str, Box]]]]
+
+
+class Site:
+    """The report's pages over one reading of a store; renders any page on demand.
+
+    A page is named by its path in the static site (``index.html``, ``endpoints/….html``,
+    ``outliers/12.html``). ``root`` is what links to other pages start with: ``None`` for links
+    relative to the page (the static site), or an absolute prefix ending in ``/`` (the live
+    dashboard). ``live`` pages link to the dashboard's endpoint selection too.
+    """
+
+    def __init__(
+        self,
+        database: str,
+        tz: ZoneInfo,
+        info: SiteInfo,
+        numbers: _Numbers,
+        outliers: list[OutlierRow],
+        *,
+        live: bool = False,
+    ) -> None:
+        self.database = database
+        self.tz = tz
+        self.info = info
+        self.numbers = numbers
+        self.outliers = outliers
+        self.live = live
+        self.env = _environment(tz)
+        self._kept: OrderedDict[tuple[str, str | None], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def endpoints(self) -> list[EndpointRow]:
+        return self.numbers.endpoints
+
+    @cached_property
+    def _endpoints_by_page(self) -> dict[str, EndpointRow]:
+        return {endpoint_page(e.name): e for e in self.numbers.endpoints}
+
+    @cached_property
+    def _outliers_by_id(self) -> dict[int, OutlierRow]:
+        return {o.id: o for o in self.outliers}
+
+    def pages(self, outliers: bool = True) -> list[str]:
+        """Every page's path (with the outliers' own pages unless ``outliers`` is false)."""
+        paths = [*FIXED_PAGES, "outliers.html", *self._endpoints_by_page]
+        if outliers:
+            paths += [f"outliers/{o.id}.html" for o in self.outliers]
+        return paths
+
+    def render(self, path: str, root: str | None = None) -> str:
+        """The HTML of the page at ``path``; :class:`PageNotFound` when there is none.
+
+        A live site keeps the last :data:`KEPT_PAGES` pages it rendered: a page is a function of
+        the reading, so a dashboard shown again and again costs no rendering.
+        """
+        if not self.live:
+            return self._render(path, root)
+        key = (path, root)
+        with self._lock:
+            html = self._kept.get(key)
+            if html is not None:
+                self._kept.move_to_end(key)
+                return html
+        html = self._render(path, root)
+        with self._lock:
+            self._kept[key] = html
+            while len(self._kept) > KEPT_PAGES:
+                self._kept.popitem(last=False)
+        return html
+
+    def _render(self, path: str, root: str | None) -> str:
+        n = self.numbers
+        if path == "index.html":
+            return self.render_template(
+                path, "index.html", root, endpoints=n.endpoints, versions=n.versions
+            )
+        if path == "utilization.html":
+            charts = {
+                "hits-per-day": hits_per_day_figure(n.hourly, self.tz),
+                "hour-heatmap": hour_heatmap_figure(n.hourly, self.tz),
+            }
+            return self.render_template(path, "utilization.html", root, charts)
+        if path == "performance.html":
+            boxes = box_figure(sorted(n.by_endpoint.items()), x_title="endpoint")
+            return self.render_template(path, "performance.html", root, {"endpoint-boxes": boxes})
+        if path == "versions.html":
+            return self.render_template(path, "versions.html", root, versions=n.versions)
+        if path == "outliers.html":
+            return self.render_template(path, "outliers.html", root, outliers=self.outliers)
+        endpoint = self._endpoints_by_page.get(path)
+        if endpoint is not None:
+            return self._render_endpoint(path, endpoint, root)
+        match = re.fullmatch(r"outliers/([1-9][0-9]{0,17})\.html", path)
+        if match is not None:
+            return self.render_outlier(self.outlier(int(match[1])), root)
+        raise PageNotFound(path)
+
+    def outlier(self, outlier_id: int) -> OutlierRow:
+        """An outlier of this reading of the store; :class:`PageNotFound` when unknown."""
+        row = self._outliers_by_id.get(outlier_id)
+        if row is None:
+            raise PageNotFound(f"outlier {outlier_id}")
+        return row
+
+    def profile(self, outlier_id: int, file_name: str) -> bytes:
+        """The profile download ``file_name`` (a key of :data:`PROFILE_FILES`) of an outlier."""
+        fmt = PROFILE_FILES.get(file_name)
+        row = self.outlier(outlier_id)
+        stored = load_outlier(self.database, outlier_id)
+        if fmt is None or stored["profile"] is None:
+            raise PageNotFound(f"outliers/{outlier_id}/{file_name}")
+        return _export(session_of(stored), fmt, row)
+
+    def render_template(
+        self,
+        path: str,
+        template: str,
+        root: str | None = None,
+        charts: dict[str, Any] | None = None,
+        **context: Any,
+    ) -> str:
+        """Render ``template`` as the page at ``path``, with the context every page has."""
+        blocks = [
+            (chart_id, _json_for_script(figure)) for chart_id, figure in (charts or {}).items()
+        ]
+        return self.env.get_template(template).render(
+            site=self.info,
+            live=self.live,
+            root="../" * path.count("/") if root is None else root,
+            page=path,
+            charts=blocks,
+            **context,
+        )
+
+    def _render_endpoint(self, path: str, endpoint: EndpointRow, root: str | None) -> str:
+        n, name = self.numbers, endpoint.name
+        return self.render_template(
+            path,
+            "endpoint.html",
+            root,
+            endpoint=endpoint,
+            changes=[c for c in n.changes if c.endpoint == name],
+            outliers=[o for o in self.outliers if o.endpoint == name],
+            charts=_endpoint_charts(
+                endpoint,
+                n.by_version.get(name, []),
+                n.by_group.get(name, []),
+                n.by_group_version.get(name, {}),
+                [h for h in n.hourly if h.endpoint == name],
+                [v.name for v in n.versions],
+                self.tz,
+            ),
+        )
+
+    def render_outlier(
+        self, row: OutlierRow, root: str | None = None, stored: dict[str, Any] | None = None
+    ) -> str:
+        """An outlier's page; ``stored`` is what :func:`load_outlier` read, if it was read."""
+        if stored is None:
+            stored = load_outlier(self.database, row.id)
+        return self.render_template(
+            f"outliers/{row.id}.html",
+            "outlier.html",
+            root,
+            row=row,
+            request=stored["request"],
+            resources=stored["resources"],
+            threshold_stack=stored["threshold_stack"],
+            note=stored["note"],
+            has_profile=stored["profile"] is not None,
+        )
+
+
 def write_site(
     database: str,
     output: Path,
@@ -79,91 +355,49 @@ def write_site(
     quiet: bool = True,
 ) -> Path:
     """Build the site for ``database`` into ``output``; return the path of its ``index.html``."""
-    try:
-        tz = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ReportError(
-            f"unknown timezone {timezone!r}; use an IANA name such as Europe/Amsterdam"
-        ) from None
-    built_at = time.time() if now is None else now
+    timezone_of(timezone)  # a bad timezone is refused before anything is written
     try:
         output.mkdir(parents=True, exist_ok=True)
         (output / "endpoints").mkdir(exist_ok=True)
         (output / "outliers").mkdir(exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot write the site into {str(output)!r}: {exc.strerror}") from None
-    with open_readonly(database) as conn:
-        data = ReportData(
-            conn, now=built_at, change_threshold=change_threshold, max_groups=max_groups
-        )
-        endpoints = data.endpoints()
-        versions = data.versions()
-        changes = data.changes()
-        hourly = data.hourly_hits()
-        by_endpoint = data.box_by_endpoint()
-        by_version = data.boxes_by_version()
-        by_group = data.boxes_by_group()
-        by_group_version = data.boxes_by_group_version()
-    outliers = list_outliers(database)
-    site = SiteInfo(
-        store=str(sqlite_path(database)),
-        built_at=built_at,
-        timezone=tz.key,
-        requests=sum(v.requests for v in versions),
-        outliers=sum(e.outliers for e in endpoints),
-        change_threshold_pct=round(change_threshold * 100),
-        alpha=data.alpha,
+    site = read_site(
+        database,
+        timezone=timezone,
+        now=now,
+        change_threshold=change_threshold,
         max_groups=max_groups,
-        flamewatch_version=_flamewatch_version(),
     )
-    pages = _Pages(output, _environment(tz), site)
-    _write_assets(output)
-    version_order = [v.name for v in versions]
-    steps = 5 + len(endpoints) + len(outliers)
-    with _progress(steps, quiet) as advance:
-        pages.write("index.html", "index.html", endpoints=endpoints, versions=versions)
-        advance()
-        pages.write(
-            "utilization.html",
-            "utilization.html",
-            charts={
-                "hits-per-day": hits_per_day_figure(hourly, tz),
-                "hour-heatmap": hour_heatmap_figure(hourly, tz),
-            },
-        )
-        advance()
-        pages.write(
-            "performance.html",
-            "performance.html",
-            charts={"endpoint-boxes": box_figure(sorted(by_endpoint.items()), x_title="endpoint")},
-        )
-        advance()
-        pages.write("versions.html", "versions.html", versions=versions)
-        advance()
-        pages.write("outliers.html", "outliers.html", outliers=outliers)
-        advance()
-        for endpoint in endpoints:
-            pages.write(
-                endpoint_page(endpoint.name),
-                "endpoint.html",
-                endpoint=endpoint,
-                changes=[c for c in changes if c.endpoint == endpoint.name],
-                outliers=[o for o in outliers if o.endpoint == endpoint.name],
-                charts=_endpoint_charts(
-                    endpoint,
-                    by_version.get(endpoint.name, []),
-                    by_group.get(endpoint.name, []),
-                    by_group_version.get(endpoint.name, {}),
-                    [h for h in hourly if h.endpoint == endpoint.name],
-                    version_order,
-                    tz,
-                ),
-            )
+    write_assets(output / "assets")
+    pages = site.pages(outliers=False)
+    with _progress(len(pages) + len(site.outliers), quiet) as advance:
+        for path in pages:
+            (output / path).write_text(site.render(path), encoding="utf-8")
             advance()
-        for outlier in outliers:
-            _write_outlier(pages, database, outlier)
+        for outlier in site.outliers:
+            _write_outlier(site, output, outlier)
             advance()
     return output / "index.html"
+
+
+def _write_outlier(site: Site, output: Path, outlier: OutlierRow) -> None:
+    stored = load_outlier(site.database, outlier.id)  # read once for the page and its files
+    page = site.render_outlier(outlier, stored=stored)
+    (output / f"outliers/{outlier.id}.html").write_text(page, encoding="utf-8")
+    if stored["profile"] is None:
+        return
+    session = session_of(stored)
+    folder = output / "outliers" / str(outlier.id)
+    folder.mkdir(exist_ok=True)
+    for file_name, fmt in PROFILE_FILES.items():
+        (folder / file_name).write_bytes(_export(session, fmt, outlier))
+
+
+def _export(session: Any, fmt: str, outlier: OutlierRow) -> bytes:
+    if fmt == "speedscope":
+        return to_speedscope(session, f"outlier #{outlier.id} ({outlier.endpoint})")
+    return export_profile(session, fmt)
 
 
 def _endpoint_charts(
@@ -185,49 +419,6 @@ def _endpoint_charts(
         ),
         "hits": hits_per_day_figure(hourly, tz, stacked=False),
     }
-
-
-def _write_outlier(pages: _Pages, database: str, outlier: OutlierRow) -> None:
-    stored = load_outlier(database, outlier.id)
-    has_profile = stored["profile"] is not None
-    if has_profile:
-        session = session_of(stored)
-        folder = pages.output / "outliers" / str(outlier.id)
-        folder.mkdir(exist_ok=True)
-        (folder / "profile.pyisession").write_bytes(to_pyisession(session))
-        (folder / "profile.speedscope.json").write_bytes(
-            to_speedscope(session, f"outlier #{outlier.id} ({outlier.endpoint})")
-        )
-        (folder / "profile.html").write_bytes(to_html(session))
-    pages.write(
-        f"outliers/{outlier.id}.html",
-        "outlier.html",
-        row=outlier,
-        request=stored["request"],
-        resources=stored["resources"],
-        threshold_stack=stored["threshold_stack"],
-        note=stored["note"],
-        has_profile=has_profile,
-    )
-
-
-class _Pages:
-    def __init__(self, output: Path, env: Environment, site: SiteInfo) -> None:
-        self.output = output
-        self.env = env
-        self.site = site
-
-    def write(
-        self, path: str, template: str, charts: dict[str, Any] | None = None, **context: Any
-    ) -> None:
-        root = "../" * path.count("/")
-        blocks = [
-            (chart_id, _json_for_script(figure)) for chart_id, figure in (charts or {}).items()
-        ]
-        html = self.env.get_template(template).render(
-            site=self.site, root=root, page=path, charts=blocks, **context
-        )
-        (self.output / path).write_text(html, encoding="utf-8")
 
 
 def _json_for_script(figure: Any) -> Any:
@@ -275,15 +466,28 @@ def _frame_label(identifier: str) -> str:
     return f"{name}  ({filename}:{line})" if filename else name
 
 
-def _write_assets(output: Path) -> None:
+def asset(name: str) -> bytes:
+    """The bytes of one of :data:`ASSETS`; :class:`PageNotFound` for any other name."""
+    if name not in ASSETS:
+        raise PageNotFound(f"assets/{name}")
+    if name == "plotly.min.js":
+        return _plotly_js()
+    return (_HERE / "assets" / name).read_bytes()
+
+
+def _plotly_js() -> bytes:
     from plotly.offline import get_plotlyjs
 
-    assets = output / "assets"
-    assets.mkdir(exist_ok=True)
+    return get_plotlyjs().encode("utf-8")  # type: ignore[no-any-return]
+
+
+def write_assets(folder: Path) -> None:
+    """Copy :data:`ASSETS` into ``folder`` (plotly.js only when it changed)."""
+    folder.mkdir(exist_ok=True)
     for name in ("style.css", "site.js"):
-        shutil.copyfile(_HERE / "assets" / name, assets / name)
-    plotly_js = assets / "plotly.min.js"
-    script = get_plotlyjs().encode("utf-8")
+        shutil.copyfile(_HERE / "assets" / name, folder / name)
+    plotly_js = folder / "plotly.min.js"
+    script = _plotly_js()
     if not plotly_js.exists() or plotly_js.stat().st_size != len(script):
         plotly_js.write_bytes(script)
 

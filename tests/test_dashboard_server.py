@@ -1,0 +1,198 @@
+"""The live dashboard on a real threaded server under traffic, browsed by headless Chromium.
+
+Chromium logs in with HTTP Basic credentials, browses the pages while clients keep requesting
+the app, and switches an endpoint off on the Monitoring page. From then on that endpoint's
+requests are not recorded -- by the process that served the page at once, by another worker
+process of the same service (its own agent on the same store) at its writer's next flag
+refresh -- while the other endpoints' requests still are.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import urlopen
+
+import pytest
+from flask import Flask
+from helpers import flush, make_history, rows, stored
+from playwright.sync_api import Browser, ConsoleMessage, sync_playwright
+from test_browser import CHROMIUM, CHROMIUM_ARGS
+from werkzeug.security import generate_password_hash
+from werkzeug.serving import make_server
+
+from flamewatch.flask_plugin import Flamewatch
+
+USER, PASSWORD = "ops", "correct horse battery staple"
+REFRESH_TIMEOUT_S = 15.0  # the writer re-reads the flags every ~2 s; generous on a busy machine
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is needed: apt-get install chromium (the README's test command does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+def _worker(database: Path, instance: Path) -> Flask:
+    """One worker process's app (as gunicorn would import it), with flamewatch on it."""
+    app = Flask("shop", instance_path=str(instance))
+
+    @app.get("/")
+    def index() -> str:
+        return "hello"
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> str:
+        return f"item {item_id}"
+
+    Flamewatch(
+        app,
+        database=str(database),
+        version="3.0",
+        username=USER,
+        password=generate_password_hash(PASSWORD),
+        secret_key="one key for every worker of the shop",
+        flush_interval=0.05,
+    )
+    return app
+
+
+class Traffic:
+    """Clients requesting the app over HTTP until stopped; remembers when each request left."""
+
+    def __init__(self, base: str, paths: list[str], clients: int = 3) -> None:
+        self.base = base
+        self.paths = paths
+        self.sent: list[tuple[float, str, int]] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"traffic-{i}")
+            for i in range(clients)
+        ]
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self, offset: int) -> None:
+        i = offset
+        while not self._stop.is_set():
+            path = self.paths[i % len(self.paths)]
+            i += 1
+            started = time.time()
+            try:
+                with urlopen(self.base + path, timeout=30) as response:
+                    response.read()
+                    status = response.status
+            except HTTPError as exc:
+                status = exc.code
+            self.sent.append((started, path, status))
+            time.sleep(0.005)
+
+
+def _count(database: Path, endpoint: str) -> int:
+    return sum(1 for r in stored(database) if r["endpoint"] == endpoint)
+
+
+def _recorded(database: Path, endpoint: str, after: float) -> int:
+    return sum(1 for r in stored(database) if r["endpoint"] == endpoint and r["started_at"] > after)
+
+
+def test_browsing_the_dashboard_and_switching_an_endpoint_off_under_traffic(
+    browser: Browser, tmp_path: Path
+) -> None:
+    database = tmp_path / "store.sqlite3"
+    make_history(database, {"1.0": 2}, instance=tmp_path)
+    served, other = _worker(database, tmp_path), _worker(database, tmp_path)
+    other_client = other.test_client()
+    server = make_server("127.0.0.1", 0, served, threaded=True)
+    serving = threading.Thread(target=server.serve_forever, name="dashboard-server")
+    serving.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    problems: list[str] = []
+    dialogs: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+            problems.append(f"{message.text} at {message.location.get('url')}")
+
+    try:
+        assert other_client.get("/items/1").status_code == 200
+        flush(other)
+        with Traffic(base, ["/", "/items/1", "/items/2"]) as traffic:
+            context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD})
+            page = context.new_page()
+            page.on("console", console)
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+            page.goto(f"{base}/flamewatch/", wait_until="load")
+            assert page.locator("h1").inner_text() == "Endpoints"
+            page.locator("nav a", has_text="Utilization").click()
+            page.locator("[data-figure='hits-per-day'] svg.main-svg").first.wait_for()
+            page.locator("nav a", has_text="Outliers").click()
+            # the history's slow checkout (the traffic may add outliers of its own)
+            page.locator("table.sortable tbody tr", has_text="checkout").locator("a").first.click()
+            viewer = page.frame_locator("iframe.profile")
+            viewer.locator("#app *").first.wait_for(timeout=15_000)  # pyinstrument's viewer drew
+
+            page.locator("nav a", has_text="Monitoring").click()
+            row = page.locator('tr[data-endpoint="item"]')
+            assert row.locator("button").inner_text() == "Turn off"
+            row.locator("button").click()
+            page.wait_for_load_state("load")
+            assert page.locator('tr[data-endpoint="item"] button').inner_text() == "Turn on"
+            switched_at = time.time()
+
+            # the other worker's writer re-reads the flags on its own, every ~2 s
+            deadline = time.monotonic() + REFRESH_TIMEOUT_S
+            other_recorder = other.extensions["flamewatch"].recorder
+            while other_recorder.is_monitored("item") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not other_recorder.is_monitored("item")
+            flush(served)
+            flush(other)
+            items, indexes = _count(database, "item"), _count(database, "index")
+            assert other_client.get("/items/3").status_code == 200
+            assert other_client.get("/").status_code == 200
+            flush(other)
+            assert _count(database, "item") == items  # the other worker no longer records it
+            assert _count(database, "index") > indexes  # ... but still records the rest
+            time.sleep(0.5)  # traffic goes on after the switch
+            context.close()
+        flush(served)
+        flush(other)
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+        for app in (served, other):
+            app.extensions["flamewatch"].close()
+
+    assert not problems
+    assert not dialogs
+    assert {status for _, _, status in traffic.sent} == {200}
+    after = switched_at + 0.25  # started_at is derived from the monotonic clock
+    items_sent_after = [t for t, p, _ in traffic.sent if p.startswith("/items/") and t > after]
+    assert len(items_sent_after) > 10
+    assert _recorded(database, "item", after) == 0
+    assert _recorded(database, "index", after) > 5
+    assert _recorded(database, "item", time.time() - 3600) > 10  # before the switch it was
+    assert not [r for r in stored(database) if r["endpoint"].startswith("flamewatch")]
+    (flag,) = rows(database, "SELECT monitored FROM endpoints WHERE name = 'item'")
+    assert flag[0] == 0
