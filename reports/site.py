@@ -28,12 +28,15 @@ import click
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from flamewatch.sampler.store.connection import StoreConnection
+
 from .aggregate import ReportData
 from .export import to_html, to_pyisession, to_speedscope
 from .figures import box_figure, grouped_box_figure, hits_per_day_figure, hour_heatmap_figure
+from .hosts import host_rows, process_rows
 from .model import EndpointRow
 from .outliers import OutlierRow, list_outliers, load_outlier, session_of
-from .summary import open_readonly, sqlite_path
+from .summary import open_readonly
 
 __all__ = ["ReportError", "endpoint_page", "write_site"]
 
@@ -93,20 +96,34 @@ def write_site(
     except OSError as exc:
         raise ReportError(f"cannot write the site into {str(output)!r}: {exc.strerror}") from None
     with open_readonly(database) as conn:
-        data = ReportData(
-            conn, now=built_at, change_threshold=change_threshold, max_groups=max_groups
-        )
-        endpoints = data.endpoints()
-        versions = data.versions()
-        changes = data.changes()
-        hourly = data.hourly_hits()
-        by_endpoint = data.box_by_endpoint()
-        by_version = data.boxes_by_version()
-        by_group = data.boxes_by_group()
-        by_group_version = data.boxes_by_group_version()
-    outliers = list_outliers(database)
+        _write_pages(conn, output, tz, built_at, change_threshold, max_groups, quiet)
+    return output / "index.html"
+
+
+def _write_pages(
+    conn: StoreConnection,
+    output: Path,
+    tz: ZoneInfo,
+    built_at: float,
+    change_threshold: float,
+    max_groups: int,
+    quiet: bool,
+) -> None:
+    """Every page of the site, read through one connection (one snapshot in PostgreSQL)."""
+    data = ReportData(conn, now=built_at, change_threshold=change_threshold, max_groups=max_groups)
+    endpoints = data.endpoints()
+    versions = data.versions()
+    changes = data.changes()
+    hourly = data.hourly_hits()
+    by_endpoint = data.box_by_endpoint()
+    by_version = data.boxes_by_version()
+    by_group = data.boxes_by_group()
+    by_group_version = data.boxes_by_group_version()
+    processes = process_rows(conn)
+    hosts = host_rows(processes)
+    outliers = list_outliers(conn)
     site = SiteInfo(
-        store=str(sqlite_path(database)),
+        store=conn.label,
         built_at=built_at,
         timezone=tz.key,
         requests=sum(v.requests for v in versions),
@@ -126,6 +143,8 @@ def write_site(
         pages.write(
             "utilization.html",
             "utilization.html",
+            hosts=hosts,
+            processes=processes,
             charts={
                 "hits-per-day": hits_per_day_figure(hourly, tz),
                 "hour-heatmap": hour_heatmap_figure(hourly, tz),
@@ -161,9 +180,8 @@ def write_site(
             )
             advance()
         for outlier in outliers:
-            _write_outlier(pages, database, outlier)
+            _write_outlier(pages, conn, outlier)
             advance()
-    return output / "index.html"
 
 
 def _endpoint_charts(
@@ -187,8 +205,8 @@ def _endpoint_charts(
     }
 
 
-def _write_outlier(pages: _Pages, database: str, outlier: OutlierRow) -> None:
-    stored = load_outlier(database, outlier.id)
+def _write_outlier(pages: _Pages, conn: StoreConnection, outlier: OutlierRow) -> None:
+    stored = load_outlier(conn, outlier.id)
     has_profile = stored["profile"] is not None
     if has_profile:
         session = session_of(stored)
