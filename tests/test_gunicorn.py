@@ -17,11 +17,10 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import URLError
 from urllib.request import urlopen
 
 import psutil
@@ -32,6 +31,8 @@ from flamewatch.reports.site import write_site
 
 WORKERS = 4
 SLOW_S = 0.12
+WRITE_ALLOWANCE_S = 1.0  # a batch's write, when other processes hold both cores
+ORDER_SLACK_S = 0.1  # client threads see answers slightly out of the order they were queued
 
 APP = textwrap.dedent(
     """
@@ -99,16 +100,15 @@ class Gunicorn:
         env = {**os.environ, "FW_DATABASE": str(database), "FW_FLUSH": str(flush)}
         with self.log.open("wb") as log:
             self.master = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-        self._wait_ready()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 with urlopen(f"{self.base}/health", timeout=5) as response:
                     if response.read() == b"ok" and len(self.workers()) == WORKERS:
                         return
-            except (URLError, ConnectionError):
+            except OSError:  # not listening yet, or too slow to answer on a loaded machine
                 pass
             assert self.master.poll() is None, self.log.read_text()
             time.sleep(0.1)
@@ -126,7 +126,7 @@ class Gunicorn:
             with urlopen(f"{self.base}/work/{rid}?s={seconds}", timeout=60) as response:
                 body = response.read().decode()
                 status = response.status
-        except (URLError, ConnectionError, OSError):
+        except OSError:  # refused or reset: no answer
             return Answer(rid, 0, 0, time.time())
         echoed, pid = body.split()
         assert echoed == rid
@@ -141,14 +141,22 @@ class Gunicorn:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[list[Gunicorn]]:
-    """Started servers, stopped after the test whatever happens."""
+def serve(tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
+    """Start a server (ready to answer); every one is stopped after the test, whatever
+    happens."""
     started: list[Gunicorn] = []
-    yield started
+
+    def start(database: Database, worker_class: str, flush: float) -> Gunicorn:
+        server = Gunicorn(tmp_path, database, worker_class, flush)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
     for server in started:
         if server.master.poll() is None:
             server.master.kill()
-            server.master.wait()
+        server.master.wait()
 
 
 def by_group(database: Database) -> dict[str, tuple[int, int, int]]:
@@ -172,10 +180,9 @@ def check_clean_log(log: str) -> None:
 
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_four_workers_count_every_request_once_and_capture_outliers_in_each(
-    store_db: Database, worker_class: str, tmp_path: Path, serve: list[Gunicorn]
+    store_db: Database, worker_class: str, tmp_path: Path, serve: Callable[..., Gunicorn]
 ) -> None:
-    server = Gunicorn(tmp_path, store_db, worker_class, flush=0.2)
-    serve.append(server)
+    server = serve(store_db, worker_class, flush=0.2)
     workers = set(server.workers())
     total, warm = 1200, 300
     plan = [(f"r{i}", SLOW_S if i >= warm and i % 10 == 0 else 0.001) for i in range(total)]
@@ -229,11 +236,10 @@ def _load_until(server: Gunicorn, stop: threading.Event, answers: list[Answer]) 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_worker_ended_by_a_signal_loses_at_most_its_last_flush_interval(
-    store_db: Database, signum: signal.Signals, tmp_path: Path, serve: list[Gunicorn]
+    store_db: Database, signum: signal.Signals, serve: Callable[..., Gunicorn]
 ) -> None:
     flush_interval = 0.5
-    server = Gunicorn(tmp_path, store_db, "sync", flush=flush_interval)
-    serve.append(server)
+    server = serve(store_db, "sync", flush=flush_interval)
     stop = threading.Event()
     answers: list[Answer] = []
     loader = threading.Thread(target=_load_until, args=(server, stop, answers))
@@ -254,7 +260,8 @@ def test_a_worker_ended_by_a_signal_loses_at_most_its_last_flush_interval(
     others = [a for a in answered if a.pid != victim]
     assert all(stored[a.rid][:2] == (1, a.pid) for a in others)  # other workers lose nothing
     by_victim = [a for a in answered if a.pid == victim]
-    window_start = killed_at - flush_interval - 0.3  # plus the time a write takes
+    # the last flush interval, plus the time a write takes on a loaded 2-core machine
+    window_start = killed_at - flush_interval - WRITE_ALLOWANCE_S
     assert len([a for a in by_victim if a.at <= window_start]) > 20  # not a vacuous check
     lost = [a for a in by_victim if a.rid not in stored]
     if signum == signal.SIGTERM:
@@ -264,3 +271,7 @@ def test_a_worker_ended_by_a_signal_loses_at_most_its_last_flush_interval(
     else:
         # written every flush interval: only what was answered in the last one dies with it
         assert all(a.at > window_start for a in lost), (killed_at, sorted(a.at for a in lost))
+        if lost:  # and what is lost is the tail: nothing answered after it was written
+            first_lost = min(a.at for a in lost)
+            kept = [a.at for a in by_victim if a.rid in stored]
+            assert max(kept) < first_lost + ORDER_SLACK_S

@@ -17,6 +17,12 @@ from flamewatch.reports.site import endpoint_page, write_site
 
 
 @pytest.fixture
+def db_path(store_db: Path | str) -> Path | str:
+    """The store of every test here: a SQLite file, then a PostgreSQL database."""
+    return store_db
+
+
+@pytest.fixture
 def site(db_path: Path, tmp_path: Path) -> Path:
     make_history(db_path, {"1.0": 2, "2.0": 8}, instance=tmp_path)  # checkout regresses
     out = tmp_path / "site"

@@ -53,7 +53,7 @@ def raw(database: Database) -> Iterator[Any]:
 
 
 def test_new_store_has_the_schema_version(
-    make_app: Callable[..., Flask], store_db: Database
+    store_db: Database, make_app: Callable[..., Flask]
 ) -> None:
     app = make_app(database=str(store_db))
     app.test_client().get("/")
@@ -128,8 +128,8 @@ def unavailable(
 
 
 def test_unwritable_store_keeps_the_app_serving_and_logs_once(
-    make_app: Callable[..., Flask],
     unavailable: tuple[str, Callable[[], Database]],
+    make_app: Callable[..., Flask],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     database, make_available = unavailable
@@ -153,7 +153,7 @@ def test_unwritable_store_keeps_the_app_serving_and_logs_once(
 
 
 def test_records_beyond_the_queue_cap_are_dropped_and_counted(
-    make_app: Callable[..., Flask], unavailable: tuple[str, Callable[[], Database]]
+    unavailable: tuple[str, Callable[[], Database]], make_app: Callable[..., Flask]
 ) -> None:
     database, make_available = unavailable
     app = make_app(database=database, queue_size=100)
@@ -207,7 +207,7 @@ def test_two_processes_write_the_same_store_and_exit_flushes(store_db: Database)
 
 
 def test_report_can_read_while_the_writer_writes(
-    make_app: Callable[..., Flask], store_db: Database
+    store_db: Database, make_app: Callable[..., Flask]
 ) -> None:
     from flamewatch.reports.summary import open_readonly
 
@@ -228,7 +228,7 @@ def test_report_can_read_while_the_writer_writes(
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_worker_starts_its_own_writer_and_loses_nothing(
-    make_app: Callable[..., Flask], store_db: Database
+    store_db: Database, make_app: Callable[..., Flask]
 ) -> None:
     import os
 

@@ -239,7 +239,7 @@ def test_prune_profiles_only_keeps_the_timings(store_db: Database) -> None:
 
 
 def test_retention_setting_prunes_from_the_writer(
-    make_app: Callable[..., Flask], store_db: Database
+    store_db: Database, make_app: Callable[..., Flask]
 ) -> None:
     _aged_store(store_db, old=30, new=10, now=time.time())
     app = make_app(database=str(store_db), retention_days=5)

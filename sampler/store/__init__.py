@@ -41,6 +41,7 @@ def is_postgres(url: str) -> bool:
 def _postgres_url(text: str) -> str:
     """A ``postgresql://`` URL checked by psycopg's own parser (which must be installed)."""
     try:
+        import psycopg
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:
         raise ValueError(
@@ -49,7 +50,7 @@ def _postgres_url(text: str) -> str:
     url = "postgresql://" + text.split("://", 1)[1]
     try:
         conninfo_to_dict(url)
-    except Exception as exc:  # psycopg.ProgrammingError, with libpq's own words
+    except psycopg.Error as exc:  # with libpq's own words
         raise ValueError(f"not a valid PostgreSQL URL: {exc}") from None
     return url
 
