@@ -192,3 +192,43 @@ def test_the_password_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
         store.open()
     assert "s3cret" not in str(failure.value)
     assert "fw:***@127.0.0.1:1/fw" in str(failure.value)
+
+
+def test_workers_writing_the_same_new_names_in_any_order_never_deadlock(pg_url: str) -> None:
+    import random
+    import threading
+
+    from flamewatch.sampler.store import ProcessInfo, RequestRecord
+
+    names = [f"n{i}" for i in range(30)]
+    failures: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        store = make_store(pg_url)
+        try:
+            store.open()
+            process = store.register_process(ProcessInfo("h", seed, "v", "config", 1.0, "t"))
+            for round_ in range(5):
+                order = rng.sample(names, len(names))
+                batch = [
+                    RequestRecord(
+                        f"e{n}", f"/{n}", "GET", 200, 1.0 + round_, 1.0, n, None, False, None
+                    )
+                    for n in order
+                ]
+                store.write_requests(process, batch)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert rows(pg_url, "SELECT count(*) FROM requests")[0][0] == 6 * 5 * 30
+    assert rows(pg_url, "SELECT count(*) FROM user_groups")[0][0] == 30
+    assert rows(pg_url, "SELECT count(*) FROM endpoints")[0][0] == 30

@@ -200,30 +200,17 @@ class PostgresStore(Store):
         if not records:
             return
         version_id = self._process_versions[process_id]
-        new_endpoints: dict[str, int] = {}
-        new_rules: dict[tuple[int, str], int] = {}
-        new_groups: dict[str, int] = {}
         last_accessed: dict[int, float] = {}
-        with self._transaction() as cur:
-            rows: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
+        with self.conn.cursor() as names:  # autocommit: each new name committed on its own
             for r in records:
-                endpoint_id = self._endpoint_ids.get(r.endpoint) or new_endpoints.get(r.endpoint)
-                if endpoint_id is None:
-                    endpoint_id = _upsert_endpoint(cur, r.endpoint, True, r.started_at)
-                    new_endpoints[r.endpoint] = endpoint_id
+                endpoint_id = self._endpoint_id(names, r.endpoint, r.started_at)
                 rule_id = None
                 if r.rule is not None:
-                    key = (endpoint_id, r.rule)
-                    rule_id = self._rule_ids.get(key) or new_rules.get(key)
-                    if rule_id is None:
-                        rule_id = _upsert_rule(cur, endpoint_id, r.rule, (), r.started_at)
-                        new_rules[key] = rule_id
+                    rule_id = self._rule_id(names, endpoint_id, r.rule, r.started_at)
                 group_id = None
                 if r.group is not None:
-                    group_id = self._group_ids.get(r.group) or new_groups.get(r.group)
-                    if group_id is None:
-                        group_id = _upsert_group(cur, r.group)
-                        new_groups[r.group] = group_id
+                    group_id = self._group_id(names, r.group)
                 if r.started_at > last_accessed.get(endpoint_id, 0.0):
                     last_accessed[endpoint_id] = r.started_at
                 rows.append(
@@ -242,6 +229,7 @@ class PostgresStore(Store):
                         r.threshold_ms,
                     )
                 )
+        with self._transaction() as cur:
             with cur.copy(f"COPY requests ({_REQUEST_COLUMNS}) FROM STDIN") as copy:
                 for row, r in zip(rows, records, strict=True):
                     if r.capture is None:
@@ -265,25 +253,40 @@ class PostgresStore(Store):
                 "UPDATE versions SET last_seen = %s WHERE id = %s AND last_seen < %s",
                 (newest, version_id, newest),
             )
-        self._endpoint_ids.update(new_endpoints)
-        self._rule_ids.update(new_rules)
-        self._group_ids.update(new_groups)
+
+    # Names (endpoints, rules, groups) get their ids outside the batch's transaction, each
+    # insert committed at once: a transaction holding new names' row locks while inserting
+    # others could wait in a cycle with another worker's doing the same in another order.
+    def _endpoint_id(self, cur: psycopg.Cursor[Any], name: str, now: float) -> int:
+        found = self._endpoint_ids.get(name)
+        if found is None:
+            found = self._endpoint_ids[name] = _upsert_endpoint(cur, name, True, now)
+        return found
+
+    def _rule_id(self, cur: psycopg.Cursor[Any], endpoint_id: int, rule: str, now: float) -> int:
+        found = self._rule_ids.get((endpoint_id, rule))
+        if found is None:
+            found = _upsert_rule(cur, endpoint_id, rule, (), now)
+            self._rule_ids[(endpoint_id, rule)] = found
+        return found
+
+    def _group_id(self, cur: psycopg.Cursor[Any], name: str) -> int:
+        found = self._group_ids.get(name)
+        if found is None:
+            found = self._group_ids[name] = _upsert_group(cur, name)
+        return found
 
     def record_routes(
         self, routes: Sequence[RouteInfo], monitored_default: Callable[[str], bool], now: float
     ) -> None:
-        new_endpoints: dict[str, int] = {}
-        new_rules: dict[tuple[int, str], int] = {}
-        with self._transaction() as cur:
+        with self.conn.cursor() as cur:  # autocommit: one short transaction per row
             for route in sorted(routes):
                 endpoint_id = _upsert_endpoint(
                     cur, route.endpoint, monitored_default(route.endpoint), now
                 )
-                new_endpoints[route.endpoint] = endpoint_id
-                key = (endpoint_id, route.rule)
-                new_rules[key] = _upsert_rule(cur, endpoint_id, route.rule, route.methods, now)
-        self._endpoint_ids.update(new_endpoints)
-        self._rule_ids.update(new_rules)
+                self._endpoint_ids[route.endpoint] = endpoint_id
+                rule_id = _upsert_rule(cur, endpoint_id, route.rule, route.methods, now)
+                self._rule_ids[(endpoint_id, route.rule)] = rule_id
 
     def set_monitored(self, endpoint: str, monitored: bool) -> None:
         with self._transaction() as cur:
@@ -386,10 +389,14 @@ def _upsert_rule(
 
 
 def _upsert_group(cur: psycopg.Cursor[Any], name: str) -> int:
-    # DO UPDATE (a no-op) rather than DO NOTHING, so that RETURNING gives the existing row
+    # DO NOTHING takes no lock on an existing row (DO UPDATE would, and wait for every batch
+    # whose requests reference it); the id is then read
     cur.execute(
-        "INSERT INTO user_groups AS t (name) VALUES (%s)"
-        " ON CONFLICT (name) DO UPDATE SET name = t.name RETURNING id",
+        "INSERT INTO user_groups (name) VALUES (%s) ON CONFLICT (name) DO NOTHING RETURNING id",
         (name,),
     )
-    return int(_one(cur)[0])
+    row = cur.fetchone()
+    if row is None:
+        cur.execute("SELECT id FROM user_groups WHERE name = %s", (name,))
+        row = _one(cur)
+    return int(row[0])
