@@ -15,6 +15,11 @@ outliers with profiles; cached in ``bench-out/``) is copied into PostgreSQL with
 ``flamewatch copy`` (timed), then ``flamewatch report`` is run on each store, alternating,
 three times each in a child process: median wall time and peak RSS.
 
+(c) **One writer.** ``Store.write_requests`` of 5,000-record batches (what a writer does with
+a full batch), 10 batches after a warm-up, in this process: SQLite, PostgreSQL, and PostgreSQL
+with the foreign keys of ``requests`` dropped (to show what the server's per-row checks cost);
+alternating, ``rounds`` rounds, medians. ``--single-only`` runs only this part.
+
 Run from the repository root::
 
     python benchmarks/bench_postgres.py            # full run, several minutes
@@ -93,15 +98,58 @@ def count_rows(database: str) -> int:
         return int(conn.execute("SELECT count(*) FROM requests").fetchone()[0])
 
 
+def single_writer(server: PostgresServer, tmp: str, rounds: int) -> dict[str, Any]:
+    """Records/s of one store's ``write_requests`` in 5,000-record batches."""
+    from flamewatch.sampler.store import ProcessInfo, RequestRecord, SQLiteStore, make_store
+
+    batch = [
+        RequestRecord(f"ep{i % 8}", f"/ep{i % 8}/<int:id>", "GET", 200, 1e9 + i, 1.0,
+                      "127.0.0.1", "127.0.0.1", False, None)
+        for i in range(5000)
+    ]  # fmt: skip
+    rates: dict[str, list[float]] = {"sqlite": [], "postgresql": [], "postgresql, no FKs": []}
+    for round_ in range(rounds):
+        for kind, found in rates.items():
+            if kind == "sqlite":
+                store: Any = SQLiteStore(Path(tmp) / f"single-{round_}.sqlite3")
+            else:
+                store = make_store(server.database())
+            store.open()
+            try:
+                if kind == "postgresql, no FKs":
+                    for (name,) in store.conn.execute(
+                        "SELECT conname FROM pg_constraint"
+                        " WHERE conrelid = 'requests'::regclass AND contype = 'f'"
+                    ).fetchall():
+                        store.conn.execute(f"ALTER TABLE requests DROP CONSTRAINT {name}")
+                process = store.register_process(ProcessInfo("h", 1, "v", "config", 1e9, "b"))
+                store.write_requests(process, batch)  # names resolved and cached
+                began = time.perf_counter()
+                for _ in range(10):
+                    store.write_requests(process, batch)
+                found.append(10 * len(batch) / (time.perf_counter() - began))
+            finally:
+                store.close()
+            print(f"one writer, round {round_ + 1}, {kind:18}: {found[-1]:10,.0f} records/s")
+    return {
+        kind: {"runs": found, "median": statistics.median(found)} for kind, found in rates.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--single-only", action="store_true", help="only part (c)")
     args = parser.parse_args(argv)
     records = 20_000 if args.quick else 100_000
     requests, outliers = (100_000, 100) if args.quick else (1_000_000, 500)
     results: dict[str, Any] = {"workers": WORKERS, "records_per_worker": records}
     with PostgresServer(durable=True) as server, tempfile.TemporaryDirectory() as tmp:
+        results["single_writer"] = single_writer(server, tmp, args.rounds)
+        if args.single_only:
+            print(json.dumps(results["single_writer"], indent=2))
+            return 0
         rates: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
         for round_ in range(args.rounds):
             for kind in ("sqlite", "postgresql"):
