@@ -196,7 +196,7 @@ def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> N
     import time
 
     from flamewatch.sampler.store import make_store, resolve_database
-    from flamewatch.sampler.store.connection import connection_of, sqlite_file
+    from flamewatch.sampler.store.connection import connection_of, driver_errors, sqlite_file
     from flamewatch.sampler.store.retention import prune as prune_store
 
     try:
@@ -215,6 +215,8 @@ def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> N
         raise click.ClickException(f"{database}: {exc}") from None
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
+    except driver_errors() as exc:  # what was deleted in earlier batches stays deleted
+        raise click.ClickException(f"pruning stopped: {exc}") from None
     kept = " (request timings kept)" if profiles_only else ""
     click.echo(
         f"deleted {result.outliers} outliers and {result.requests} requests older than"

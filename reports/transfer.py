@@ -19,6 +19,7 @@ from flamewatch.sampler.store import SCHEMA_VERSION, StoreError, is_postgres, ma
 from flamewatch.sampler.store.connection import (
     StoreConnection,
     connection_of,
+    driver_errors,
     open_connection,
     sqlite_file,
 )
@@ -109,6 +110,8 @@ def copy_store(
         store.open()  # creates or migrates the target's schema
         try:
             return _copy_tables(src, connection_of(store), progress)
+        except driver_errors() as exc:
+            raise StoreError(f"the copy failed and wrote nothing: {exc}") from None
         finally:
             store.close()
     finally:

@@ -261,3 +261,20 @@ def test_one_process_per_interval_claims_the_retention_run(store_db: Database) -
         assert claim_retention_run(conn, 3600, now=NOW + 3601)
     finally:
         store.close()
+
+
+def test_a_copy_that_fails_writes_nothing_and_says_why(pg_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "broken.sqlite3"
+    _aged_store(source, old=0, new=10, now=NOW)
+    import sqlite3
+
+    conn = sqlite3.connect(source)  # SQLite does not enforce references; PostgreSQL does
+    conn.execute("UPDATE requests SET group_id = 999 WHERE id = 5")
+    conn.commit()
+    conn.close()
+    result = CliRunner().invoke(main, ["copy", "--from", str(source), "--to", pg_url])
+    assert result.exit_code == 1
+    assert "Error: the copy failed and wrote nothing:" in result.output
+    assert "Traceback" not in result.output
+    assert rows(pg_url, "SELECT count(*) FROM requests")[0][0] == 0
+    assert rows(pg_url, "SELECT count(*) FROM versions")[0][0] == 0

@@ -19,7 +19,14 @@ from typing import Any, Protocol
 
 from .base import StoreError
 
-__all__ = ["Rows", "StoreConnection", "connection_of", "open_connection", "safe_url"]
+__all__ = [
+    "Rows",
+    "StoreConnection",
+    "connection_of",
+    "driver_errors",
+    "open_connection",
+    "safe_url",
+]
 
 _STRING = re.compile(r"('(?:[^']|'')*')")
 
@@ -37,6 +44,15 @@ class Rows(Protocol):
     def fetchmany(self, size: int = ...) -> list[Any]: ...
 
     def __iter__(self) -> Iterator[Any]: ...
+
+
+def driver_errors() -> tuple[type[Exception], ...]:
+    """The database drivers' own error classes (psycopg's only if it is installed)."""
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
 
 
 def safe_url(url: str) -> str:
