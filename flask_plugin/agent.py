@@ -110,6 +110,7 @@ class Agent:
                 routes=self._routes,
                 capturer=capturer,
                 captures_per_hour=settings.profiles_per_hour,
+                retention_days=settings.retention_days,
             )
             self._writer.start()
             green = _green_threads()

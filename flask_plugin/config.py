@@ -78,9 +78,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "database",
         None,
-        "a file path or a sqlite:///… URL",
+        "a file path, a sqlite:///… URL or a postgresql://… URL",
         "Where the store lives. Relative paths are taken from the app's instance folder."
-        " Default: `flamewatch.sqlite3` in the instance folder (created if missing).",
+        " Default: `flamewatch.sqlite3` in the instance folder (created if missing)."
+        " A PostgreSQL store needs `pip install 'flamewatch[postgres]'`.",
     ),
     Option(
         "version",
@@ -255,6 +256,14 @@ OPTIONS: tuple[Option, ...] = (
         "How long the dashboard reuses what it read from the store (at least ten times as"
         " long as reading it took); 0 reads it for every page.",
     ),
+    # -- retention ----------------------------------------------------------------------------
+    Option(
+        "retention_days",
+        None,
+        "a number of days from 0.01 to 36,500, or None",
+        "Delete requests (and their outliers) older than this many days, hourly, in batches of"
+        " 5,000 rows, by one process at a time. Default: keep everything.",
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -297,6 +306,7 @@ class Settings:
     queue_size: int
     flush_interval: float
     dashboard: DashboardSettings
+    retention_days: float | None = None
 
     def is_excluded(self, endpoint: str) -> bool:
         from fnmatch import fnmatchcase
@@ -370,6 +380,7 @@ def load_settings(
         queue_size=get("queue_size", _integer(100, 10_000_000)),
         flush_interval=get("flush_interval", _number(0.01, 60)),
         dashboard=_dashboard_settings(get),
+        retention_days=get("retention_days", _optional(_number(0.01, 36_500))),
     )
 
 
@@ -421,6 +432,15 @@ def _number(low: float, high: float) -> Callable[[Any], float]:
         return number
 
     return parse
+
+
+def _optional(parse: Callable[[Any], float]) -> Callable[[Any], float | None]:
+    def parse_optional(value: Any) -> float | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        return parse(value)
+
+    return parse_optional
 
 
 def _integer(low: int, high: int) -> Callable[[Any], int]:

@@ -9,20 +9,22 @@ those numbers, orders them (versions in deployment order, groups slowest first) 
 into version comparisons. Memory grows by 8 bytes per request while a report is built; page
 sizes depend on endpoints x versions x groups, never on the number of requests.
 
-The SQL is standard so that a PostgreSQL backend can run it; the one SQLite-specific
-expression, the start of a timestamp's hour, is :data:`HOUR_START_SQL`. Results are computed
-once per :class:`ReportData`, on first use, and cached.
+The SQL is standard, run through :class:`~flamewatch.sampler.store.connection.StoreConnection`
+on SQLite and PostgreSQL alike; where the two differ (the start of a timestamp's hour) the
+connection writes the expression. Results are computed once per :class:`ReportData`, on first
+use, and cached.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
 from typing import Any
+
+from flamewatch.sampler.store.connection import StoreConnection
 
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .stats_tests import mann_whitney_p, median_ci_ranks, ratio, verdict
@@ -34,8 +36,8 @@ __all__ = ["HOUR_START_SQL", "MIN_CHANGE_REQUESTS", "ReportData"]
 MIN_CHANGE_REQUESTS = 10
 #: the group of requests stored without one, and the box of the groups beyond ``max_groups``
 UNKNOWN_GROUP, OTHER_GROUPS = "unknown", "others"
-#: Unix time of the start of the UTC hour of ``started_at``. SQLite-specific: its CAST
-#: truncates (PostgreSQL's rounds; there ``FLOOR(started_at / 3600) * 3600`` is the same).
+#: Unix time of the start of the UTC hour of ``started_at``, in SQLite (its CAST truncates;
+#: PostgreSQL's rounds, see :meth:`StoreConnection.hour_start`).
 HOUR_START_SQL = "CAST(started_at / 3600 AS INTEGER) * 3600"
 
 _DAY, _WEEK = 86_400.0, 7 * 86_400.0
@@ -70,7 +72,8 @@ class _Totals:
 
 
 class ReportData:
-    """The numbers of a report, read from a store's connection (read-only is enough).
+    """The numbers of a report, read from a store's connection (read-only is enough): a
+    :class:`StoreConnection` (SQLite or PostgreSQL) or a plain ``sqlite3.Connection``.
 
     ``now`` anchors "last day/week" (default: the time of construction). A version comparison
     (:class:`Change`) needs :data:`MIN_CHANGE_REQUESTS` requests on each side; its verdict uses
@@ -85,14 +88,14 @@ class ReportData:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: Any,
         *,
         now: float | None = None,
         change_threshold: float = 0.2,
         max_groups: int = 15,
         alpha: float = 0.01,
     ) -> None:
-        self._conn = conn
+        self._conn = StoreConnection.wrap(conn)  # a sqlite3 connection is taken as it is
         self.now = time.time() if now is None else now
         self.change_threshold = change_threshold
         self.max_groups = max_groups
@@ -270,14 +273,15 @@ class ReportData:
     def _activity(self) -> list[tuple[int, int, int, _Totals]]:
         """(endpoint, version, hour, counts): one GROUP BY serves hits, outliers, recent hits
         and the hourly chart."""
-        now = self.now
-        rows = self._conn.execute(
+        now, conn = self.now, self._conn
+        endpoint, version = conn.unindexed("endpoint_id"), conn.unindexed("version_id")
+        rows = conn.execute(
             "SELECT endpoint_id, version_id, hour, COUNT(*), SUM(outlier), SUM(day), SUM(week)"
-            f" FROM (SELECT endpoint_id, version_id, {HOUR_START_SQL} AS hour,"
+            f" FROM (SELECT endpoint_id, version_id, {conn.hour_start('started_at')} AS hour,"
             " CASE WHEN is_outlier <> 0 THEN 1 ELSE 0 END AS outlier,"
             " CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END AS day,"
             " CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END AS week"
-            " FROM requests) a GROUP BY +endpoint_id, +version_id, hour",
+            f" FROM requests) a GROUP BY {endpoint}, {version}, hour",
             (now - _DAY, now, now - _WEEK, now),
         ).fetchall()
         return [(e, v, int(hour), _Totals(*counts)) for e, v, hour, *counts in rows]

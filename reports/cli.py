@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 import click
 import orjson
 
-from flamewatch.sampler.store import StoreError
+from flamewatch.sampler.store import StoreError, is_postgres
 
 from .summary import format_summary, summarize
 
@@ -26,8 +26,8 @@ database_option = click.option(
     "--database",
     "-d",
     required=True,
-    metavar="PATH",
-    help="The store: a SQLite file path or sqlite:///… URL.",
+    metavar="PATH_OR_URL",
+    help="The store: a SQLite file path, a sqlite:///… or a postgresql://… URL.",
 )
 
 
@@ -124,6 +124,104 @@ def profile(outlier_id: int, database: str, fmt: str, output: Path | None) -> No
 
 
 _EXTENSIONS = {"pyisession": ".pyisession", "speedscope": ".speedscope.json", "html": ".html"}
+
+
+@main.command()
+@database_option
+def migrate(database: str) -> None:
+    """Upgrade a store's schema to this flamewatch's version (workers do it when they start)."""
+    from .transfer import migrate_store
+
+    try:
+        before, after = migrate_store(database)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    if before == after:
+        click.echo(f"schema version {after}: already current")
+    elif before == 0:
+        click.echo(f"schema version {after}: created")
+    else:
+        click.echo(f"schema version {before} -> {after}: migrated")
+
+
+@main.command()
+@click.option("--from", "source", required=True, metavar="PATH_OR_URL", help="The store to read.")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="PATH_OR_URL",
+    help="An empty store to write (a new SQLite file or an empty PostgreSQL database).",
+)
+def copy(source: str, target: str) -> None:
+    """Copy a store into another, e.g. SQLite into PostgreSQL; ids are kept."""
+    from .transfer import copy_store
+
+    try:
+        copied = copy_store(
+            source, target, progress=lambda table, n: click.echo(f"{table}: {n} rows", err=True)
+        )
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    total = sum(copied.rows.values())
+    requests = copied.rows.get("requests", 0)
+    outliers = copied.rows.get("outliers", 0)
+    click.echo(f"copied {total} rows ({requests} requests, {outliers} outliers)")
+
+
+@main.command()
+@database_option
+@click.option(
+    "--older-than",
+    "days",
+    required=True,
+    type=click.FloatRange(0, min_open=True),
+    metavar="DAYS",
+    help="Delete what started more than this many days ago.",
+)
+@click.option(
+    "--profiles-only",
+    is_flag=True,
+    help="Delete only captured outliers (profiles, params, facts); keep the request timings.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1_000_000),
+    default=5000,
+    show_default=True,
+    help="Rows deleted per transaction.",
+)
+def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> None:
+    """Delete old requests and outliers, in short transactions, while workers keep writing."""
+    import time
+
+    from flamewatch.sampler.store import make_store, resolve_database
+    from flamewatch.sampler.store.connection import connection_of, driver_errors, sqlite_file
+    from flamewatch.sampler.store.retention import prune as prune_store
+
+    try:
+        if not is_postgres(database) and not sqlite_file(database).is_file():
+            raise StoreError(f"no flamewatch store at {str(sqlite_file(database))!r}")
+        store = make_store(resolve_database(database, "."))
+        store.open()
+        try:
+            cutoff = time.time() - days * 86_400
+            result = prune_store(
+                connection_of(store), cutoff, profiles_only=profiles_only, batch_size=batch_size
+            )
+        finally:
+            store.close()
+    except ValueError as exc:
+        raise click.ClickException(f"{database}: {exc}") from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    except driver_errors() as exc:  # what was deleted in earlier batches stays deleted
+        raise click.ClickException(f"pruning stopped: {exc}") from None
+    kept = " (request timings kept)" if profiles_only else ""
+    click.echo(
+        f"deleted {result.outliers} outliers and {result.requests} requests older than"
+        f" {days:g} days in {result.batches} batches{kept}"
+    )
 
 
 def report_options(function: Any) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -11,10 +13,13 @@ import orjson
 from pyinstrument.session import Session
 
 from flamewatch.sampler.store import StoreError
+from flamewatch.sampler.store.connection import StoreConnection
 
 from .summary import open_readonly
 
 __all__ = ["OutlierRow", "list_outliers", "load_outlier", "load_session", "session_of"]
+
+Database = str | StoreConnection  # a path or URL, or a connection already open
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,17 @@ LEFT JOIN user_groups g ON g.id = r.group_id
 """
 
 
+@contextmanager
+def _reading(database: Database) -> Iterator[StoreConnection]:
+    if isinstance(database, StoreConnection):
+        yield database
+        return
+    with open_readonly(database) as conn:
+        yield conn
+
+
 def list_outliers(
-    database: str,
+    database: Database,
     *,
     endpoint: str | None = None,
     version: str | None = None,
@@ -74,7 +88,7 @@ def list_outliers(
     sql += " ORDER BY r.started_at DESC, o.id DESC"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    with open_readonly(database) as conn:
+    with _reading(database) as conn:
         return [_row(values) for values in conn.execute(sql, args).fetchall()]
 
 
@@ -98,26 +112,27 @@ def _row(values: tuple[Any, ...]) -> OutlierRow:
     )
 
 
-def load_outlier(database: str, outlier_id: int) -> dict[str, Any]:
+def load_outlier(database: Database, outlier_id: int) -> dict[str, Any]:
     """Everything stored about one outlier (its profile left compressed, as ``profile``)."""
-    with open_readonly(database) as conn:
+    with _reading(database) as conn:
         values = conn.execute(
             _COLUMNS + _DETAILS + _FROM + " WHERE o.id = ?", (outlier_id,)
         ).fetchone()
     if values is None:
-        raise StoreError(f"no outlier with id {outlier_id} in {database}")
+        label = database.label if isinstance(database, StoreConnection) else database
+        raise StoreError(f"no outlier with id {outlier_id} in {label}")
     request_json, resources_json, stack_json, profile, note = values[11:]
     return {
         "row": _row(values[:12]),
         "request": orjson.loads(request_json),
         "resources": orjson.loads(resources_json),
         "threshold_stack": orjson.loads(stack_json) if stack_json else None,
-        "profile": profile,
+        "profile": None if profile is None else bytes(profile),
         "note": note,
     }
 
 
-def load_session(database: str, outlier_id: int) -> Session:
+def load_session(database: Database, outlier_id: int) -> Session:
     """The pyinstrument session of one outlier."""
     return session_of(load_outlier(database, outlier_id))
 

@@ -38,9 +38,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from .aggregate import ReportData
 from .export import export_profile, to_speedscope
 from .figures import box_figure, grouped_box_figure, hits_per_day_figure, hour_heatmap_figure
+from .hosts import HostRow, ProcessRow, host_rows, process_rows
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers, load_outlier, session_of
-from .summary import open_readonly, sqlite_path
+from .summary import open_readonly
 
 __all__ = [
     "ASSETS",
@@ -135,6 +136,7 @@ def read_site(
         )
         endpoints = data.endpoints()
         versions = data.versions()
+        processes = process_rows(conn)
         numbers = _Numbers(
             endpoints=endpoints,
             versions=versions,
@@ -144,10 +146,13 @@ def read_site(
             by_version=data.boxes_by_version(),
             by_group=data.boxes_by_group(),
             by_group_version=data.boxes_by_group_version(),
+            processes=processes,
+            hosts=host_rows(processes),
         )
-    outliers = list_outliers(database)
+        outliers = list_outliers(conn)
+        store = conn.label
     info = SiteInfo(
-        store=str(sqlite_path(database)),
+        store=store,
         built_at=built_at,
         timezone=tz.key,
         requests=sum(v.requests for v in versions),
@@ -170,6 +175,8 @@ class _Numbers:
     by_version: dict[str, list[tuple[str, Box]]]
     by_group: dict[str, list[tuple[str, Box]]]
     by_group_version: dict[str, dict[str, list[tuple[str, Box]]]]
+    processes: list[ProcessRow]
+    hosts: list[HostRow]
 
 
 class Site:
@@ -252,7 +259,9 @@ class Site:
                 "hits-per-day": hits_per_day_figure(n.hourly, self.tz),
                 "hour-heatmap": hour_heatmap_figure(n.hourly, self.tz),
             }
-            return self.render_template(path, "utilization.html", root, charts)
+            return self.render_template(
+                path, "utilization.html", root, charts, hosts=n.hosts, processes=n.processes
+            )
         if path == "performance.html":
             boxes = box_figure(sorted(n.by_endpoint.items()), x_title="endpoint")
             return self.render_template(path, "performance.html", root, {"endpoint-boxes": boxes})

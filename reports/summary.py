@@ -6,7 +6,6 @@ from the same numbers (:class:`~.aggregate.ReportData`).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -14,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from flamewatch.sampler.store import StoreError, connect_sqlite
+from flamewatch.sampler.store.connection import StoreConnection, open_connection, sqlite_file
 
 from .aggregate import ReportData
 
@@ -60,22 +59,14 @@ class StoreSummary:
 
 def sqlite_path(database: str) -> Path:
     """The file of a ``sqlite:///`` URL or plain path given on the command line."""
-    text = database[len("sqlite:///") :] if database.startswith("sqlite:///") else database
-    if "://" in text:
-        raise StoreError(f"{database!r}: only SQLite stores (a file path) can be read so far")
-    return Path(text)
+    return sqlite_file(database)
 
 
 @contextmanager
-def open_readonly(database: str) -> Iterator[sqlite3.Connection]:
-    path = sqlite_path(database)
-    if not path.is_file():
-        raise StoreError(f"no flamewatch store at {str(path)!r}")
-    try:
-        conn = connect_sqlite(path, readonly=True)
-        conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{str(path)!r} is not a readable flamewatch store: {exc}") from None
+def open_readonly(database: str) -> Iterator[StoreConnection]:
+    """A read-only connection to the store at a path, ``sqlite:///`` or ``postgresql://`` URL;
+    raises :class:`StoreError` when there is no readable store."""
+    conn = open_connection(database, readonly=True)
     try:
         yield conn
     finally:
@@ -85,10 +76,10 @@ def open_readonly(database: str) -> Iterator[sqlite3.Connection]:
 def summarize(database: str) -> StoreSummary:
     """Read a store's summary; raises :class:`StoreError` when there is no store."""
     with open_readonly(database) as conn:
-        return _summarize(conn, str(sqlite_path(database)))
+        return _summarize(conn, conn.label)
 
 
-def _summarize(conn: sqlite3.Connection, path: str) -> StoreSummary:
+def _summarize(conn: StoreConnection, path: str) -> StoreSummary:
     (schema,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     requests, outliers = conn.execute(
         "SELECT count(*), coalesce(sum(is_outlier), 0) FROM requests"

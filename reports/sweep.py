@@ -13,13 +13,14 @@ every request per grouping: a million requests take seconds here instead of half
 from __future__ import annotations
 
 import math
-import sqlite3
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
+
+from flamewatch.sampler.store.connection import StoreConnection
 
 from .model import Box
 from .stats_tests import QUANTILES, median_ci_ranks, nearest_rank
@@ -46,18 +47,18 @@ class Durations:
         self.parts = parts
 
     @classmethod
-    def load(cls, conn: sqlite3.Connection) -> Durations:
+    def load(cls, conn: StoreConnection) -> Durations:
         buffers: dict[tuple[int, int, int], array[float]] = {}
-        cursor = conn.execute(
+        rows = conn.stream(
             f"SELECT endpoint_id, version_id, COALESCE(group_id, {NO_GROUP}), duration_ms"
-            " FROM requests"
+            " FROM requests",
+            size=_BATCH,
         )
-        while rows := cursor.fetchmany(_BATCH):
-            for e, v, g, d in rows:
-                buffer = buffers.get((e, v, g))
-                if buffer is None:
-                    buffer = buffers[(e, v, g)] = array("d")
-                buffer.append(d)
+        for e, v, g, d in rows:
+            buffer = buffers.get((e, v, g))
+            if buffer is None:
+                buffer = buffers[(e, v, g)] = array("d")
+            buffer.append(d)
         return cls({key: array("d", sorted(values)) for key, values in buffers.items()})
 
     def merged(self, key_of: Iterable[tuple[Key, tuple[int, int, int]]]) -> dict[Key, list[float]]:

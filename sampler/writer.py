@@ -5,7 +5,10 @@ writes the records in batches, feeds each endpoint's :class:`RunningStats` and p
 outlier threshold back to the :class:`Recorder`. Every ``sync_interval`` it also records the
 app's routes, reads the stored monitor flags and refreshes its process row. A store that fails
 is logged once, retried with back-off, and never blocks a request: records wait in memory up
-to the queue's cap and are counted as dropped beyond it.
+to the queue's cap and are counted as dropped beyond it. A store whose server went away
+(PostgreSQL) is the same case: closed, reopened with back-off, and what waited is written.
+With ``retention_days`` set, the writer also deletes old rows (:mod:`.store.retention`),
+hourly, a few batches per round, at most one process per hour.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from .recorder import FlushMarker, RawRecord, Recorder
 from .stack_sampler import InFlight
 from .stats import OutlierRule, RunningStats
 from .store import ProcessInfo, RequestRecord, RouteInfo, Store
+from .store.connection import connection_of
+from .store.retention import claim_retention_run, prune
 from .worker import Worker
 
 __all__ = ["Writer"]
@@ -28,6 +33,8 @@ log = logging.getLogger("flamewatch")
 
 BATCH_SIZE = 5000
 MAX_RETRY_INTERVAL = 30.0
+RETENTION_INTERVAL = 3600.0
+RETENTION_BATCHES_PER_ROUND = 2  # each of up to 5,000 rows: the writer stays responsive
 
 
 class Writer(Worker):
@@ -47,6 +54,8 @@ class Writer(Worker):
         routes: Callable[[], Sequence[RouteInfo]] | None = None,
         capturer: Capturer | None = None,
         captures_per_hour: int = 20,
+        retention_days: float | None = None,
+        retention_interval: float = RETENTION_INTERVAL,
     ) -> None:
         super().__init__()
         self.store = store
@@ -71,6 +80,11 @@ class Writer(Worker):
         self._failures = 0
         self._retry_at = 0.0
         self._urgent = False  # a flush is waiting: retry a failing store now
+        self.retention_days = retention_days
+        self.retention_interval = retention_interval
+        self.pruned = 0  # rows this process deleted for retention
+        self._next_retention = 0.0
+        self._retention_cutoff: float | None = None  # set while a retention run is under way
 
     # -- control, from any thread -------------------------------------------------------------
 
@@ -102,6 +116,8 @@ class Writer(Worker):
                 if self._ready(force=urgent):
                     self._sync_if_due(force=urgent)
                     self._write_pending()
+                    if not stopping:
+                        self._retain_if_due()
                 self._answer_markers()
                 if stopping:
                     break
@@ -269,6 +285,30 @@ class Writer(Worker):
             log.warning("flamewatch: the store %s is writable again", self.store.url)
             self._failures = 0
             self._retry_at = 0.0
+
+    def _retain_if_due(self) -> None:
+        """A few batches of retention, when it is due and this process claimed the run."""
+        if self.retention_days is None or not self._connected or self._pending:
+            return
+        now = time.monotonic()
+        if self._retention_cutoff is None and now < self._next_retention:
+            return
+        try:
+            conn = connection_of(self.store)
+            if self._retention_cutoff is None:
+                self._next_retention = now + self.retention_interval
+                if not claim_retention_run(conn, self.retention_interval):
+                    return  # another process ran it within the interval
+                self._retention_cutoff = time.time() - self.retention_days * 86_400
+            result = prune(conn, self._retention_cutoff, max_batches=RETENTION_BATCHES_PER_ROUND)
+        except Exception as exc:
+            self._failed("prune", exc)
+            return
+        self.pruned += result.outliers + result.requests
+        if result.done:
+            self._retention_cutoff = None
+        else:
+            self._wake.set()  # more to delete: next round, after whatever was queued
 
     def _answer_markers(self) -> None:
         ok = not self._pending and self._connected

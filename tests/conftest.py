@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from pgserver import PostgresServer
 
 from flamewatch.flask_plugin import Agent, Flamewatch
 from flamewatch.flask_plugin.agent import _agents
@@ -37,6 +38,33 @@ def leak_detector() -> Iterator[None]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "store.sqlite3"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session, started when a test first asks."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; dropped after the test."""
+    url = postgres_server.database()
+    yield url
+    postgres_server.drop(url)
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The store of a test that runs against both backends: a SQLite file or a PG URL."""
+    if request.param == "sqlite":
+        return tmp_path / "store.sqlite3"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture

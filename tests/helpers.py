@@ -1,4 +1,4 @@
-"""Reading what flamewatch stored, straight from the SQLite file."""
+"""Reading what flamewatch stored, straight from the SQLite file or PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -14,8 +14,41 @@ def flush(app: Flask) -> None:
     assert app.extensions["flamewatch"].flush(timeout=30), "flush failed"
 
 
-def rows(db_path: Path, sql: str = "SELECT * FROM requests", *args: Any) -> list[sqlite3.Row]:
-    """Read rows from a real store file (a fresh connection, closed at once)."""
+Database = Path | str  # a SQLite file, or a postgresql:// URL
+
+
+def is_pg(database: Database) -> bool:
+    return isinstance(database, str) and database.startswith("postgresql://")
+
+
+class PgRow(tuple):  # type: ignore[type-arg]
+    """A PostgreSQL row read like a ``sqlite3.Row``: by index or by column name."""
+
+    names: tuple[str, ...] = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self.names.index(key))
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def rows(db_path: Database, sql: str = "SELECT * FROM requests", *args: Any) -> list[Any]:
+    """Read rows from a real store (a fresh connection, closed at once); qmark SQL."""
+    if is_pg(db_path):
+        import psycopg
+
+        with psycopg.connect(str(db_path)) as pg:
+            cur = pg.execute(sql.replace("?", "%s"), args)
+            names = tuple(c.name for c in cur.description or ())
+            found = []
+            for values in cur.fetchall():
+                row = PgRow(values)
+                row.names = names
+                found.append(row)
+            return found
     conn = sqlite3.connect(db_path)
     conn.row_factory = sqlite3.Row
     try:
@@ -37,7 +70,7 @@ ORDER BY r.id
 """
 
 
-def stored(db_path: Path) -> list[sqlite3.Row]:
+def stored(db_path: Database) -> list[Any]:
     """Every stored request with its names resolved, oldest first."""
     return rows(db_path, REQUESTS_SQL)
 

@@ -22,6 +22,12 @@ from flamewatch.reports.cli import main
 from flamewatch.reports.outliers import list_outliers, load_outlier, load_session
 
 
+@pytest.fixture
+def db_path(store_db: Path | str) -> Path | str:
+    """The store of every test here: a SQLite file, then a PostgreSQL database."""
+    return store_db
+
+
 def wait_for_the_payment_gateway() -> None:
     time.sleep(0.15)
 
@@ -243,10 +249,23 @@ def test_secrets_are_nowhere_in_the_store(
     assert json_request["json"]["note"] == "card [redacted card]"
     assert json_request["headers"] == {"user-agent": "test-agent/1.0", "x-api-key": "[redacted]"}
     assert form_request["form"] == {"password": "[redacted]", "name": "ok"}
-    store_bytes = b"".join(p.read_bytes() for p in tmp_path.glob(db_path.name + "*"))
+    store_bytes = _everything_stored(db_path, tmp_path)
     for name, secret in secrets.items():
         assert secret.encode() not in store_bytes, name
     assert b"4111" not in store_bytes
+
+
+def _everything_stored(db_path: Path | str, tmp_path: Path) -> bytes:
+    """The store's files, or every row of every table of a PostgreSQL store as text."""
+    if isinstance(db_path, Path):
+        return b"".join(p.read_bytes() for p in tmp_path.glob(db_path.name + "*"))
+    tables = [
+        name
+        for (name,) in rows(db_path, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    ]
+    return "".join(
+        str(tuple(row)) for table in tables for row in rows(db_path, f"SELECT * FROM {table}")
+    ).encode()
 
 
 def test_captures_stop_at_the_hourly_cap_but_outliers_are_still_flagged(

@@ -17,6 +17,12 @@ from helpers import fetch_concurrently, flush, rows, stored
 from flamewatch.flask_plugin import Flamewatch
 
 
+@pytest.fixture
+def db_path(store_db: Path | str) -> Path | str:
+    """The store of every test here: a SQLite file, then a PostgreSQL database."""
+    return store_db
+
+
 def test_request_is_stored_with_its_facts(app: Flask, db_path: Path) -> None:
     before = time.time()
     response = app.test_client().get("/items/7", environ_base={"REMOTE_ADDR": "203.0.113.9"})
@@ -271,9 +277,9 @@ def test_monitor_flag_in_the_store_switches_an_endpoint_off(app: Flask, db_path:
     client = app.test_client()
     client.get("/")
     flush(app)
-    conn_store = __import__("flamewatch.sampler.store", fromlist=["SQLiteStore"]).SQLiteStore(
-        db_path
-    )
+    from flamewatch.sampler.store import make_store, resolve_database
+
+    conn_store = make_store(resolve_database(str(db_path), "."))
     conn_store.open()
     try:
         conn_store.set_monitored("index", False)
@@ -309,8 +315,14 @@ def test_group_by_from_config_import_path(make_app: Callable[..., Flask], db_pat
 
 
 def test_failing_group_by_is_logged_and_the_request_served(
-    make_app: Callable[..., Flask], db_path: Path, caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., Flask],
+    db_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from flamewatch.sampler import logs
+
+    monkeypatch.setattr(logs, "_last_logged", {})  # a fresh minute of rate limiting
     app = make_app(init=False)
 
     def broken(req: object) -> str:

@@ -17,6 +17,12 @@ from flamewatch.reports.site import endpoint_page, write_site
 
 
 @pytest.fixture
+def db_path(store_db: Path | str) -> Path | str:
+    """The store of every test here: a SQLite file, then a PostgreSQL database."""
+    return store_db
+
+
+@pytest.fixture
 def site(db_path: Path, tmp_path: Path) -> Path:
     make_history(db_path, {"1.0": 2, "2.0": 8}, instance=tmp_path)  # checkout regresses
     out = tmp_path / "site"
@@ -137,3 +143,38 @@ def test_flask_cli_report_uses_the_apps_store(app: Flask, tmp_path: Path) -> Non
     result = app.test_cli_runner().invoke(args=["flamewatch", "report", "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     assert (out / "index.html").is_file()
+
+
+def test_utilization_breaks_requests_down_by_host_and_process(
+    db_path: Path | str, tmp_path: Path
+) -> None:
+    from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
+
+    store = make_store(resolve_database(str(db_path), "."))
+    store.open()
+    try:
+        served = {("web-1", 101, "1.0"): 3, ("web-2", 202, "1.1"): 5, ("web-2", 203, "1.1"): 2}
+        for (host, pid, version), count in served.items():
+            process = store.register_process(ProcessInfo(host, pid, version, "config", 1e9, "t"))
+            store.write_requests(
+                process,
+                [
+                    RequestRecord("e", "/e", "GET", 200, 1e9 + i, 1.0, None, None, i == 0, None)
+                    for i in range(count)
+                ],
+            )
+            store.update_process(process, last_seen=1e9 + 60, dropped=pid % 100)
+    finally:
+        store.close()
+    write_site(str(db_path), tmp_path / "site")
+    page = (tmp_path / "site" / "utilization.html").read_text()
+    hosts = page.split('id="host-table"')[1].split("</table>")[0]
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in hosts.split("<tr>")[2:]]
+    # host, processes, requests, outliers, dropped, versions
+    assert [row[:6] for row in cells] == [
+        ["web-1", "1", "3", "1", "1", "1.0"],
+        ["web-2", "2", "7", "2", "5", "1.1"],
+    ]
+    processes = page.split('id="process-table"')[1].split("</table>")[0]
+    pids = re.findall(r'<td class="num">(\d+)</td>\s*<td>1\.\d</td>', processes)
+    assert pids == ["101", "202", "203"]

@@ -1,4 +1,5 @@
-"""The SQLite store: schema, several writers, failures that never reach the app."""
+"""The store, on both backends (SQLite file, PostgreSQL database): schema, several writers,
+failures that never reach the app."""
 
 from __future__ import annotations
 
@@ -7,66 +8,132 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
-from helpers import flush, rows, stored
+from helpers import Database, flush, is_pg, rows, stored
+from pgserver import PostgresServer
 
-from flamewatch.sampler.store import SCHEMA_VERSION, SQLiteStore, StoreError
+from flamewatch.sampler.store import (
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    make_store,
+    resolve_database,
+)
+from flamewatch.sampler.store.schema import MIGRATIONS
 
 
-def test_new_store_has_the_schema_version_and_wal_mode(app: Flask, db_path: Path) -> None:
+def open_store(database: Database) -> Store:
+    store = make_store(resolve_database(str(database), "."))
+    store.open()
+    return store
+
+
+@contextmanager
+def raw(database: Database) -> Iterator[Any]:
+    """A plain driver connection in autocommit mode (qmark SQL for both)."""
+    if is_pg(database):
+        import psycopg
+
+        from flamewatch.sampler.store.connection import StoreConnection
+
+        with psycopg.connect(str(database), autocommit=True) as pg:
+            yield StoreConnection(pg, "")
+        return
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def test_new_store_has_the_schema_version(
+    store_db: Database, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(database=str(store_db))
     app.test_client().get("/")
     flush(app)
-    assert rows(db_path, "SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == str(
+    assert rows(store_db, "SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == str(
         SCHEMA_VERSION
     )
-    assert rows(db_path, "PRAGMA journal_mode")[0][0] == "wal"
+    if not is_pg(store_db):
+        assert rows(store_db, "PRAGMA journal_mode")[0][0] == "wal"
 
 
-def test_opening_twice_migrates_once(db_path: Path) -> None:
+def test_opening_twice_migrates_once(store_db: Database) -> None:
     for _ in range(2):
-        store = SQLiteStore(db_path)
-        store.open()
-        store.close()
-    assert len(rows(db_path, "SELECT * FROM meta")) == 1
+        open_store(store_db).close()
+    assert len(rows(store_db, "SELECT * FROM meta")) == 1
 
 
-def test_a_version_1_store_is_migrated_keeping_its_rows(db_path: Path) -> None:
-    from flamewatch.sampler.store.schema import MIGRATIONS
+def test_a_version_1_store_is_migrated_keeping_its_rows(store_db: Database) -> None:
+    from flamewatch.sampler.store.postgres import translate
 
-    conn = sqlite3.connect(db_path)
-    for statement in MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    conn.execute("INSERT INTO versions VALUES (1, 'old', 'config', 1.0, 2.0)")
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(db_path)
-    store.open()
-    store.close()
-    assert rows(db_path, "SELECT value FROM meta")[0][0] == str(SCHEMA_VERSION)
-    assert rows(db_path, "SELECT name FROM versions")[0][0] == "old"
-    assert rows(db_path, "SELECT count(*) FROM outliers")[0][0] == 0
+    with raw(store_db) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(translate(statement) if is_pg(store_db) else statement)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO versions VALUES (1, 'old', 'config', 1.0, 2.0)")
+    open_store(store_db).close()
+    assert rows(store_db, "SELECT value FROM meta")[0][0] == str(SCHEMA_VERSION)
+    assert rows(store_db, "SELECT name FROM versions")[0][0] == "old"
+    assert rows(store_db, "SELECT count(*) FROM outliers")[0][0] == 0
 
 
-def test_a_store_from_a_newer_flamewatch_is_refused(db_path: Path) -> None:
-    store = SQLiteStore(db_path)
-    store.open()
-    store.conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
-    store.close()
+def test_a_store_from_a_newer_flamewatch_is_refused(store_db: Database) -> None:
+    open_store(store_db).close()
+    with raw(store_db) as conn:
+        conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="schema version is 999, newer than this flamewatch"):
-        SQLiteStore(db_path).open()
+        open_store(store_db)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unavailable(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, Callable[[], Database]]]:
+    """A store setting that cannot be opened yet, and how to make it available: a SQLite
+    file whose folder is a file; a PostgreSQL database that does not exist yet."""
+    if request.param == "sqlite":
+        blocker = tmp_path / "blocked"
+        blocker.write_text("a file where the store's folder should be")
+
+        def unblock_sqlite() -> Database:
+            blocker.unlink()
+            blocker.mkdir()
+            return blocker / "store.sqlite3"
+
+        yield str(blocker / "store.sqlite3"), unblock_sqlite
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"later_{tmp_path.name[-20:].replace('-', '_').lower()}"
+    made: list[str] = []
+
+    def unblock_pg() -> Database:
+        import psycopg
+
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        made.append(server.url_of(name))
+        return made[0]
+
+    yield server.url_of(name), unblock_pg
+    for url in made:
+        server.drop(url)
 
 
 def test_unwritable_store_keeps_the_app_serving_and_logs_once(
-    make_app: Callable[..., Flask], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    unavailable: tuple[str, Callable[[], Database]],
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("a file where the store's folder should be")
-    app = make_app(database=str(blocker / "store.sqlite3"))
+    database, make_available = unavailable
+    app = make_app(database=database)
     client = app.test_client()
     agent = app.extensions["flamewatch"]
     with caplog.at_level(logging.DEBUG, logger="flamewatch"):
@@ -78,30 +145,27 @@ def test_unwritable_store_keeps_the_app_serving_and_logs_once(
     assert "cannot open the store" in errors[0].getMessage()
     assert not agent.flush(timeout=5)
 
-    # the folder appears: the records that waited are written, nothing lost
-    blocker.unlink()
-    blocker.mkdir()
+    # the store appears: the records that waited are written, nothing lost
+    store = make_available()
     assert agent.flush(timeout=30)
-    assert len(stored(blocker / "store.sqlite3")) == 50
+    assert len(stored(store)) == 50
     assert "writable again" in caplog.text
 
 
 def test_records_beyond_the_queue_cap_are_dropped_and_counted(
-    make_app: Callable[..., Flask], tmp_path: Path
+    unavailable: tuple[str, Callable[[], Database]], make_app: Callable[..., Flask]
 ) -> None:
-    blocker = tmp_path / "blocked"
-    blocker.write_text("")
-    app = make_app(database=str(blocker / "store.sqlite3"), queue_size=100)
+    database, make_available = unavailable
+    app = make_app(database=database, queue_size=100)
     client = app.test_client()
     agent = app.extensions["flamewatch"]
     for _ in range(250):
         assert client.get("/").status_code == 200
     assert agent.recorder.dropped >= 150 - 100  # queue and writer hold at most 2 x 100
-    blocker.unlink()
-    blocker.mkdir()
+    store = make_available()
     assert agent.flush(timeout=30)
-    written = len(stored(blocker / "store.sqlite3"))
-    (dropped,) = rows(blocker / "store.sqlite3", "SELECT dropped FROM processes")[0]
+    written = len(stored(store))
+    (dropped,) = rows(store, "SELECT dropped FROM processes")[0]
     assert written + dropped == 250  # every request is either stored or counted
     assert dropped == agent.recorder.dropped > 0
 
@@ -129,7 +193,8 @@ _WORKER = textwrap.dedent(
 )
 
 
-def test_two_processes_write_the_same_store_and_exit_flushes(db_path: Path) -> None:
+def test_two_processes_write_the_same_store_and_exit_flushes(store_db: Database) -> None:
+    db_path = store_db
     procs = [
         subprocess.Popen([sys.executable, "-c", _WORKER, str(db_path), "3000"]) for _ in range(2)
     ]
@@ -141,27 +206,34 @@ def test_two_processes_write_the_same_store_and_exit_flushes(db_path: Path) -> N
     assert [dropped for _, dropped in processes] == [0, 0]
 
 
-def test_report_can_read_while_the_writer_writes(app: Flask, db_path: Path) -> None:
+def test_report_can_read_while_the_writer_writes(
+    store_db: Database, make_app: Callable[..., Flask]
+) -> None:
+    from flamewatch.reports.summary import open_readonly
+
+    app = make_app(database=str(store_db))
     client = app.test_client()
     client.get("/")
     flush(app)
-    reader = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        reader.execute("BEGIN")
+    with open_readonly(str(store_db)) as reader:
+        if not reader.is_postgres:
+            reader.execute("BEGIN")  # PostgreSQL's read-only connection holds a snapshot
         assert reader.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
         for _ in range(10):
             client.get("/")
-        flush(app)  # not blocked by the open read transaction (WAL)
+        flush(app)  # not blocked by the open read transaction (WAL / MVCC)
         assert reader.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
-    finally:
-        reader.close()
-    assert len(stored(db_path)) == 11
+    assert len(stored(store_db)) == 11
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_forked_worker_starts_its_own_writer_and_loses_nothing(app: Flask, db_path: Path) -> None:
+def test_forked_worker_starts_its_own_writer_and_loses_nothing(
+    store_db: Database, make_app: Callable[..., Flask]
+) -> None:
     import os
 
+    db_path = store_db
+    app = make_app(database=str(store_db))
     client = app.test_client()
     client.get("/")
     flush(app)  # the parent's writer thread is running when it forks

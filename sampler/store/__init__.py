@@ -1,15 +1,18 @@
-"""Storage: the :class:`Store` interface, its SQLite backend, and database URLs."""
+"""Storage: the :class:`Store` interface, its SQLite and PostgreSQL backends, database URLs."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .base import Baseline, OutlierCapture, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
 from .schema import SCHEMA_VERSION
-from .sqlite import SQLiteStore, connect_sqlite, open_stores
+from .sqlite import SQLiteStore, connect_sqlite
+from .sqlite import open_stores as _open_sqlite_stores
 
 __all__ = [
+    "POSTGRES_INSTALL",
     "SCHEMA_VERSION",
     "Baseline",
     "OutlierCapture",
@@ -20,30 +23,51 @@ __all__ = [
     "Store",
     "StoreError",
     "connect_sqlite",
+    "is_postgres",
     "make_store",
     "open_stores",
     "resolve_database",
 ]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+POSTGRES_INSTALL = "pip install 'flamewatch[postgres]'"
+
+
+def is_postgres(url: str) -> bool:
+    """Whether a database setting or store URL names a PostgreSQL database."""
+    return url.strip().lower().startswith(_POSTGRES_SCHEMES)
+
+
+def _postgres_url(text: str) -> str:
+    """A ``postgresql://`` URL checked by psycopg's own parser (which must be installed)."""
+    try:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        raise ValueError(
+            f"a PostgreSQL store needs psycopg 3, which is not installed: {POSTGRES_INSTALL}"
+        ) from None
+    url = "postgresql://" + text.split("://", 1)[1]
+    try:
+        conninfo_to_dict(url)
+    except psycopg.Error as exc:  # with libpq's own words
+        raise ValueError(f"not a valid PostgreSQL URL: {exc}") from None
+    return url
 
 
 def resolve_database(value: str | os.PathLike[str], base_dir: str | os.PathLike[str]) -> str:
     """Normalise a database setting to a store URL.
 
-    Accepts a filesystem path or a ``sqlite:///relative`` / ``sqlite:////absolute`` URL;
-    relative paths are taken from ``base_dir``. Raises :class:`ValueError` saying what is
-    accepted.
+    Accepts a filesystem path, a ``sqlite:///relative`` / ``sqlite:////absolute`` URL
+    (relative paths are taken from ``base_dir``) or a ``postgresql://`` URL (also
+    ``postgres://``). Raises :class:`ValueError` saying what is accepted.
     """
     text = os.fspath(value).strip()
     if not text:
         raise ValueError("it is empty; give a file path or a sqlite:///… URL")
     lowered = text.lower()
     if lowered.startswith(_POSTGRES_SCHEMES):
-        raise ValueError(
-            "PostgreSQL stores are not yet supported by this version of flamewatch;"
-            " use a SQLite file path (the default) for now"
-        )
+        return _postgres_url(text)
     if lowered.startswith("sqlite:"):
         if not lowered.startswith("sqlite:///"):
             raise ValueError(f"{text!r} is not a SQLite URL of the form sqlite:///path/to/file")
@@ -51,7 +75,8 @@ def resolve_database(value: str | os.PathLike[str], base_dir: str | os.PathLike[
     elif "://" in text:
         scheme = text.split("://", 1)[0]
         raise ValueError(
-            f"the scheme {scheme!r} is not supported; give a file path or a sqlite:///… URL"
+            f"the scheme {scheme!r} is not supported; give a file path, a sqlite:///… URL"
+            " or a postgresql://… URL"
         )
     if text in ("", ":memory:") or text.startswith("file::memory:"):
         raise ValueError(
@@ -64,8 +89,22 @@ def resolve_database(value: str | os.PathLike[str], base_dir: str | os.PathLike[
     return f"sqlite:///{path}"
 
 
+def open_stores() -> list[Store]:
+    """The stores of this process whose connection is open, of every backend (tests check
+    none leaks)."""
+    found: list[Store] = list(_open_sqlite_stores())
+    postgres = sys.modules.get(f"{__name__}.postgres")  # never imported just to ask
+    if postgres is not None:
+        found += postgres.open_postgres_stores()
+    return found
+
+
 def make_store(url: str) -> Store:
     """The store for a URL made by :func:`resolve_database` (not opened yet)."""
     if url.startswith("sqlite:///"):
         return SQLiteStore(url[len("sqlite:///") :])
+    if is_postgres(url):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
     raise StoreError(f"unsupported store URL {url!r}")
