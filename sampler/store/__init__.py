@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import Baseline, OutlierCapture, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
+from .base import (
+    Baseline,
+    OutlierCapture,
+    ProcessInfo,
+    ProfileStack,
+    RequestRecord,
+    RouteInfo,
+    Store,
+    StoreError,
+)
 from .schema import SCHEMA_VERSION
 from .sqlite import SQLiteStore, connect_sqlite, open_stores
 
@@ -14,6 +23,7 @@ __all__ = [
     "Baseline",
     "OutlierCapture",
     "ProcessInfo",
+    "ProfileStack",
     "RequestRecord",
     "RouteInfo",
     "SQLiteStore",
