@@ -31,6 +31,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from .aggregate import ReportData
 from .export import to_html, to_pyisession, to_speedscope
 from .figures import box_figure, grouped_box_figure, hits_per_day_figure, hour_heatmap_figure
+from .flame_figures import collapsed_stacks, diff_figure, flame_figure, speedscope_document
+from .flames import Finding, FlameReport, Function, Profile, signed_ms
 from .model import EndpointRow
 from .outliers import OutlierRow, list_outliers, load_outlier, session_of
 from .summary import open_readonly, sqlite_path
@@ -104,6 +106,7 @@ def write_site(
         by_version = data.boxes_by_version()
         by_group = data.boxes_by_group()
         by_group_version = data.boxes_by_group_version()
+        flames = _read_flames(FlameReport(conn, data), endpoints, by_version)
     outliers = list_outliers(database)
     site = SiteInfo(
         store=str(sqlite_path(database)),
@@ -138,26 +141,40 @@ def write_site(
             charts={"endpoint-boxes": box_figure(sorted(by_endpoint.items()), x_title="endpoint")},
         )
         advance()
-        pages.write("versions.html", "versions.html", versions=versions)
+        version_findings = [(f, f"diff-{i}") for i, f in enumerate(flames.findings, 1)]
+        pages.write(
+            "versions.html",
+            "versions.html",
+            versions=versions,
+            findings=version_findings,
+            charts=_diff_charts(version_findings, flames.functions),
+        )
         advance()
         pages.write("outliers.html", "outliers.html", outliers=outliers)
         advance()
         for endpoint in endpoints:
+            charts = _endpoint_charts(
+                endpoint,
+                by_version.get(endpoint.name, []),
+                by_group.get(endpoint.name, []),
+                by_group_version.get(endpoint.name, {}),
+                [h for h in hourly if h.endpoint == endpoint.name],
+                version_order,
+                tz,
+            )
+            profiles = _write_profiles(output, endpoint.name, flames, version_order)
+            charts.update((p.chart_id, p.figure) for p in profiles)
+            findings = [(f, c) for f, c in version_findings if f.endpoint == endpoint.name]
+            charts.update(_diff_charts(findings, flames.functions))
             pages.write(
                 endpoint_page(endpoint.name),
                 "endpoint.html",
                 endpoint=endpoint,
                 changes=[c for c in changes if c.endpoint == endpoint.name],
                 outliers=[o for o in outliers if o.endpoint == endpoint.name],
-                charts=_endpoint_charts(
-                    endpoint,
-                    by_version.get(endpoint.name, []),
-                    by_group.get(endpoint.name, []),
-                    by_group_version.get(endpoint.name, {}),
-                    [h for h in hourly if h.endpoint == endpoint.name],
-                    version_order,
-                    tz,
-                ),
+                profiles=profiles,
+                findings=findings,
+                charts=charts,
             )
             advance()
         for outlier in outliers:
@@ -184,6 +201,90 @@ def _endpoint_charts(
             by_group_version, x_order=version_order, x_title="version"
         ),
         "hits": hits_per_day_figure(hourly, tz, stacked=False),
+    }
+
+
+@dataclass(frozen=True)
+class _Flames:
+    """What the site shows of the aggregated profiles, read while the store is open."""
+
+    functions: dict[int, Function]
+    findings: list[Finding]
+    profiles: dict[str, list[tuple[str, Profile, float]]]  # endpoint -> (version, profile, mean)
+
+
+@dataclass(frozen=True)
+class _ProfileLinks:
+    version: str
+    samples: int
+    total_ms: float
+    mean_ms: float
+    chart_id: str
+    figure: dict[str, Any]
+    speedscope: str  # relative to the endpoint's page
+    collapsed: str
+
+
+def _read_flames(
+    report: FlameReport, endpoints: list[EndpointRow], by_version: dict[str, list[tuple[str, Any]]]
+) -> _Flames:
+    profiles: dict[str, list[tuple[str, Profile, float]]] = {}
+    for endpoint in endpoints:
+        means = dict(by_version.get(endpoint.name, []))
+        found = []
+        for version in report.profiled_versions(endpoint.name):
+            profile = report.profile(endpoint.name, version)
+            if profile is not None and profile.total_ms > 0 and version in means:
+                found.append((version, profile, means[version].mean))
+        profiles[endpoint.name] = found
+    return _Flames(report.functions, report.findings, profiles)
+
+
+def _write_profiles(
+    output: Path, endpoint: str, flames: _Flames, version_order: list[str]
+) -> list[_ProfileLinks]:
+    """Each version's aggregated profile of ``endpoint``: its chart, and its exports written
+    into a folder next to the endpoint's page (file names by version number, never by name)."""
+    found = flames.profiles.get(endpoint, [])
+    if not found:
+        return []
+    page = endpoint_page(endpoint)
+    folder_name = page.removeprefix("endpoints/").removesuffix(".html")
+    folder = output / "endpoints" / folder_name
+    folder.mkdir(exist_ok=True)
+    links = []
+    for version, profile, mean_ms in found:
+        number = version_order.index(version) + 1
+        title = f"{endpoint} in version {version}"
+        (folder / f"v{number}.speedscope.json").write_bytes(
+            speedscope_document(profile, flames.functions, title)
+        )
+        (folder / f"v{number}.collapsed.txt").write_bytes(
+            collapsed_stacks(profile, flames.functions)
+        )
+        links.append(
+            _ProfileLinks(
+                version=version,
+                samples=profile.samples,
+                total_ms=profile.total_ms,
+                mean_ms=mean_ms,
+                chart_id=f"flame-{number}",
+                figure=flame_figure(profile, flames.functions, mean_ms),
+                speedscope=f"{folder_name}/v{number}.speedscope.json",
+                collapsed=f"{folder_name}/v{number}.collapsed.txt",
+            )
+        )
+    return links
+
+
+def _diff_charts(
+    findings: list[tuple[Finding, str]], functions: dict[int, Function]
+) -> dict[str, Any]:
+    """The differential flamegraph of each finding that has functions to show."""
+    return {
+        chart_id: diff_figure(f.before, f.after, functions, f.previous_mean_ms, f.mean_ms)
+        for f, chart_id in findings
+        if f.before is not None and f.after is not None and f.functions
     }
 
 
@@ -259,6 +360,8 @@ def _environment(tz: ZoneInfo) -> Environment:
         mib=lambda v: NONE if v is None else f"{v / 2**20:,.0f} MiB",
         pretty=lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2).decode(),
         frame_label=_frame_label,
+        signed_ms=signed_ms,
+        share=lambda v: f"{v:.0%}",
         endpoint_page=endpoint_page,
     )
     return env

@@ -13,11 +13,15 @@ Choices, and why:
   at, so the samples of one call merge however far it got.
 - **Stacks start at the request's entry** (flamewatch's WSGI middleware), so requests served by
   different servers or threads merge; the frames above it are the server's.
-- **Each sample weighs the time it stands for**: the interval that was due, but never more than
-  the time since the request's previous sample (or its start). High-rate samples taken after a
-  request passed its outlier threshold therefore weigh 1 ms each instead of 10 ms, and an
-  outlier counts for its duration, not for its number of samples; a thinned buffer's merged
-  intervals keep their weight. A sample that came late (GIL) is not credited for the delay.
+- **Each sample weighs the time it stands for**: the time since the request's previous sample
+  (or its start), as the profile builder credits it, and no more than the interval that was
+  due plus ``slack`` (two GIL switch intervals by default): a sample that comes late because
+  the thread held the GIL still stands for the time it was held, but a request the sampler
+  could not reach for long is not charged to one stack. High-rate samples taken after a request
+  passed its outlier threshold therefore weigh about 1 ms each instead of 10 ms: an outlier
+  counts for its duration, not for its number of samples (which would over-represent outliers
+  tenfold), and a thinned buffer's merged intervals keep their weight. Folding only every
+  tenth high-rate sample would do the same with more variance; weighting keeps every sample.
 - **Bounded**: at most ``max_stacks`` distinct stacks per (endpoint, group) in a process; a
   stack first seen once the table is full is charged to its deepest ancestor already in it
   (its parent frame, or the parent's parent, ...), so its time stays in the right subtree.
@@ -27,6 +31,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from types import CodeType
@@ -65,11 +70,17 @@ class StackFolder:
     """
 
     def __init__(
-        self, *, max_stacks: int = 500, max_groups: int = 20, entry_code: CodeType | None = None
+        self,
+        *,
+        max_stacks: int = 500,
+        max_groups: int = 20,
+        entry_code: CodeType | None = None,
+        slack_ns: int | None = None,
     ) -> None:
         self.max_stacks = max_stacks
         self.max_groups = max_groups
         self.entry_code = entry_code
+        self.slack_ns = int(2 * sys.getswitchinterval() * 1e9) if slack_ns is None else slack_ns
         self._lock = threading.Lock()
         self._tables: dict[tuple[str, str], dict[Chain, list[int]]] = {}
         #: stacks kept per (endpoint, group) for the life of the process: the cap's memory
@@ -82,9 +93,9 @@ class StackFolder:
         """Add the samples of one finished request that started at ``t0`` (perf_counter ns)."""
         weighted: list[tuple[Chain, int]] = []
         chains: dict[int, Chain] = {}  # id(stack) -> chain; consecutive samples share stacks
-        previous = t0
+        previous, slack = t0, self.slack_ns
         for taken_at, interval, stack in samples:
-            weight = min(interval, taken_at - previous)
+            weight = min(interval + slack, taken_at - previous)
             previous = taken_at
             if weight <= 0:
                 continue
