@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from flame_history import EXPECTED, make_flame_history
-from helpers import rows
+from helpers import HOSTILE_USER, rows
 from playwright.sync_api import Browser
 from test_browser import _visit, browser  # noqa: F401 - the module's Chromium fixture
 
@@ -23,6 +24,7 @@ from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.flames import FlameReport
 from flamewatch.reports.site import endpoint_page, write_site
 from flamewatch.reports.summary import open_readonly
+from flamewatch.sampler.store import ProcessInfo, ProfileStack, RequestRecord, SQLiteStore
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["order-0", "order-1"])
@@ -121,3 +123,62 @@ def test_flamegraphs_render_in_a_browser(browser: Browser, site: Path) -> None: 
             page.close()
         assert not problems, problems
         assert any("render_feed" in label for label in labels), labels
+
+
+HOSTILE_FUNCTION = "<img src=x onerror=alert('function')>"
+HOSTILE_FILE = "</script><script>alert('file')</script>.py"
+
+
+def test_hostile_function_and_file_names_are_escaped(tmp_path: Path) -> None:
+    database = tmp_path / "store.sqlite3"
+    store = SQLiteStore(database)
+    store.open()
+    try:
+        for version, slow_ms in (("v1", 2.0), ("v2", 12.0)):
+            process = store.register_process(ProcessInfo("h", 1, version, "config", 0.0, "t"))
+            started = time.time()
+            store.write_requests(
+                process,
+                [
+                    RequestRecord(
+                        "ep",
+                        "/",
+                        "GET",
+                        200,
+                        started,
+                        3.0 + slow_ms + i % 3 / 10,
+                        HOSTILE_USER,
+                        None,
+                        False,
+                        None,
+                    )
+                    for i in range(40)
+                ],
+            )
+            entry = ("entry", HOSTILE_FILE, 1)
+            store.write_profiles(
+                process,
+                [
+                    ProfileStack("ep", HOSTILE_USER, (entry,), 40, 120.0),
+                    ProfileStack(
+                        "ep",
+                        HOSTILE_USER,
+                        (entry, (HOSTILE_FUNCTION, HOSTILE_FILE, 7)),
+                        40,
+                        40 * slow_ms,
+                    ),
+                ],
+            )
+    finally:
+        store.close()
+    assert _findings(database) == {("ep", "v2", "slower", None): [HOSTILE_FUNCTION]}
+    site = write_site(str(database), tmp_path / "site").parent
+    pages = [site / "versions.html", site / endpoint_page("ep")]
+    for page in pages:
+        text = page.read_text()
+        assert "&lt;img src=x onerror=alert(&#39;function&#39;)&gt;" in text
+        for hostile in (HOSTILE_FUNCTION, HOSTILE_FILE, HOSTILE_USER, "<script>alert("):
+            assert hostile not in text, (page, hostile)
+    for export in site.glob("endpoints/*/*.speedscope.json"):
+        names = {f["name"] for f in json.loads(export.read_text())["shared"]["frames"]}
+        assert HOSTILE_FUNCTION in names  # data files keep the name as it is
