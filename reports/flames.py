@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
@@ -36,7 +36,7 @@ from itertools import pairwise
 from .aggregate import MIN_CHANGE_REQUESTS, ReportData
 from .model import Change
 from .stats_tests import mann_whitney_p, median_ci_ranks, ratio, verdict
-from .sweep import Ranked, rank, rank_sum
+from .sweep import Durations, Ranked, rank, rank_sum
 
 __all__ = [
     "Finding",
@@ -292,14 +292,15 @@ class FlameReport:
             for table in ("endpoints", "versions", "user_groups")
         }
 
-    def _durations(self, endpoint: str, version: str, group: str) -> list[float]:
+    @cached_property
+    def _parts(self) -> Mapping[tuple[int, int, int], Sequence[float]]:
+        """Sorted durations per (endpoint, version, group) id: one streamed read of them all."""
+        return Durations.load(self._conn).parts
+
+    def _durations(self, endpoint: str, version: str, group: str) -> Sequence[float]:
         ids = self._ids
-        rows = self._conn.execute(
-            "SELECT duration_ms FROM requests WHERE endpoint_id = ? AND version_id = ?"
-            " AND group_id = ?",
-            (ids["endpoints"][endpoint], ids["versions"][version], ids["user_groups"][group]),
-        ).fetchall()
-        return sorted(d for (d,) in rows)
+        key = (ids["endpoints"][endpoint], ids["versions"][version], ids["user_groups"][group])
+        return self._parts.get(key, ())
 
     def _group_change(self, endpoint: str, group: str, old: str, new: str) -> GroupChange:
         before_values = self._durations(endpoint, old, group)

@@ -78,7 +78,7 @@ def test_every_request_is_folded_and_stacks_stay_few(history: Path) -> None:
 def test_pages_say_what_changed_for_whom_and_why(site: Path) -> None:
     versions = site / "versions.html"
     text = versions.read_text()
-    assert re.search(r"<code>render_feed</code> \+\d+ ms per request, \d+% → \d+% of", text)
+    assert re.search(r"<code>render_feed</code> \+[\d.]+ ms per request, \d+% → \d+% of", text)
     assert "<strong>only for carol</strong>" in text
     assert "<code>apply_discounts</code>" in text
     assert "<code>rank_results</code> \u2212" in text
