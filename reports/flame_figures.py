@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .flames import Function, Profile, Stack, share, signed_ms
+from .flames import Function, Profile, share, signed_ms
 
 __all__ = [
     "MIN_NODE_SHARE",
@@ -42,7 +42,7 @@ class _Tree:
     """The call tree of one or two profiles: a node per stack prefix, in ms per request."""
 
     def __init__(self, profiles: Sequence[tuple[Profile, float]]) -> None:
-        self.index: dict[Stack, int] = {}
+        self.index: dict[tuple[int, int], int] = {}  # (parent node, frame) -> node
         self.parent: list[int] = []
         self.frame: list[int] = []
         size = len(profiles)
@@ -52,19 +52,20 @@ class _Tree:
             scale = mean_ms / profile.total_ms if profile.total_ms else 0.0
             for stack, (_, ms) in profile.stacks.items():
                 value = ms * scale
-                for depth in range(1, len(stack) + 1):
-                    node = self._node(stack[:depth], size)
+                node = -1
+                for frame in stack:
+                    node = self._node(node, frame, size)
                     self.inclusive[node][which] += value
-                if stack:
-                    self.own[self.index[stack]][which] += value
+                if node >= 0:
+                    self.own[node][which] += value
         self.totals = [mean for _, mean in profiles]
 
-    def _node(self, prefix: Stack, size: int) -> int:
-        node = self.index.get(prefix)
+    def _node(self, parent: int, frame: int, size: int) -> int:
+        node = self.index.get((parent, frame))
         if node is None:
-            node = self.index[prefix] = len(self.parent)
-            self.parent.append(self.index[prefix[:-1]] if len(prefix) > 1 else -1)
-            self.frame.append(prefix[-1])
+            node = self.index[(parent, frame)] = len(self.parent)
+            self.parent.append(parent)
+            self.frame.append(frame)
             self.inclusive.append([0.0] * size)
             self.own.append([0.0] * size)
         return node
@@ -252,10 +253,16 @@ def speedscope_document(profile: Profile, functions: dict[int, Function], name: 
 def collapsed_stacks(profile: Profile, functions: dict[int, Function]) -> bytes:
     """Brendan Gregg's collapsed format, one ``frame;frame;frame weight`` line per stack; the
     weight is microseconds of sampled time (``flamegraph.pl``, speedscope and inferno read it)."""
+    names: dict[int, str] = {}
     lines = []
     for stack, (_, ms) in sorted(profile.stacks.items()):
-        path = ";".join(_collapsed_name(functions[frame]) for frame in stack)
-        lines.append(f"{path} {round(ms * 1000)}\n")
+        parts = []
+        for frame in stack:
+            name = names.get(frame)
+            if name is None:
+                name = names[frame] = _collapsed_name(functions[frame])
+            parts.append(name)
+        lines.append(f"{';'.join(parts)} {round(ms * 1000)}\n")
     return "".join(lines).encode("utf-8", "surrogatepass")
 
 

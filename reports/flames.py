@@ -68,12 +68,12 @@ class Function:
     filename: str
     first_line: int
 
-    @property
+    @cached_property
     def short(self) -> str:
         """The name without the enclosing function of a nested one (``make_app.<locals>.``)."""
         return self.name.rpartition("<locals>.")[2]
 
-    @property
+    @cached_property
     def label(self) -> str:
         return f"{self.short} ({os.path.basename(self.filename)}:{self.first_line})"
 
@@ -256,17 +256,34 @@ class FlameReport:
             found[(endpoint, version, group)][stacks[stack_id]] = (samples, ms)
         return {key: Profile(table) for key, table in found.items()}
 
+    @cached_property
+    def _by_version(self) -> dict[tuple[str, str], list[Profile]]:
+        found: dict[tuple[str, str], list[Profile]] = defaultdict(list)
+        for (endpoint, version, _), profile in self._profiles.items():
+            found[(endpoint, version)].append(profile)
+        return found
+
     def profile(self, endpoint: str, version: str, group: str | None = None) -> Profile | None:
         """The aggregated profile of an endpoint in a version: of one group, or of all."""
         if group is not None:
             return self._profiles.get((endpoint, version, group))
-        parts = [p for (e, v, _), p in self._profiles.items() if e == endpoint and v == version]
-        return Profile.merged(parts) if parts else None
+        key = (endpoint, version)
+        merged = self._merged.get(key)
+        if merged is None and key in self._by_version:
+            merged = self._merged[key] = Profile.merged(self._by_version[key])
+        return merged
+
+    @cached_property
+    def _merged(self) -> dict[tuple[str, str], Profile]:
+        return {}
 
     def profiled_versions(self, endpoint: str) -> list[str]:
         """The versions with an aggregated profile of ``endpoint``, in deployment order."""
-        have = {v for e, v, _ in self._profiles if e == endpoint}
-        return [v.name for v in self.data.versions() if v.name in have]
+        return [v for v in self._version_order if (endpoint, v) in self._by_version]
+
+    @cached_property
+    def _version_order(self) -> list[str]:
+        return [v.name for v in self.data.versions()]
 
     # -- comparisons per group ---------------------------------------------------------------
 

@@ -45,7 +45,11 @@ __all__ = ["NO_GROUP", "OTHER_GROUP", "StackFolder", "frame_key"]
 NO_GROUP = ""
 OTHER_GROUP = "[other groups]"
 
-Chain = tuple[CodeType, ...]  # root first, the functions of one stack
+#: root first, the functions of one stack by ``id()`` of their code objects: a tuple of ints
+#: hashes in a fraction of the time a tuple of code objects takes (a code object's hash is
+#: computed from its contents on every call). The folder keeps every code object of a stored
+#: chain alive, so an id in a stored chain never names another function.
+Chain = tuple[int, ...]
 
 _keys: dict[CodeType, FrameKey] = {}
 _MAX_CACHED = 50_000
@@ -86,6 +90,7 @@ class StackFolder:
         #: stacks kept per (endpoint, group) for the life of the process: the cap's memory
         self._known: dict[tuple[str, str], set[Chain]] = {}
         self._groups: dict[str, set[str]] = {}
+        self._codes: dict[int, CodeType] = {}  # id -> code, of every function in a kept chain
         self.folded = 0  # samples folded
         self.merged = 0  # of which charged to an ancestor because the table was full
 
@@ -93,6 +98,7 @@ class StackFolder:
         """Add the samples of one finished request that started at ``t0`` (perf_counter ns)."""
         weighted: list[tuple[Chain, int]] = []
         chains: dict[int, Chain] = {}  # id(stack) -> chain; consecutive samples share stacks
+        codes_of: dict[Chain, Sequence[tuple[CodeType, int]]] = {}  # chain -> a stack of it
         previous, slack = t0, self.slack_ns
         for taken_at, interval, stack in samples:
             weight = min(interval + slack, taken_at - previous)
@@ -102,6 +108,7 @@ class StackFolder:
             chain = chains.get(id(stack))
             if chain is None:
                 chain = chains[id(stack)] = self._chain(stack)
+                codes_of[chain] = stack
             weighted.append((chain, weight))
         if not weighted:
             return
@@ -114,7 +121,7 @@ class StackFolder:
             if known is None:
                 known = self._known[key] = set()
             for chain, weight in weighted:
-                kept = chain if chain in known else self._admit(known, chain)
+                kept = chain if chain in known else self._admit(known, chain, codes_of[chain])
                 entry = table.get(kept)
                 if entry is None:
                     table[kept] = [1, weight]
@@ -127,25 +134,29 @@ class StackFolder:
         """What was folded since the last drain, as store records (the tables are emptied)."""
         with self._lock:
             tables, self._tables = self._tables, {}
+            codes = dict(self._codes)
         return [
-            ProfileStack(endpoint, group, tuple(frame_key(code) for code in chain), n, ns / 1e6)
+            ProfileStack(endpoint, group, tuple(frame_key(codes[i]) for i in chain), n, ns / 1e6)
             for (endpoint, group), table in tables.items()
             for chain, (n, ns) in table.items()
         ]
 
     def _chain(self, stack: Sequence[tuple[CodeType, int]]) -> Chain:
-        chain = tuple(code for code, _ in stack)
+        chain = tuple([id(code) for code, _ in stack])
         entry = self.entry_code
-        if entry is not None:
-            for depth, code in enumerate(chain):
-                if code is entry:
-                    return chain[depth:]
+        if entry is not None and id(entry) in chain:
+            return chain[chain.index(id(entry)) :]
         return chain
 
-    def _admit(self, known: set[Chain], chain: Chain) -> Chain:
+    def _admit(
+        self, known: set[Chain], chain: Chain, stack: Sequence[tuple[CodeType, int]]
+    ) -> Chain:
         """``chain`` itself while the table has room, else its deepest known ancestor."""
         if len(known) < self.max_stacks:
             known.add(chain)
+            codes = self._codes
+            for code, _ in stack:
+                codes[id(code)] = code
             return chain
         self.merged += 1
         for depth in range(len(chain) - 1, 0, -1):
@@ -153,6 +164,8 @@ class StackFolder:
                 return chain[:depth]
         root = chain[:1]  # the request's entry: kept even past the cap (one per entry frame)
         known.add(root)
+        code = stack[len(stack) - len(chain)][0]
+        self._codes[id(code)] = code
         return root
 
     def _group_key(self, endpoint: str, group: Any) -> str:
