@@ -223,7 +223,7 @@ def one_history(
     try:
         for version in ("v1", "v2", "v3"):
             process = store.register_process(ProcessInfo("h", 1, version, "bench", 0.0, "b"))
-            folder = StackFolder(entry_code=_FN["entry"], slack_ns=0)
+            folder = StackFolder(entry_code=_FN["entry"])
             records = []
             for endpoint in ENDPOINTS:
                 for user in USERS:

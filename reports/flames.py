@@ -365,7 +365,7 @@ class FlameReport:
         for c in self.data.changes():
             groups = by_pair.get((c.endpoint, c.version), [])
             if c.verdict in ("slower", "faster"):
-                only = _only_group(c.verdict, groups)
+                only = _only_group(c.verdict, groups, self.data.change_threshold)
                 result.append(
                     self._finding(
                         c, only, means[(c.endpoint, c.previous)], means[(c.endpoint, c.version)]
@@ -407,11 +407,19 @@ class FlameReport:
         )
 
 
-def _only_group(direction: str, groups: Sequence[GroupChange]) -> str | None:
-    """The one group that moved ``direction`` while another was found unchanged, if any."""
+def _only_group(direction: str, groups: Sequence[GroupChange], threshold: float) -> str | None:
+    """The one group flagged ``direction`` when every other compared group's median moved by
+    less than the relevance threshold (whether or not that is certain), if any."""
     moved = [g for g in groups if g.change.verdict == direction]
-    steady = [g for g in groups if g.change.verdict == "unchanged"]
-    return moved[0].group if len(moved) == 1 and steady else None
+    others = [g for g in groups if g.change.verdict != direction]
+    if len(moved) != 1 or not others:
+        return None
+    up, down = 1 + threshold, 1 / (1 + threshold)
+    if direction == "slower" and all(g.change.ratio < up for g in others):
+        return moved[0].group
+    if direction == "faster" and all(g.change.ratio > down for g in others):
+        return moved[0].group
+    return None
 
 
 def _median_ci(ranked: Ranked) -> tuple[float, float]:

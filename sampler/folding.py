@@ -14,14 +14,15 @@ Choices, and why:
 - **Stacks start at the request's entry** (flamewatch's WSGI middleware), so requests served by
   different servers or threads merge; the frames above it are the server's.
 - **Each sample weighs the time it stands for**: the time since the request's previous sample
-  (or its start), as the profile builder credits it, and no more than the interval that was
-  due plus ``slack`` (two GIL switch intervals by default): a sample that comes late because
-  the thread held the GIL still stands for the time it was held, but a request the sampler
-  could not reach for long is not charged to one stack. High-rate samples taken after a request
-  passed its outlier threshold therefore weigh about 1 ms each instead of 10 ms: an outlier
-  counts for its duration, not for its number of samples (which would over-represent outliers
-  tenfold), and a thinned buffer's merged intervals keep their weight. Folding only every
-  tenth high-rate sample would do the same with more variance; weighting keeps every sample.
+  (for the first one: since the sampler's previous round, see :mod:`.stack_sampler`), at most
+  ``max_weight_ns`` (1 s). Rounds come late when busy threads hold the GIL, and a statistical
+  profile stays unbiased only if each sample stands for the real gap before it; the price is
+  that time spent in C code holding the GIL goes to the stack found after it. High-rate
+  samples taken after a request passed its outlier threshold therefore weigh about 1 ms each
+  instead of 10 ms: an outlier counts for its duration, not for its number of samples (which
+  would over-represent outliers tenfold), and a thinned buffer's merged samples keep their
+  weight. Folding only every tenth high-rate sample would do the same with more variance;
+  weighting keeps every sample.
 - **Bounded**: at most ``max_stacks`` distinct stacks per (endpoint, group) in a process; a
   stack first seen once the table is full is charged to its deepest ancestor already in it
   (its parent frame, or the parent's parent, ...), so its time stays in the right subtree.
@@ -31,7 +32,6 @@ Choices, and why:
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Sequence
 from types import CodeType
@@ -79,12 +79,12 @@ class StackFolder:
         max_stacks: int = 500,
         max_groups: int = 20,
         entry_code: CodeType | None = None,
-        slack_ns: int | None = None,
+        max_weight_ns: int = 1_000_000_000,
     ) -> None:
         self.max_stacks = max_stacks
         self.max_groups = max_groups
         self.entry_code = entry_code
-        self.slack_ns = int(2 * sys.getswitchinterval() * 1e9) if slack_ns is None else slack_ns
+        self.max_weight_ns = max_weight_ns
         self._lock = threading.Lock()
         self._tables: dict[tuple[str, str], dict[Chain, list[int]]] = {}
         #: stacks kept per (endpoint, group) for the life of the process: the cap's memory
@@ -95,13 +95,15 @@ class StackFolder:
         self.merged = 0  # of which charged to an ancestor because the table was full
 
     def fold(self, endpoint: str, group: Any, samples: Sequence[Sample], t0: int) -> None:
-        """Add the samples of one finished request that started at ``t0`` (perf_counter ns)."""
+        """Add the samples of one finished request; ``t0`` is where the first sample's time
+        starts (perf_counter ns): the sampler gives the time of its round before the one that
+        first found the request."""
         weighted: list[tuple[Chain, int]] = []
         chains: dict[int, Chain] = {}  # id(stack) -> chain; consecutive samples share stacks
         codes_of: dict[Chain, Sequence[tuple[CodeType, int]]] = {}  # chain -> a stack of it
-        previous, slack = t0, self.slack_ns
-        for taken_at, interval, stack in samples:
-            weight = min(interval + slack, taken_at - previous)
+        previous, cap = t0, self.max_weight_ns
+        for taken_at, _, stack in samples:
+            weight = min(cap, taken_at - previous)
             previous = taken_at
             if weight <= 0:
                 continue

@@ -17,7 +17,14 @@ due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` fr
 With a :class:`~.folding.StackFolder`, the thread also keeps aggregated profiles: when a request
 it sampled has ended, it folds that request's samples (see :mod:`.folding`). Requests of an
 endpoint whose outlier captures reached their cap (``samples is None``) are then still sampled,
-at the low rate only, into a list of the sampler's own, so that every request is folded.
+at the low rate only, into a list of the sampler's own, so that every request is folded. And a
+request is then sampled as soon as a round of the sampler finds it in flight, rather than one
+interval after its start, and that first sample stands for the time since the round before: a
+request shorter than the gap between rounds is caught with a probability proportional to its
+duration and then stands for the whole gap, so the aggregated time is unbiased for endpoints
+much faster than the interval too -- without it they would never be sampled at all, and every
+longer request would lose its last partial interval. Rounds are further apart than the
+interval when busy threads hold the GIL; the weights follow the real gaps.
 """
 
 from __future__ import annotations
@@ -121,7 +128,9 @@ class StackSampler(Worker):
         self.folder = folder
         #: requests being sampled for the folder -> their samples (``slot.samples``, or the
         #: sampler's own list for a request whose endpoint is not captured now)
-        self._folding: dict[InFlight, list[Sample]] = {}
+        #: and the start each request's samples are weighed from
+        self._folding: dict[InFlight, tuple[list[Sample], int]] = {}
+        self._last_round = 0  # perf_counter ns of the previous round
 
     # -- control ------------------------------------------------------------------------------
 
@@ -151,6 +160,7 @@ class StackSampler(Worker):
                 self._wake.clear()
                 self.idle = False
                 last_active = perf_counter_ns()
+                self._last_round = last_active - self.low_ns  # not the time it slept
                 continue
             if self.on_tick is not None and now >= next_tick:
                 next_tick = now + 1_000_000_000
@@ -159,6 +169,7 @@ class StackSampler(Worker):
                 wait_ns = self.sample_due(now)
             else:
                 wait_ns = self.low_ns
+                self._last_round = now
                 if self._folding:
                     self._fold_finished()
             self._wake.wait(max(wait_ns, 200_000) / 1e9)
@@ -171,22 +182,28 @@ class StackSampler(Worker):
         frames = sys._current_frames()
         next_due = now + self.low_ns
         folding = self._folding if self.folder is not None else None
+        since = self._last_round  # what a first sample stands for
+        self._last_round = now
         for slot in list(self.inflight.values()):
             samples = slot.samples
             if slot.next_due == 0:
                 if samples is None and folding is None:
                     continue
                 slot.interval_ns = self.low_ns
-                slot.next_due = slot.t0 + self.low_ns
-                if slot.threshold_ns is not None and samples is not None:
-                    slot.next_due = min(slot.next_due, slot.t0 + slot.threshold_ns)
-                if folding is not None:
-                    samples = folding[slot] = [] if samples is None else samples
+                if folding is not None:  # sampled now, standing for the time since the last round
+                    samples = [] if samples is None else samples
+                    folding[slot] = (samples, since)
+                    slot.next_due = now
+                else:
+                    slot.next_due = slot.t0 + self.low_ns
+                    if slot.threshold_ns is not None:
+                        slot.next_due = min(slot.next_due, slot.t0 + slot.threshold_ns)
                 assert samples is not None
             elif samples is None:
-                samples = None if folding is None else folding.get(slot)
-                if samples is None:
+                found = None if folding is None else folding.get(slot)
+                if found is None:
                     continue
+                samples = found[0]
             if slot.next_due <= now:
                 frame = frames.get(slot.thread_id)
                 if frame is not None and slot.thread_id != self._own_id:
@@ -202,10 +219,10 @@ class StackSampler(Worker):
         assert folder is not None
         done = [slot for slot in self._folding if inflight.get(slot.thread_id) is not slot]
         for slot in done:
-            samples = self._folding.pop(slot)
+            samples, start = self._folding.pop(slot)
             if samples:
                 try:
-                    folder.fold(slot.endpoint, slot.group, samples, slot.t0)
+                    folder.fold(slot.endpoint, slot.group, samples, start)
                 except Exception:
                     log_swallowed("folding a request's samples")
 

@@ -69,10 +69,11 @@ def test_every_request_is_folded_and_stacks_stay_few(history: Path) -> None:
             row = by_key[(endpoint, user)]
             assert row["samples"] > 0
             assert row["stacks"] <= 30  # distinct stacks, not requests
-    # sampled time is close to the measured time of the requests (a 1 ms interval)
+    # sampled time estimates the measured time of the requests (a 1 ms interval; each sample
+    # stands for the gap before it, so the estimate errs both ways)
     (measured,) = rows(history, "SELECT sum(duration_ms) AS ms FROM requests")
     sampled = sum(r["ms"] for r in stored)
-    assert 0.6 * measured["ms"] < sampled <= 1.05 * measured["ms"]
+    assert 0.6 * measured["ms"] < sampled < 1.4 * measured["ms"]
 
 
 def test_pages_say_what_changed_for_whom_and_why(site: Path) -> None:
