@@ -232,7 +232,15 @@ class FlameReport:
     # -- profiles ----------------------------------------------------------------------------
 
     @cached_property
+    def _has_profiles(self) -> bool:
+        """Whether the store has the tables of the aggregated profiles (schema 3 or later)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return row is not None and int(row[0]) >= 3
+
+    @cached_property
     def functions(self) -> dict[int, Function]:
+        if not self._has_profiles:
+            return {}
         return {
             frame_id: Function(name, filename, first_line)
             for frame_id, name, filename, first_line in self._conn.execute(
@@ -243,6 +251,8 @@ class FlameReport:
     @cached_property
     def _profiles(self) -> dict[tuple[str, str, str], Profile]:
         """(endpoint, version, group) -> its aggregated profile."""
+        if not self._has_profiles:
+            return {}
         stacks = {
             stack_id: tuple(int(part) for part in joined.split(",") if part)
             for stack_id, joined in self._conn.execute("SELECT id, frame_ids FROM stacks")

@@ -206,3 +206,28 @@ def test_bad_aggregation_settings_are_refused(db_path: Path, key: str, value: ob
     app.config.update({key: value, "FLAMEWATCH_DATABASE": str(db_path)})
     with pytest.raises(ConfigError, match=key):
         Flamewatch(app)
+
+
+def test_the_report_reads_a_store_from_before_the_profiles(db_path: Path, tmp_path: Path) -> None:
+    from flamewatch.reports.site import write_site
+
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    for statements in MIGRATIONS[:2]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '2')")
+    conn.execute("INSERT INTO versions VALUES (1, 'v1', 'config', 0, 0)")
+    conn.execute("INSERT INTO endpoints (id, name, first_seen, last_seen) VALUES (1, 'ep', 0, 0)")
+    conn.execute("INSERT INTO processes VALUES (1, 'h', 1, 1, 'a', 0, 0, 0)")
+    conn.execute(
+        "INSERT INTO requests (endpoint_id, version_id, process_id, method, status, started_at,"
+        " duration_ms) VALUES (1, 1, 1, 'GET', 200, 0, 3.5)"
+    )
+    conn.close()
+    index = write_site(str(db_path), tmp_path / "site")
+    assert (
+        "Where the time goes"
+        not in (index.parent / "endpoints")
+        .joinpath(next(p.name for p in (index.parent / "endpoints").glob("*.html")))
+        .read_text()
+    )
