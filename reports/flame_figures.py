@@ -83,9 +83,13 @@ class _Tree:
         floor = [MIN_NODE_SHARE * total for total in self.totals]
         order: list[int] = []
         remainder: dict[int, list[float]] = {}
+        inclusive = self.inclusive
+        first = floor[0]
+        last = floor[-1]  # the same as first for a single profile
 
         def big(node: int) -> bool:
-            return any(v >= f for v, f in zip(self.inclusive[node], floor, strict=True))
+            values = inclusive[node]
+            return values[0] >= first or values[-1] >= last
 
         pending = [n for n in start if big(n)]
         while pending:

@@ -94,10 +94,15 @@ class StackFolder:
         self.folded = 0  # samples folded
         self.merged = 0  # of which charged to an ancestor because the table was full
 
-    def fold(self, endpoint: str, group: Any, samples: Sequence[Sample], t0: int) -> None:
-        """Add the samples of one finished request; ``t0`` is where the first sample's time
-        starts (perf_counter ns): the sampler gives the time of its round before the one that
-        first found the request."""
+    def fold(
+        self, endpoint: str, group: Any, samples: Sequence[Sample], t0: int, end: int = 0
+    ) -> None:
+        """Add the samples of one finished request. ``t0`` is where the first sample's time
+        starts and ``end`` (if later than the last sample) where the last one's ends, in
+        perf_counter ns: the sampler gives the time of its round before the one that first found
+        the request, and of the last round that found it still in flight -- so that every round
+        counts the whole gap before it for each request it finds, the estimate that is unbiased
+        whatever the requests' durations."""
         weighted: list[tuple[Chain, int]] = []
         chains: dict[int, Chain] = {}  # id(stack) -> chain; consecutive samples share stacks
         codes_of: dict[Chain, Sequence[tuple[CodeType, int]]] = {}  # chain -> a stack of it
@@ -114,6 +119,9 @@ class StackFolder:
             weighted.append((chain, weight))
         if not weighted:
             return
+        if end > previous:
+            chain, weight = weighted[-1]
+            weighted[-1] = (chain, weight + min(cap, end - previous))
         with self._lock:
             key = (endpoint, self._group_key(endpoint, group))
             table = self._tables.get(key)

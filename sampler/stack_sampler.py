@@ -18,13 +18,15 @@ With a :class:`~.folding.StackFolder`, the thread also keeps aggregated profiles
 it sampled has ended, it folds that request's samples (see :mod:`.folding`). Requests of an
 endpoint whose outlier captures reached their cap (``samples is None``) are then still sampled,
 at the low rate only, into a list of the sampler's own, so that every request is folded. And a
-request is then sampled as soon as a round of the sampler finds it in flight, rather than one
-interval after its start, and that first sample stands for the time since the round before: a
+request then gets a sample for the folder alone as soon as a round of the sampler finds it in
+flight, rather than one interval after its start (an outlier's profile keeps its own schedule),
+and that first sample stands for the time since the round before: a
 request shorter than the gap between rounds is caught with a probability proportional to its
 duration and then stands for the whole gap, so the aggregated time is unbiased for endpoints
 much faster than the interval too -- without it they would never be sampled at all, and every
 longer request would lose its last partial interval. Rounds are further apart than the
-interval when busy threads hold the GIL; the weights follow the real gaps.
+interval when busy threads hold the GIL; the weights follow the real gaps. The last sample also
+stands for the time until the last round that still found the request in flight.
 """
 
 from __future__ import annotations
@@ -127,9 +129,11 @@ class StackSampler(Worker):
         self._own_id = 0
         self.folder = folder
         #: requests being sampled for the folder -> their samples (``slot.samples``, or the
-        #: sampler's own list for a request whose endpoint is not captured now)
-        #: and the start each request's samples are weighed from
-        self._folding: dict[InFlight, tuple[list[Sample], int]] = {}
+        #: sampler's own list for a request whose endpoint is not captured now), the start
+        #: each request's samples are weighed from,
+        #: and a sample for the folder alone, taken when a round first found the request
+        self._folding: dict[InFlight, tuple[list[Sample], int, Sample | None]] = {}
+        self._seen: dict[InFlight, int] = {}  # the last round that found each in flight
         self._last_round = 0  # perf_counter ns of the previous round
 
     # -- control ------------------------------------------------------------------------------
@@ -145,6 +149,7 @@ class StackSampler(Worker):
         # While requests come in, the thread polls at the low interval, so a request thread
         # never has to wake it; after ``idle_after_s`` without any, it sleeps until woken.
         self._own_id = threading.get_ident()
+        self._last_round = perf_counter_ns() - self.low_ns
         next_tick = 0
         last_active = perf_counter_ns()
         last_count = self.activity()
@@ -182,7 +187,8 @@ class StackSampler(Worker):
         frames = sys._current_frames()
         next_due = now + self.low_ns
         folding = self._folding if self.folder is not None else None
-        since = self._last_round  # what a first sample stands for
+        # what a first sample stands for: the gap since the previous round, at most 10 intervals
+        since = max(self._last_round, now - 10 * self.low_ns)
         self._last_round = now
         for slot in list(self.inflight.values()):
             samples = slot.samples
@@ -190,20 +196,20 @@ class StackSampler(Worker):
                 if samples is None and folding is None:
                     continue
                 slot.interval_ns = self.low_ns
-                if folding is not None:  # sampled now, standing for the time since the last round
+                slot.next_due = slot.t0 + self.low_ns
+                if slot.threshold_ns is not None and samples is not None:
+                    slot.next_due = min(slot.next_due, slot.t0 + slot.threshold_ns)
+                if folding is not None:
                     samples = [] if samples is None else samples
-                    folding[slot] = (samples, since)
-                    slot.next_due = now
-                else:
-                    slot.next_due = slot.t0 + self.low_ns
-                    if slot.threshold_ns is not None:
-                        slot.next_due = min(slot.next_due, slot.t0 + slot.threshold_ns)
+                    folding[slot] = (samples, since, self._first_sample(slot, frames, now))
                 assert samples is not None
             elif samples is None:
                 found = None if folding is None else folding.get(slot)
                 if found is None:
                     continue
                 samples = found[0]
+            if folding is not None:
+                self._seen[slot] = now
             if slot.next_due <= now:
                 frame = frames.get(slot.thread_id)
                 if frame is not None and slot.thread_id != self._own_id:
@@ -219,12 +225,25 @@ class StackSampler(Worker):
         assert folder is not None
         done = [slot for slot in self._folding if inflight.get(slot.thread_id) is not slot]
         for slot in done:
-            samples, start = self._folding.pop(slot)
+            samples, start, first = self._folding.pop(slot)
+            end = self._seen.pop(slot, 0)
+            if first is not None:
+                samples = [first, *samples]
             if samples:
                 try:
-                    folder.fold(slot.endpoint, slot.group, samples, start)
+                    folder.fold(slot.endpoint, slot.group, samples, start, end)
                 except Exception:
                     log_swallowed("folding a request's samples")
+
+    def _first_sample(
+        self, slot: InFlight, frames: dict[int, FrameType], now: int
+    ) -> Sample | None:
+        """A sample for the folder alone, of a request not due for its first sample yet (the
+        profile of an outlier keeps its own schedule)."""
+        if slot.next_due <= now or slot.thread_id == self._own_id:
+            return None  # due in this very round
+        frame = frames.get(slot.thread_id)
+        return None if frame is None else (now, self.low_ns, walk_stack(frame))
 
     def _sample(self, slot: InFlight, samples: list[Sample], frame: FrameType, now: int) -> None:
         stack = walk_stack(frame)
