@@ -231,3 +231,23 @@ def test_the_report_reads_a_store_from_before_the_profiles(db_path: Path, tmp_pa
         .joinpath(next(p.name for p in (index.parent / "endpoints").glob("*.html")))
         .read_text()
     )
+
+
+def test_a_flush_writes_the_folded_stacks_while_the_app_runs(db_path: Path) -> None:
+    app = Flask("flushing")
+    app.config.update(TESTING=True)
+    app.add_url_rule("/", "index", lambda: (time.sleep(0.005), "ok")[1])
+    fw = Flamewatch(app, database=str(db_path), version="v1", sample_interval_ms=1)
+    client = app.test_client()
+    try:
+        for _ in range(10):
+            client.get("/")
+        deadline = time.monotonic() + 10
+        while not rows(db_path, "SELECT * FROM profile_stacks"):  # the interval is 10 s
+            assert time.monotonic() < deadline, "the flush did not write the folded stacks"
+            time.sleep(0.02)  # the sampler folds a request at its next round
+            assert fw.flush(timeout=10)
+    finally:
+        fw.close()
+    (row,) = rows(db_path, "SELECT sum(time_ms) AS ms FROM profile_stacks")
+    assert row["ms"] > 25  # ten requests of 5 ms
