@@ -4,12 +4,18 @@
 
 * ``bare``        -- the app without flamewatch;
 * ``timing``      -- flamewatch with ``sampler=False`` (timing, storing, outlier flags);
-* ``sampler``     -- flamewatch at its defaults (sampling every 10 ms, 1 ms past a threshold);
+* ``sampler``     -- flamewatch sampling every 10 ms (1 ms past a threshold), without the
+  aggregated profiles (``aggregate_profiles=False``);
+* ``aggregate``   -- flamewatch at its defaults: the same, folding every request's samples into
+  the aggregated profiles (on the sampler thread) and writing them every 10 s (on the writer's);
 * ``pyinstrument``-- pyinstrument's ``Profiler`` started and stopped around every request (the
   common per-request recipe; its session is discarded).
 
 on a CPU-bound view (a pure-Python loop of about 20 ms) and a view waiting on I/O (a 20 ms
-sleep). The figure that matters is ``sampler`` against ``timing``: the cost of sampling alone.
+sleep). The figures that matter are ``sampler`` against ``timing``, the cost of sampling alone,
+and ``aggregate`` against ``sampler``, the cost of the aggregated profiles. Besides wall time,
+the CPU time of the sampler and writer threads (read per thread from ``/proc`` with psutil) is
+reported per request.
 
 (b) Fidelity: an endpoint whose normal request takes ~2 ms gets outliers that spend ~60 ms
 (>= 20x its mean) in one function, CPU-bound or sleeping. For each outlier's stored profile:
@@ -75,12 +81,13 @@ def make_app(variant: str, tmp: Path) -> Flask:
         time.sleep(0.02)
         return "io"
 
-    if variant in ("timing", "sampler"):
+    if variant in ("timing", "sampler", "aggregate"):
         Flamewatch(
             app,
             database=str(tmp / f"{variant}.sqlite3"),
             version="bench",
-            sampler=variant == "sampler",
+            sampler=variant != "timing",
+            aggregate_profiles=variant == "aggregate",
         )
     elif variant == "pyinstrument":
 
@@ -97,8 +104,31 @@ def make_app(variant: str, tmp: Path) -> Flask:
     return app
 
 
+def _thread_cpu_s(native_ids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each named thread of this process."""
+    import psutil
+
+    by_id = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+    return {name: by_id.get(native, 0.0) for name, native in native_ids.items()}
+
+
+def _agent_threads(app: Flask) -> dict[str, int]:
+    agent = app.extensions.get("flamewatch")
+    found = {}
+    for name in ("_sampler", "_writer"):
+        worker = getattr(agent, name, None)
+        thread = getattr(worker, "_thread", None)
+        if thread is not None and thread.native_id is not None:
+            found[name.strip("_")] = thread.native_id
+    return found
+
+
+#: per variant and thread, CPU microseconds per request (filled by :func:`throughput`)
+THREAD_CPU_US: dict[str, dict[str, float]] = {}
+
+
 def throughput(rounds: int, batch: int) -> dict[str, dict[str, float]]:
-    variants = ("bare", "timing", "sampler", "pyinstrument")
+    variants = ("bare", "timing", "sampler", "aggregate", "pyinstrument")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         apps = {v: make_app(v, Path(tmp)) for v in variants}
@@ -108,6 +138,10 @@ def throughput(rounds: int, batch: int) -> dict[str, dict[str, float]]:
             for client in clients.values():
                 for _ in range(5):
                     client.get(view)
+            # psutil reads thread times in clock ticks (10 ms): only totals over a view's
+            # rounds are meaningful; they include each sampler's polling while idle
+            threads = {v: _agent_threads(app) for v, app in apps.items()}
+            before = {v: _thread_cpu_s(t) for v, t in threads.items()}
             for _ in range(rounds):
                 for variant in variants:
                     gc.collect()
@@ -116,6 +150,12 @@ def throughput(rounds: int, batch: int) -> dict[str, dict[str, float]]:
                         clients[variant].get(view)
                     times[variant].append((time.perf_counter_ns() - start) / batch / 1e6)
             results[view] = {v: statistics.median(t) for v, t in times.items()}
+            for variant, by_thread in threads.items():
+                after = _thread_cpu_s(by_thread)
+                THREAD_CPU_US[f"{view} {variant}"] = {
+                    name: (after[name] - before[variant][name]) / (rounds * batch) * 1e6
+                    for name in by_thread
+                }
         for app in apps.values():
             agent = app.extensions.get("flamewatch")
             if agent is not None:
@@ -227,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
             vs_bare = (ms / by_variant["bare"] - 1) * 100
             vs_timing = (ms / by_variant["timing"] - 1) * 100
             print(f"{view:6} {variant:13} {ms:11.3f} {vs_bare:+8.2f}% {vs_timing:+9.2f}%")
+
+    results["thread_cpu_us_per_request"] = THREAD_CPU_US
+    print()
+    print("background threads' CPU per request (µs):")
+    for key, by_thread in THREAD_CPU_US.items():
+        spent = ", ".join(f"{name} {us:.1f}" for name, us in sorted(by_thread.items()))
+        print(f"  {key:20} {spent}")
 
     results["fidelity"] = fid = fidelity(outliers)
     print()

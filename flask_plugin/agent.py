@@ -23,6 +23,7 @@ from flask import Flask
 
 from flamewatch.sampler import Recorder, Writer
 from flamewatch.sampler.capture import Capturer, CaptureSettings
+from flamewatch.sampler.folding import StackFolder
 from flamewatch.sampler.logs import log, log_swallowed
 from flamewatch.sampler.resources import ResourceMonitor
 from flamewatch.sampler.stack_sampler import StackSampler
@@ -88,6 +89,15 @@ class Agent:
                 started_at=time.time(),
                 agent=f"flamewatch {_flamewatch_version()} / Python {platform.python_version()}",
             )
+            green = _green_threads()
+            sampling = settings.sampler and not green
+            folder = None
+            if sampling and settings.aggregate_profiles:
+                folder = StackFolder(
+                    max_stacks=settings.aggregate_max_stacks,
+                    max_groups=settings.aggregate_max_groups,
+                    entry_code=ENTRY_CODE,
+                )
             resources = ResourceMonitor()
             capturer = Capturer(
                 CaptureSettings(
@@ -111,16 +121,17 @@ class Agent:
                 capturer=capturer,
                 captures_per_hour=settings.profiles_per_hour,
                 retention_days=settings.retention_days,
+                folder=folder,
+                profile_interval=settings.aggregate_flush_interval,
             )
             self._writer.start()
-            green = _green_threads()
             if settings.sampler and green:
                 log.warning(
                     "flamewatch: %s has patched threading; stack sampling is off, outliers are"
                     " flagged and captured without a profile",
                     green,
                 )
-            if settings.sampler and not green:
+            if sampling:
                 self._sampler = StackSampler(
                     self.recorder.inflight,
                     interval_s=settings.sample_interval_ms / 1000,
@@ -128,6 +139,7 @@ class Agent:
                     max_samples=settings.max_samples,
                     on_tick=resources.read,
                     activity=lambda: self.recorder.begun,
+                    folder=folder,
                 )
                 self._sampler.start()
                 self.recorder.sampler = self._sampler

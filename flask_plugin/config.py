@@ -166,6 +166,33 @@ OPTIONS: tuple[Option, ...] = (
         "Samples kept per request; a longer request keeps every other sample, and so on.",
     ),
     Option(
+        "aggregate_profiles",
+        True,
+        "a boolean",
+        "Fold the sampled stacks of every request into per-version profiles of each endpoint"
+        " (and group), for the report's flamegraphs and version diffs. Needs the sampler.",
+    ),
+    Option(
+        "aggregate_max_stacks",
+        500,
+        "an integer from 10 to 100,000",
+        "Distinct stacks kept per endpoint, group and process; a stack seen once this many are"
+        " kept is charged to its deepest kept ancestor.",
+    ),
+    Option(
+        "aggregate_max_groups",
+        20,
+        "an integer from 0 to 10,000",
+        "Users or groups with an aggregated profile of their own, per endpoint and process"
+        " (the first seen); the requests of later ones share one, `[other groups]`.",
+    ),
+    Option(
+        "aggregate_flush_interval",
+        10.0,
+        "a number of seconds from 0.01 to 3600",
+        "How often the writer adds the folded stacks to the store (and at exit, and on flush).",
+    ),
+    Option(
         "profiles_per_hour",
         20,
         "an integer from 0 to 100,000",
@@ -298,6 +325,10 @@ class Settings:
     sample_interval_ms: float
     outlier_sample_interval_ms: float
     max_samples: int
+    aggregate_profiles: bool
+    aggregate_max_stacks: int
+    aggregate_max_groups: int
+    aggregate_flush_interval: float
     profiles_per_hour: int
     max_profile_kb: int
     max_body_kb: int
@@ -372,6 +403,10 @@ def load_settings(
         sample_interval_ms=get("sample_interval_ms", _number(1, 1000)),
         outlier_sample_interval_ms=get("outlier_sample_interval_ms", _number(0.1, 100)),
         max_samples=get("max_samples", _integer(10, 100_000)),
+        aggregate_profiles=get("aggregate_profiles", _boolean),
+        aggregate_max_stacks=get("aggregate_max_stacks", _integer(10, 100_000)),
+        aggregate_max_groups=get("aggregate_max_groups", _integer(0, 10_000)),
+        aggregate_flush_interval=get("aggregate_flush_interval", _number(0.01, 3600)),
         profiles_per_hour=get("profiles_per_hour", _integer(0, 100_000)),
         max_profile_kb=get("max_profile_kb", _integer(16, 65_536)),
         max_body_kb=get("max_body_kb", _integer(0, 65_536)),

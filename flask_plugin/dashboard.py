@@ -71,6 +71,7 @@ ASSET_CACHE_CONTROL = "private, no-cache"
 _MEDIA_TYPES = {
     "pyisession": "application/json",
     "speedscope": "application/json",
+    "collapsed": "text/plain; charset=utf-8",
     "html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -146,6 +147,9 @@ class Dashboard:
         bp.add_url_rule(
             "/endpoints/<page>", "endpoint", lambda page: self._page(f"endpoints/{page}")
         )
+        bp.add_url_rule(
+            "/endpoints/<folder>/<file_name>", "endpoint_profile", self._endpoint_profile
+        )
         bp.add_url_rule("/outliers/<int:outlier_id>.html", "outlier", self._outlier)
         files = ", ".join(PROFILE_FILES)
         bp.add_url_rule(
@@ -190,6 +194,18 @@ class Dashboard:
             response.headers["X-Frame-Options"] = "SAMEORIGIN"
         else:
             response.headers["Content-Disposition"] = f'attachment; filename="{download}"'
+        return response
+
+    def _endpoint_profile(self, folder: str, file_name: str) -> Response:
+        """An aggregated profile's export (speedscope or collapsed stacks), as a download."""
+        try:
+            body = self.site().profile_file(f"endpoints/{folder}/{file_name}")
+        except PageNotFound:
+            abort(404)
+        kind = "speedscope" if file_name.endswith(".speedscope.json") else "collapsed"
+        response = Response(body, content_type=_MEDIA_TYPES[kind])
+        download = f"flamewatch-{folder}-{file_name}"
+        response.headers["Content-Disposition"] = f'attachment; filename="{download}"'
         return response
 
     def _asset(self, name: str) -> Response:

@@ -1,5 +1,6 @@
 """The demo: the sample app served by a real threaded server, under traffic from several
-users, across three versions; then a summary of what flamewatch stored."""
+users, across three versions; then what changed and why, and a summary of what flamewatch
+stored."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .demo_app import USERS, create_app
 
-__all__ = ["VERSIONS", "run_demo"]
+__all__ = ["VERSIONS", "run_demo", "why_it_changed"]
 
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 
@@ -64,7 +65,24 @@ def run_demo(
             f"version {version}: served {len(statuses)} requests"
             f" ({sum(s >= 400 for s in statuses)} answered with an error status)"
         )
+    for line in why_it_changed(database):
+        progress(line)
     return database
+
+
+def why_it_changed(database: Path) -> list[str]:
+    """A line per change the report flags, naming the function behind it (:mod:`.flames`)."""
+    from .aggregate import ReportData
+    from .flames import FlameReport
+    from .summary import open_readonly
+
+    with open_readonly(str(database)) as conn:
+        findings = FlameReport(conn, ReportData(conn)).findings
+    lines = []
+    for f in findings:
+        blame = f.functions[0].words if f.functions else "no aggregated profile explains it"
+        lines.append(f"{f.endpoint} is {f.verdict} in {f.version} for {f.who}: {blame}")
+    return lines
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -38,6 +38,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from .aggregate import ReportData
 from .export import export_profile, to_speedscope
 from .figures import box_figure, grouped_box_figure, hits_per_day_figure, hour_heatmap_figure
+from .flame_figures import collapsed_stacks, diff_figure, flame_figure, speedscope_document
+from .flames import Finding, FlameReport, Function, Profile, signed_ms
 from .hosts import HostRow, ProcessRow, host_rows, process_rows
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers, load_outlier, session_of
@@ -149,6 +151,7 @@ def read_site(
             processes=processes,
             hosts=host_rows(processes),
         )
+        flames = _read_flames(FlameReport(conn, data), endpoints, numbers.by_version)
         outliers = list_outliers(conn)
         store = conn.label
     info = SiteInfo(
@@ -162,7 +165,7 @@ def read_site(
         max_groups=max_groups,
         flamewatch_version=_flamewatch_version(),
     )
-    return Site(database, tz, info, numbers, outliers, live=live)
+    return Site(database, tz, info, numbers, outliers, flames, live=live)
 
 
 @dataclass(frozen=True)
@@ -195,10 +198,12 @@ class Site:
         info: SiteInfo,
         numbers: _Numbers,
         outliers: list[OutlierRow],
+        flames: _Flames,
         *,
         live: bool = False,
     ) -> None:
         self.database = database
+        self.flames = flames
         self.tz = tz
         self.info = info
         self.numbers = numbers
@@ -266,7 +271,14 @@ class Site:
             boxes = box_figure(sorted(n.by_endpoint.items()), x_title="endpoint")
             return self.render_template(path, "performance.html", root, {"endpoint-boxes": boxes})
         if path == "versions.html":
-            return self.render_template(path, "versions.html", root, versions=n.versions)
+            return self.render_template(
+                path,
+                "versions.html",
+                root,
+                _diff_charts(self._findings, self.flames.functions),
+                versions=n.versions,
+                findings=self._findings,
+            )
         if path == "outliers.html":
             return self.render_template(path, "outliers.html", root, outliers=self.outliers)
         endpoint = self._endpoints_by_page.get(path)
@@ -316,6 +328,19 @@ class Site:
 
     def _render_endpoint(self, path: str, endpoint: EndpointRow, root: str | None) -> str:
         n, name = self.numbers, endpoint.name
+        charts = _endpoint_charts(
+            endpoint,
+            n.by_version.get(name, []),
+            n.by_group.get(name, []),
+            n.by_group_version.get(name, {}),
+            [h for h in n.hourly if h.endpoint == name],
+            self._version_order,
+            self.tz,
+        )
+        profiles = self._profile_links(name)
+        charts.update((p.chart_id, p.figure) for p in profiles)
+        findings = [(f, c) for f, c in self._findings if f.endpoint == name]
+        charts.update(_diff_charts(findings, self.flames.functions))
         return self.render_template(
             path,
             "endpoint.html",
@@ -323,16 +348,80 @@ class Site:
             endpoint=endpoint,
             changes=[c for c in n.changes if c.endpoint == name],
             outliers=[o for o in self.outliers if o.endpoint == name],
-            charts=_endpoint_charts(
-                endpoint,
-                n.by_version.get(name, []),
-                n.by_group.get(name, []),
-                n.by_group_version.get(name, {}),
-                [h for h in n.hourly if h.endpoint == name],
-                [v.name for v in n.versions],
-                self.tz,
-            ),
+            profiles=profiles,
+            findings=findings,
+            charts=charts,
         )
+
+    # -- aggregated profiles -------------------------------------------------------------------
+
+    @cached_property
+    def _version_order(self) -> list[str]:
+        return [v.name for v in self.numbers.versions]
+
+    @cached_property
+    def _findings(self) -> list[tuple[Finding, str]]:
+        """The version comparison's findings, each with the id of its differential chart."""
+        return [(f, f"diff-{i}") for i, f in enumerate(self.flames.findings, 1)]
+
+    def _profiles(self, endpoint: str) -> list[tuple[str, Profile, float, int]]:
+        """(version, profile, mean ms, version number) of each profiled version of ``endpoint``."""
+        return [
+            (version, profile, mean_ms, self._version_order.index(version) + 1)
+            for version, profile, mean_ms in self.flames.profiles.get(endpoint, [])
+        ]
+
+    def _profile_links(self, endpoint: str) -> list[_ProfileLinks]:
+        """Each version's aggregated profile of ``endpoint``: its chart and its exports, which
+        live in a folder next to the endpoint's page (named by version number, never by name)."""
+        folder = _profile_folder(endpoint)
+        return [
+            _ProfileLinks(
+                version=version,
+                samples=profile.samples,
+                total_ms=profile.total_ms,
+                mean_ms=mean_ms,
+                chart_id=f"flame-{number}",
+                figure=flame_figure(profile, self.flames.functions, mean_ms),
+                speedscope=f"{folder}/v{number}.speedscope.json",
+                collapsed=f"{folder}/v{number}.collapsed.txt",
+            )
+            for version, profile, mean_ms, number in self._profiles(endpoint)
+        ]
+
+    def profile_files(self, endpoint: str) -> list[str]:
+        """The paths (from the site's root) of ``endpoint``'s aggregated-profile exports."""
+        folder = _profile_folder(endpoint)
+        return [
+            f"endpoints/{folder}/v{number}.{kind}"
+            for *_, number in self._profiles(endpoint)
+            for kind in ("speedscope.json", "collapsed.txt")
+        ]
+
+    def profile_file(self, path: str) -> bytes:
+        """An aggregated-profile export by its path from the site's root
+        (``endpoints/<folder>/v<n>.speedscope.json`` or ``….collapsed.txt``);
+        :class:`PageNotFound` when there is none."""
+        match = re.fullmatch(
+            r"endpoints/([^/]+)/v([1-9][0-9]{0,5})\.(speedscope\.json|collapsed\.txt)", path
+        )
+        if match is None:
+            raise PageNotFound(path)
+        folder, number, kind = match[1], int(match[2]), match[3]
+        endpoint = self._endpoints_by_folder.get(folder)
+        if endpoint is None:
+            raise PageNotFound(path)
+        for version, profile, _, found in self._profiles(endpoint):
+            if found == number:
+                if kind == "collapsed.txt":
+                    return collapsed_stacks(profile, self.flames.functions)
+                title = f"{endpoint} in version {version}"
+                return speedscope_document(profile, self.flames.functions, title)
+        raise PageNotFound(path)
+
+    @cached_property
+    def _endpoints_by_folder(self) -> dict[str, str]:
+        return {_profile_folder(e.name): e.name for e in self.numbers.endpoints}
 
     def render_outlier(
         self, row: OutlierRow, root: str | None = None, stored: dict[str, Any] | None = None
@@ -384,6 +473,10 @@ def write_site(
         for path in pages:
             (output / path).write_text(site.render(path), encoding="utf-8")
             advance()
+        for endpoint in site.endpoints:
+            for path in site.profile_files(endpoint.name):
+                (output / path).parent.mkdir(exist_ok=True)
+                (output / path).write_bytes(site.profile_file(path))
         for outlier in site.outliers:
             _write_outlier(site, output, outlier)
             advance()
@@ -430,6 +523,58 @@ def _endpoint_charts(
     }
 
 
+@dataclass(frozen=True)
+class _Flames:
+    """What the site shows of the aggregated profiles, read while the store is open."""
+
+    functions: dict[int, Function]
+    findings: list[Finding]
+    profiles: dict[str, list[tuple[str, Profile, float]]]  # endpoint -> (version, profile, mean)
+
+
+@dataclass(frozen=True)
+class _ProfileLinks:
+    version: str
+    samples: int
+    total_ms: float
+    mean_ms: float
+    chart_id: str
+    figure: dict[str, Any]
+    speedscope: str  # relative to the endpoint's page
+    collapsed: str
+
+
+def _read_flames(
+    report: FlameReport, endpoints: list[EndpointRow], by_version: dict[str, list[tuple[str, Any]]]
+) -> _Flames:
+    profiles: dict[str, list[tuple[str, Profile, float]]] = {}
+    for endpoint in endpoints:
+        means = dict(by_version.get(endpoint.name, []))
+        found = []
+        for version in report.profiled_versions(endpoint.name):
+            profile = report.profile(endpoint.name, version)
+            if profile is not None and profile.total_ms > 0 and version in means:
+                found.append((version, profile, means[version].mean))
+        profiles[endpoint.name] = found
+    return _Flames(report.functions, report.findings, profiles)
+
+
+def _diff_charts(
+    findings: list[tuple[Finding, str]], functions: dict[int, Function]
+) -> dict[str, Any]:
+    """The differential flamegraph of each finding that has functions to show."""
+    return {
+        chart_id: diff_figure(f.before, f.after, functions, f.previous_mean_ms, f.mean_ms)
+        for f, chart_id in findings
+        if f.before is not None and f.after is not None and f.functions
+    }
+
+
+def _profile_folder(endpoint: str) -> str:
+    """The folder, next to the endpoint's page, of its aggregated-profile exports."""
+    return endpoint_page(endpoint).removeprefix("endpoints/").removesuffix(".html")
+
+
 def _json_for_script(figure: Any) -> Any:
     """JSON safe inside a ``<script type="application/json">``: no ``<`` can end the block."""
     from markupsafe import Markup
@@ -453,6 +598,8 @@ def _environment(tz: ZoneInfo) -> Environment:
 
     env.filters.update(
         when=when,
+        signed_ms=signed_ms,
+        share=lambda v: f"{v:.0%}",
         ms=lambda v: NONE if v is None else f"{v:,.2f}" if v < 100 else f"{v:,.0f}",
         ratio=lambda v: f"{TIMES}{v:.2f}",
         pct=lambda v: NONE if v is None else f"{v:.0f} %",

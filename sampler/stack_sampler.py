@@ -13,6 +13,20 @@ Limits, handled by the profile builder rather than hidden: a thread running Pyth
 sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in C
 that holds the GIL yields no sample at all. Each sample therefore records the interval that was
 due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` frame.
+
+With a :class:`~.folding.StackFolder`, the thread also keeps aggregated profiles: when a request
+it sampled has ended, it folds that request's samples (see :mod:`.folding`). Requests of an
+endpoint whose outlier captures reached their cap (``samples is None``) are then still sampled,
+at the low rate only, into a list of the sampler's own, so that every request is folded. And a
+request then gets a sample for the folder alone as soon as a round of the sampler finds it in
+flight, rather than one interval after its start (an outlier's profile keeps its own schedule),
+and that first sample stands for the time since the round before: a
+request shorter than the gap between rounds is caught with a probability proportional to its
+duration and then stands for the whole gap, so the aggregated time is unbiased for endpoints
+much faster than the interval too -- without it they would never be sampled at all, and every
+longer request would lose its last partial interval. Rounds are further apart than the
+interval when busy threads hold the GIL; the weights follow the real gaps. The last sample also
+stands for the time until the last round that still found the request in flight.
 """
 
 from __future__ import annotations
@@ -21,9 +35,13 @@ import sys
 import threading
 from time import perf_counter_ns
 from types import CodeType, FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .logs import log_swallowed
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .folding import StackFolder
 
 __all__ = ["MAX_DEPTH", "InFlight", "Sample", "StackSampler"]
 
@@ -95,6 +113,7 @@ class StackSampler(Worker):
         on_tick: Any = None,
         activity: Any = None,
         idle_after_s: float = 1.0,
+        folder: StackFolder | None = None,
     ) -> None:
         super().__init__()
         self.inflight = inflight
@@ -108,6 +127,14 @@ class StackSampler(Worker):
         self.idle = True
         self.samples_taken = 0
         self._own_id = 0
+        self.folder = folder
+        #: requests being sampled for the folder -> their samples (``slot.samples``, or the
+        #: sampler's own list for a request whose endpoint is not captured now), the start
+        #: each request's samples are weighed from,
+        #: and a sample for the folder alone, taken when a round first found the request
+        self._folding: dict[InFlight, tuple[list[Sample], int, Sample | None]] = {}
+        self._seen: dict[InFlight, int] = {}  # the last round that found each in flight
+        self._last_round = 0  # perf_counter ns of the previous round
 
     # -- control ------------------------------------------------------------------------------
 
@@ -122,6 +149,7 @@ class StackSampler(Worker):
         # While requests come in, the thread polls at the low interval, so a request thread
         # never has to wake it; after ``idle_after_s`` without any, it sleeps until woken.
         self._own_id = threading.get_ident()
+        self._last_round = perf_counter_ns() - self.low_ns
         next_tick = 0
         last_active = perf_counter_ns()
         last_count = self.activity()
@@ -137,42 +165,94 @@ class StackSampler(Worker):
                 self._wake.clear()
                 self.idle = False
                 last_active = perf_counter_ns()
+                self._last_round = last_active - self.low_ns  # not the time it slept
                 continue
             if self.on_tick is not None and now >= next_tick:
                 next_tick = now + 1_000_000_000
                 self.on_tick()
-            wait_ns = self.sample_due(now) if self.inflight else self.low_ns
+            if self.inflight:
+                wait_ns = self.sample_due(now)
+            else:
+                wait_ns = self.low_ns
+                self._last_round = now
+                if self._folding:
+                    self._fold_finished()
             self._wake.wait(max(wait_ns, 200_000) / 1e9)
             self._wake.clear()
+        if self._folding:
+            self._fold_finished()
 
     def sample_due(self, now: int) -> int:
         """Sample every slot that is due; return the ns until the next one is."""
         frames = sys._current_frames()
         next_due = now + self.low_ns
+        folding = self._folding if self.folder is not None else None
+        # what a first sample stands for: the gap since the previous round, at most 10 intervals
+        since = max(self._last_round, now - 10 * self.low_ns)
+        self._last_round = now
         for slot in list(self.inflight.values()):
-            if slot.samples is None:
-                continue
+            samples = slot.samples
             if slot.next_due == 0:
+                if samples is None and folding is None:
+                    continue
                 slot.interval_ns = self.low_ns
                 slot.next_due = slot.t0 + self.low_ns
-                if slot.threshold_ns is not None:
+                if slot.threshold_ns is not None and samples is not None:
                     slot.next_due = min(slot.next_due, slot.t0 + slot.threshold_ns)
+                if folding is not None:
+                    samples = [] if samples is None else samples
+                    folding[slot] = (samples, since, self._first_sample(slot, frames, now))
+                assert samples is not None
+            elif samples is None:
+                found = None if folding is None else folding.get(slot)
+                if found is None:
+                    continue
+                samples = found[0]
+            if folding is not None:
+                self._seen[slot] = now
             if slot.next_due <= now:
                 frame = frames.get(slot.thread_id)
                 if frame is not None and slot.thread_id != self._own_id:
-                    self._sample(slot, frame, now)
+                    self._sample(slot, samples, frame, now)
             next_due = min(next_due, slot.next_due)
+        if folding:
+            self._fold_finished()
         return next_due - perf_counter_ns()
 
-    def _sample(self, slot: InFlight, frame: FrameType, now: int) -> None:
-        samples = slot.samples
-        assert samples is not None
+    def _fold_finished(self) -> None:
+        """Fold the samples of the requests that are no longer in flight."""
+        folder, inflight = self.folder, self.inflight
+        assert folder is not None
+        done = [slot for slot in self._folding if inflight.get(slot.thread_id) is not slot]
+        for slot in done:
+            samples, start, first = self._folding.pop(slot)
+            end = self._seen.pop(slot, 0)
+            if first is not None:
+                samples = [first, *samples]
+            if samples:
+                try:
+                    folder.fold(slot.endpoint, slot.group, samples, start, end)
+                except Exception:
+                    log_swallowed("folding a request's samples")
+
+    def _first_sample(
+        self, slot: InFlight, frames: dict[int, FrameType], now: int
+    ) -> Sample | None:
+        """A sample for the folder alone, of a request not due for its first sample yet (the
+        profile of an outlier keeps its own schedule)."""
+        if slot.next_due <= now or slot.thread_id == self._own_id:
+            return None  # due in this very round
+        frame = frames.get(slot.thread_id)
+        return None if frame is None else (now, self.low_ns, walk_stack(frame))
+
+    def _sample(self, slot: InFlight, samples: list[Sample], frame: FrameType, now: int) -> None:
         stack = walk_stack(frame)
         if samples and samples[-1][2] == stack:
             stack = samples[-1][2]  # share the tuple: a stuck request costs little memory
         samples.append((now, slot.interval_ns, stack))
         self.samples_taken += 1
-        threshold = slot.threshold_ns
+        # a request sampled only for the aggregated profiles stays at the low rate
+        threshold = slot.threshold_ns if samples is slot.samples else None
         if slot.crossed is None and threshold is not None and now - slot.t0 >= threshold:
             slot.crossed = stack  # the first sample past the threshold: switch to the high rate
             slot.interval_ns = self.high_ns

@@ -3,7 +3,9 @@
 It drains :attr:`Recorder.queue` every ``flush_interval`` seconds (or at once when flushed),
 writes the records in batches, feeds each endpoint's :class:`RunningStats` and publishes its
 outlier threshold back to the :class:`Recorder`. Every ``sync_interval`` it also records the
-app's routes, reads the stored monitor flags and refreshes its process row. A store that fails
+app's routes, reads the stored monitor flags and refreshes its process row; every
+``profile_interval`` (and on a flush or at exit) it adds what the sampler folded into the
+aggregated profiles (:mod:`.folding`). A store that fails
 is logged once, retried with back-off, and never blocks a request: records wait in memory up
 to the queue's cap and are counted as dropped beyond it. A store whose server went away
 (PostgreSQL) is the same case: closed, reopened with back-off, and what waited is written.
@@ -18,11 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from .capture import Capturer
+from .folding import StackFolder
 from .logs import log_swallowed
 from .recorder import FlushMarker, RawRecord, Recorder
 from .stack_sampler import InFlight
 from .stats import OutlierRule, RunningStats
-from .store import ProcessInfo, RequestRecord, RouteInfo, Store
+from .store import ProcessInfo, ProfileStack, RequestRecord, RouteInfo, Store
 from .store.connection import connection_of
 from .store.retention import claim_retention_run, prune
 from .worker import Worker
@@ -56,6 +59,8 @@ class Writer(Worker):
         captures_per_hour: int = 20,
         retention_days: float | None = None,
         retention_interval: float = RETENTION_INTERVAL,
+        folder: StackFolder | None = None,
+        profile_interval: float = 10.0,
     ) -> None:
         super().__init__()
         self.store = store
@@ -85,6 +90,12 @@ class Writer(Worker):
         self.pruned = 0  # rows this process deleted for retention
         self._next_retention = 0.0
         self._retention_cutoff: float | None = None  # set while a retention run is under way
+        self.folder = folder
+        self.profile_interval = profile_interval
+        self._next_profiles = time.monotonic() + profile_interval
+        #: folded stacks taken from the folder but not written yet (the store failed); while
+        #: they wait, the folder keeps folding into its own bounded tables
+        self._profiles: list[ProfileStack] = []
 
     # -- control, from any thread -------------------------------------------------------------
 
@@ -118,6 +129,7 @@ class Writer(Worker):
                     self._write_pending()
                     if not stopping:
                         self._retain_if_due()
+                    self._write_profiles_if_due(force=urgent)
                 self._answer_markers()
                 if stopping:
                     break
@@ -309,6 +321,25 @@ class Writer(Worker):
             self._retention_cutoff = None
         else:
             self._wake.set()  # more to delete: next round, after whatever was queued
+
+    def _write_profiles_if_due(self, force: bool = False) -> None:
+        if self.folder is None or self._failures:
+            return
+        now = time.monotonic()
+        if not force and now < self._next_profiles:
+            return
+        self._next_profiles = now + self.profile_interval
+        if not self._profiles:
+            self._profiles = self.folder.drain()
+        if not self._profiles:
+            return
+        assert self._process_id is not None
+        try:
+            self.store.write_profiles(self._process_id, self._profiles)
+        except Exception as exc:
+            self._failed("write aggregated profiles to", exc)
+            return
+        self._profiles = []
 
     def _answer_markers(self) -> None:
         ok = not self._pending and self._connected

@@ -6,7 +6,16 @@ import os
 import sys
 from pathlib import Path
 
-from .base import Baseline, OutlierCapture, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
+from .base import (
+    Baseline,
+    OutlierCapture,
+    ProcessInfo,
+    ProfileStack,
+    RequestRecord,
+    RouteInfo,
+    Store,
+    StoreError,
+)
 from .schema import SCHEMA_VERSION
 from .sqlite import SQLiteStore, connect_sqlite
 from .sqlite import open_stores as _open_sqlite_stores
@@ -17,6 +26,7 @@ __all__ = [
     "Baseline",
     "OutlierCapture",
     "ProcessInfo",
+    "ProfileStack",
     "RequestRecord",
     "RouteInfo",
     "SQLiteStore",

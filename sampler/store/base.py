@@ -13,8 +13,10 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "Baseline",
+    "FrameKey",
     "OutlierCapture",
     "ProcessInfo",
+    "ProfileStack",
     "RequestRecord",
     "RouteInfo",
     "Store",
@@ -52,6 +54,21 @@ class RequestRecord(NamedTuple):
     is_outlier: bool
     threshold_ms: float | None  # the threshold in force; None while the endpoint warmed up
     capture: OutlierCapture | None = None
+
+
+#: a function in an aggregated profile: (qualified name, file, first line)
+FrameKey = tuple[str, str, int]
+
+
+class ProfileStack(NamedTuple):
+    """Time spent in one distinct stack by one endpoint's requests (of one group), to add to
+    the aggregated profile of the writing process's version."""
+
+    endpoint: str
+    group: str  # "" for requests without a group; a catch-all name past the groups' cap
+    frames: tuple[FrameKey, ...]  # root (the request's entry) first
+    samples: int
+    time_ms: float
 
 
 class RouteInfo(NamedTuple):
@@ -128,3 +145,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def baselines(self, version: str, window: int) -> dict[str, Baseline]:
         """Per endpoint, statistics of the last ``window`` normal requests of ``version``."""
+
+    @abc.abstractmethod
+    def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:
+        """Add folded stacks to the aggregated profiles of the process's version, in one
+        transaction: samples and time of a stack already stored are summed."""

@@ -21,9 +21,27 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .base import Baseline, OutlierCapture, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
+from .base import (
+    Baseline,
+    FrameKey,
+    OutlierCapture,
+    ProcessInfo,
+    ProfileStack,
+    RequestRecord,
+    RouteInfo,
+    Store,
+    StoreError,
+)
 from .connection import safe_url
-from .schema import MIGRATIONS, SCHEMA_VERSION
+from .schema import (
+    INSERT_FRAME,
+    INSERT_STACK,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SELECT_FRAME,
+    SELECT_STACK,
+    UPSERT_PROFILE_STACK,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -135,6 +153,8 @@ class PostgresStore(Store):
         self._rule_ids: dict[tuple[int, str], int] = {}
         self._group_ids: dict[str, int] = {}
         self._process_versions: dict[int, int] = {}
+        self._frame_ids: dict[FrameKey, int] = {}
+        self._stack_ids: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -254,6 +274,35 @@ class PostgresStore(Store):
                 (newest, version_id, newest),
             )
 
+    def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:
+        if not stacks:
+            return
+        version_id = self._process_versions[process_id]
+        now = time.time()
+        rows = []
+        with self.conn.cursor() as names:  # autocommit: each new frame or stack on its own
+            for s in stacks:
+                endpoint_id = self._endpoint_id(names, s.endpoint, now)
+                frame_ids = []
+                for frame in s.frames:
+                    frame_id = self._frame_ids.get(frame)
+                    if frame_id is None:
+                        frame_id = _insert_select(names, INSERT_FRAME, SELECT_FRAME, frame)
+                        self._frame_ids[frame] = frame_id
+                    frame_ids.append(frame_id)
+                joined = ",".join(map(str, frame_ids))
+                stack_id = self._stack_ids.get(joined)
+                if stack_id is None:
+                    stack_id = _insert_select(names, INSERT_STACK, SELECT_STACK, (joined,))
+                    self._stack_ids[joined] = stack_id
+                rows.append((endpoint_id, version_id, s.group, stack_id, s.samples, s.time_ms))
+        for cache in (self._frame_ids, self._stack_ids):
+            if len(cache) > _MAX_CACHED_IDS:
+                cache.clear()
+        rows.sort()  # rows locked in one order by every worker: no cycle of waits
+        with self._transaction() as cur:
+            cur.executemany(_pg(UPSERT_PROFILE_STACK), rows)
+
     # Names (endpoints, rules, groups) get their ids outside the batch's transaction, each
     # insert committed at once: a transaction holding new names' row locks while inserting
     # others could wait in a cycle with another worker's doing the same in another order.
@@ -325,6 +374,23 @@ class PostgresStore(Store):
             if count:
                 result[name] = Baseline(count, mean, max(mean_sq - mean * mean, 0.0))
         return result
+
+
+#: frames and stacks whose ids are kept in memory, at most (then the cache starts afresh)
+_MAX_CACHED_IDS = 200_000
+
+
+def _pg(statement: str) -> str:
+    """A statement written with ``?`` placeholders (:mod:`.schema`), for psycopg."""
+    return statement.replace("?", "%s")
+
+
+def _insert_select(
+    cur: psycopg.Cursor[Any], insert: str, select: str, values: tuple[Any, ...]
+) -> int:
+    cur.execute(_pg(insert), values)
+    cur.execute(_pg(select), values)
+    return int(_one(cur)[0])
 
 
 def _one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:

@@ -8,7 +8,15 @@ is refused rather than misread. Types are written so that SQLite and PostgreSQL 
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = [
+    "INSERT_FRAME",
+    "INSERT_STACK",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SELECT_FRAME",
+    "SELECT_STACK",
+    "UPSERT_PROFILE_STACK",
+]
 
 _V1 = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -87,7 +95,50 @@ _V2 = (
     )""",
 )
 
+_V3 = (
+    # aggregated profiles: functions, distinct stacks of them, and the time each endpoint's
+    # requests (per version and group) spent in each stack -- rows grow with distinct stacks
+    """CREATE TABLE IF NOT EXISTS frames (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        first_line INTEGER NOT NULL,
+        UNIQUE (name, filename, first_line)
+    )""",
+    # frame_ids: the stack's frame ids, root first, joined by commas
+    """CREATE TABLE IF NOT EXISTS stacks (
+        id INTEGER PRIMARY KEY,
+        frame_ids TEXT NOT NULL UNIQUE
+    )""",
+    """CREATE TABLE IF NOT EXISTS profile_stacks (
+        id INTEGER PRIMARY KEY,
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        group_name TEXT NOT NULL,
+        stack_id INTEGER NOT NULL REFERENCES stacks (id),
+        samples INTEGER NOT NULL,
+        time_ms REAL NOT NULL,
+        UNIQUE (endpoint_id, version_id, group_name, stack_id)
+    )""",
+)
+
 #: statements taking a store from version ``n - 1`` to ``n``, at index ``n - 1``
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# Statements of the aggregated profiles, in SQL that SQLite (>= 3.24) and PostgreSQL both run,
+# with ``?`` placeholders (a backend whose driver wants ``%s`` replaces them).
+INSERT_FRAME = (
+    "INSERT INTO frames (name, filename, first_line) VALUES (?, ?, ?)"
+    " ON CONFLICT (name, filename, first_line) DO NOTHING"
+)
+SELECT_FRAME = "SELECT id FROM frames WHERE name = ? AND filename = ? AND first_line = ?"
+INSERT_STACK = "INSERT INTO stacks (frame_ids) VALUES (?) ON CONFLICT (frame_ids) DO NOTHING"
+SELECT_STACK = "SELECT id FROM stacks WHERE frame_ids = ?"
+UPSERT_PROFILE_STACK = (
+    "INSERT INTO profile_stacks (endpoint_id, version_id, group_name, stack_id, samples, time_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id, version_id, group_name, stack_id)"
+    " DO UPDATE SET samples = profile_stacks.samples + excluded.samples,"
+    " time_ms = profile_stacks.time_ms + excluded.time_ms"
+)

@@ -14,11 +14,30 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from .base import Baseline, OutlierCapture, ProcessInfo, RequestRecord, RouteInfo, Store, StoreError
-from .schema import MIGRATIONS, SCHEMA_VERSION
+from .base import (
+    Baseline,
+    FrameKey,
+    OutlierCapture,
+    ProcessInfo,
+    ProfileStack,
+    RequestRecord,
+    RouteInfo,
+    Store,
+    StoreError,
+)
+from .schema import (
+    INSERT_FRAME,
+    INSERT_STACK,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SELECT_FRAME,
+    SELECT_STACK,
+    UPSERT_PROFILE_STACK,
+)
 
 __all__ = ["SQLiteStore", "connect_sqlite", "open_stores"]
 
@@ -76,6 +95,8 @@ class SQLiteStore(Store):
         self._rule_ids: dict[tuple[int, str], int] = {}
         self._group_ids: dict[str, int] = {}
         self._process_versions: dict[int, int] = {}
+        self._frame_ids: dict[FrameKey, int] = {}
+        self._stack_ids: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -208,6 +229,45 @@ class SQLiteStore(Store):
         self._rule_ids.update(new_rules)
         self._group_ids.update(new_groups)
 
+    def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:
+        if not stacks:
+            return
+        version_id = self._process_versions[process_id]
+        new_endpoints: dict[str, int] = {}
+        new_frames: dict[FrameKey, int] = {}
+        new_stacks: dict[str, int] = {}
+        now = time.time()
+        with self._transaction() as cur:
+            rows = []
+            for s in stacks:
+                endpoint_id = self._endpoint_ids.get(s.endpoint) or new_endpoints.get(s.endpoint)
+                if endpoint_id is None:
+                    endpoint_id = _upsert_endpoint(cur, s.endpoint, True, now)
+                    new_endpoints[s.endpoint] = endpoint_id
+                frame_ids = []
+                for frame in s.frames:
+                    frame_id = self._frame_ids.get(frame) or new_frames.get(frame)
+                    if frame_id is None:
+                        frame_id = new_frames[frame] = _insert_select(
+                            cur, INSERT_FRAME, SELECT_FRAME, frame
+                        )
+                    frame_ids.append(frame_id)
+                joined = ",".join(map(str, frame_ids))
+                stack_id = self._stack_ids.get(joined) or new_stacks.get(joined)
+                if stack_id is None:
+                    stack_id = new_stacks[joined] = _insert_select(
+                        cur, INSERT_STACK, SELECT_STACK, (joined,)
+                    )
+                rows.append((endpoint_id, version_id, s.group, stack_id, s.samples, s.time_ms))
+            cur.executemany(UPSERT_PROFILE_STACK, rows)
+        self._endpoint_ids.update(new_endpoints)
+        if len(self._frame_ids) + len(new_frames) > _MAX_CACHED_IDS:
+            self._frame_ids.clear()
+        if len(self._stack_ids) + len(new_stacks) > _MAX_CACHED_IDS:
+            self._stack_ids.clear()
+        self._frame_ids.update(new_frames)
+        self._stack_ids.update(new_stacks)
+
     def record_routes(
         self, routes: Sequence[RouteInfo], monitored_default: Callable[[str], bool], now: float
     ) -> None:
@@ -259,6 +319,14 @@ class SQLiteStore(Store):
             if count:
                 result[name] = Baseline(count, mean, max(mean_sq - mean * mean, 0.0))
         return result
+
+
+_MAX_CACHED_IDS = 100_000
+
+
+def _insert_select(cur: sqlite3.Cursor, insert: str, select: str, values: tuple[Any, ...]) -> int:
+    cur.execute(insert, values)
+    return int(cur.execute(select, values).fetchone()[0])
 
 
 _INSERT_REQUEST = (

@@ -1,0 +1,394 @@
+"""Aggregated profiles: what folding costs, how the store grows, how often the report is wrong,
+and how long the report takes with them.
+
+(a) Fold cost: :meth:`StackFolder.fold` (the sampler thread's extra work per finished request)
+on real 40-deep stacks, and :meth:`StackFolder.drain` + :meth:`SQLiteStore.write_profiles`
+(the writer's, every 10 s) -- medians.
+
+(b) Store growth per million requests: requests folded as the agent folds them (1-5 samples
+each, over 60 distinct stacks per endpoint, 10 endpoints, 20 users, 5 versions) and written
+every 10,000 requests as the writer would every 10 s at 1,000 requests/s, into a real SQLite
+file; the file's size against a file of the same requests' rows.
+
+(c) False-flag rate: many synthetic histories written straight into a store (no HTTP, for
+speed): 5 endpoints, 4 users, 3 versions; in each, ``feed`` gets slower in v2 because
+``render_feed`` does, ``orders`` slower in v3 for ``carol`` only (``apply_discounts``),
+``search`` faster in v3 (``rank_results``), the rest unchanged. Durations are noisy (lognormal,
+sigma 0.15, plus 2 % of requests three times slower); samples are folded with the real folder.
+Counted over all histories: flags on unchanged endpoint-versions (false flags), planted
+changes missed, and planted changes blamed on the wrong function.
+
+(d) Report build: the site of ``bench_report``'s synthetic store built with and without
+aggregated profiles added to it (per endpoint, version and 20 users, 30 distinct stacks each:
+600,000 rows for the 1M-request store's 50 endpoints and 20 versions).
+
+Run from the repository root::
+
+    python benchmarks/bench_flames.py            # full run, a few minutes
+    python benchmarks/bench_flames.py --quick    # smoke run
+
+Results are printed and written to ``bench-out/bench_flames.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from flamewatch.reports.aggregate import ReportData
+from flamewatch.reports.flames import FlameReport
+from flamewatch.reports.site import write_site
+from flamewatch.reports.summary import open_readonly
+from flamewatch.sampler.folding import StackFolder
+from flamewatch.sampler.stack_sampler import Sample, Stack
+from flamewatch.sampler.store import ProcessInfo, RequestRecord, SQLiteStore
+
+NAME = "bench_flames"
+MS = 1_000_000
+
+
+def _codes(prefix: str, n: int) -> list[CodeType]:
+    """``n`` distinct functions' code objects, as a real app's would be."""
+    found = []
+    for i in range(n):
+        namespace: dict[str, Any] = {}
+        exec(compile(f"def {prefix}_{i}():\n    pass\n", f"/app/{prefix}.py", "exec"), namespace)
+        found.append(namespace[f"{prefix}_{i}"].__code__)
+    return found
+
+
+STEM = _codes("flask_stem", 25)  # the server, WSGI and Flask frames every request shares
+
+
+def _stacks(endpoint: int, distinct: int, rng: random.Random) -> list[Stack]:
+    """``distinct`` stacks under one view: the stem, the view, then 2-15 frames of its code."""
+    view = _codes(f"view{endpoint}", 1)[0]
+    body = _codes(f"code{endpoint}", 40)
+    stacks = []
+    for _ in range(distinct):
+        depth = rng.randint(2, 15)
+        chain = [*STEM, view, *rng.sample(body, depth)]
+        stacks.append(tuple((code, 1) for code in chain))
+    return stacks
+
+
+# -- (a) -------------------------------------------------------------------------------------
+
+
+def fold_cost(n: int) -> dict[str, float]:
+    rng = random.Random(1)
+    stacks = _stacks(0, 60, rng)
+    folder = StackFolder(entry_code=STEM[0])
+    fold_ns = []
+    for _ in range(n):
+        samples: list[Sample] = [
+            (10 * MS, 10 * MS, rng.choice(stacks)),
+            (20 * MS, 10 * MS, rng.choice(stacks)),
+        ]
+        start = time.perf_counter_ns()
+        folder.fold("ep", "user", samples, 0)
+        fold_ns.append(time.perf_counter_ns() - start)
+    write_ms = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "fold.sqlite3")
+        store.open()
+        try:
+            process = store.register_process(ProcessInfo("h", 1, "v", "bench", 0.0, "bench"))
+            for _ in range(20):
+                for endpoint in range(10):
+                    for _ in range(200):
+                        samples = [(10 * MS, 10 * MS, rng.choice(stacks))]
+                        folder.fold(f"ep{endpoint}", f"user{rng.randrange(20)}", samples, 0)
+                start = time.perf_counter_ns()
+                store.write_profiles(process, folder.drain())
+                write_ms.append((time.perf_counter_ns() - start) / 1e6)
+        finally:
+            store.close()
+    return {
+        "fold_us_per_request_2_samples": statistics.median(fold_ns) / 1000,
+        "drain_and_write_ms_per_flush": statistics.median(write_ms),
+    }
+
+
+# -- (b) -------------------------------------------------------------------------------------
+
+
+def store_growth(requests: int) -> dict[str, Any]:
+    rng = random.Random(2)
+    endpoints = [_stacks(e, 60, rng) for e in range(10)]
+    weights = [1 / (i + 1) for i in range(60)]  # a few stacks hold most of the time
+    users = [f"user-{u}" for u in range(20)]
+    sizes: dict[str, Any] = {"checkpoints": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        profiles = SQLiteStore(Path(tmp) / "profiles.sqlite3")
+        plain = SQLiteStore(Path(tmp) / "requests.sqlite3")
+        profiles.open()
+        plain.open()
+        try:
+            per_version = requests // 5
+            done = 0
+            for version in range(5):
+                info = ProcessInfo("h", version, f"v{version}", "bench", 0.0, "bench")
+                folder = StackFolder(entry_code=STEM[0])
+                p_id, r_id = profiles.register_process(info), plain.register_process(info)
+                batch: list[RequestRecord] = []
+                for i in range(per_version):
+                    endpoint = rng.randrange(10)
+                    user = rng.choice(users)
+                    count = rng.randint(1, 5)
+                    chosen = rng.choices(endpoints[endpoint], weights, k=count)
+                    samples = [(k * 10 * MS, 10 * MS, s) for k, s in enumerate(chosen, 1)]
+                    folder.fold(f"endpoint-{endpoint}", user, samples, 0)
+                    batch.append(
+                        RequestRecord(
+                            f"endpoint-{endpoint}",
+                            "/x",
+                            "GET",
+                            200,
+                            1.7e9 + done,
+                            10.0 * count,
+                            user,
+                            "10.0.0.1",
+                            False,
+                            20.0,
+                        )
+                    )
+                    done += 1
+                    if len(batch) == 10_000 or i == per_version - 1:
+                        plain.write_requests(r_id, batch)
+                        batch = []
+                        profiles.write_profiles(p_id, folder.drain())
+                    if done % (requests // 4) == 0:
+                        sizes["checkpoints"][done] = _size(profiles.path)
+            rows = profiles.conn.execute("SELECT count(*) FROM profile_stacks").fetchone()[0]
+        finally:
+            profiles.close()
+            plain.close()
+        sizes["requests"] = requests
+        sizes["profile_rows"] = rows
+        sizes["profiles_bytes"] = _size(Path(tmp) / "profiles.sqlite3")
+        sizes["requests_bytes"] = _size(Path(tmp) / "requests.sqlite3")
+    return sizes
+
+
+def _size(path: Path) -> int:
+    return sum(
+        Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists()
+    )
+
+
+# -- (c) -------------------------------------------------------------------------------------
+
+ENDPOINTS = ("index", "item", "feed", "orders", "search")
+USERS = ("alice", "bob", "carol", "dave")
+EXPECTED = {
+    ("feed", "v2", "slower", None): "render_feed",
+    ("orders", "v3", "slower", "carol"): "apply_discounts",
+    ("search", "v3", "faster", None): "rank_results",
+}
+_NAMES = ("entry", "view", "load_page", "render_feed", "apply_discounts", "rank_results")
+_FN = {name: _codes(name, 1)[0].replace(co_name=name, co_qualname=name) for name in _NAMES}
+
+
+def _work(endpoint: str, version: str, user: str) -> list[tuple[str, float]]:
+    """The functions a request runs and their ms, before noise."""
+    work = [("view", 0.3), ("load_page", 4.0)]
+    if endpoint == "feed":
+        work.append(("render_feed", 14.0 if version >= "v2" else 4.0))
+    elif endpoint == "orders":
+        work.append(("apply_discounts", 14.0 if version >= "v3" and user == "carol" else 3.0))
+    elif endpoint == "search":
+        work.append(("rank_results", 2.0 if version >= "v3" else 12.0))
+    return work
+
+
+def one_history(
+    path: Path, seed: int, per_cell: int
+) -> dict[tuple[str, str, str, str | None], str | None]:
+    rng = random.Random(seed)
+    store = SQLiteStore(path)
+    store.open()
+    try:
+        for version in ("v1", "v2", "v3"):
+            process = store.register_process(ProcessInfo("h", 1, version, "bench", 0.0, "b"))
+            folder = StackFolder(entry_code=_FN["entry"])
+            records = []
+            for endpoint in ENDPOINTS:
+                for user in USERS:
+                    for _ in range(per_cell):
+                        noise = math.exp(rng.gauss(0, 0.15)) * (3 if rng.random() < 0.02 else 1)
+                        samples: list[Sample] = []
+                        t = 0.0
+                        for function, ms in _work(endpoint, version, user):
+                            stack: Stack = ((_FN["entry"], 1), (_FN["view"], 1))
+                            if function != "view":
+                                stack += ((_FN[function], 1),)
+                            end = t + ms * noise
+                            due = math.floor(t) + 1
+                            while due <= end:  # a 1 ms sampler finds it there
+                                samples.append((due * MS, MS, stack))
+                                due += 1
+                            t = end
+                        folder.fold(endpoint, user, samples, 0)
+                        records.append(
+                            RequestRecord(
+                                endpoint,
+                                f"/{endpoint}",
+                                "GET",
+                                200,
+                                time.time(),
+                                t + 0.5,
+                                user,
+                                None,
+                                False,
+                                None,
+                            )
+                        )
+            store.write_requests(process, records)
+            store.write_profiles(process, folder.drain())
+    finally:
+        store.close()
+    with open_readonly(str(path)) as conn:
+        report = FlameReport(conn, ReportData(conn))
+        return {
+            (f.endpoint, f.version, f.verdict, f.group): (
+                f.functions[0].function.short if f.functions else None
+            )
+            for f in report.findings
+        }
+
+
+def false_flags(histories: int, per_cell: int) -> dict[str, Any]:
+    counts = {"histories": histories, "false_flags": 0, "missed": 0, "wrong_function": 0}
+    unchanged_cells = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(histories):
+            found = one_history(Path(tmp) / f"h{seed}.sqlite3", seed, per_cell)
+            for key, function in EXPECTED.items():
+                if key not in found:
+                    counts["missed"] += 1
+                elif found[key] != function:
+                    counts["wrong_function"] += 1
+            counts["false_flags"] += len(set(found) - set(EXPECTED))
+            # comparisons that could be flagged falsely: endpoint x version pairs and their
+            # groups, minus the planted ones
+            unchanged_cells += len(ENDPOINTS) * 2 * (1 + len(USERS)) - 3
+    counts["comparisons_without_a_change"] = unchanged_cells
+    counts["false_flag_rate_per_history"] = counts["false_flags"] / histories
+    counts["false_flag_rate_per_comparison"] = counts["false_flags"] / unchanged_cells
+    counts["requests_per_user_endpoint_version"] = per_cell
+    return counts
+
+
+# -- (d) -------------------------------------------------------------------------------------
+
+
+def report_build(requests: int, stacks: int) -> dict[str, Any]:
+    from bench_report import store as synthetic
+
+    base = synthetic(requests, 100)
+    found: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with_profiles = Path(tmp) / "with.sqlite3"
+        shutil.copyfile(base, with_profiles)
+        rng = random.Random(3)
+        store = SQLiteStore(with_profiles)
+        store.open()
+        try:
+            endpoints = [n for (n,) in store.conn.execute("SELECT name FROM endpoints")]
+            versions = [n for (n,) in store.conn.execute("SELECT name FROM versions")]
+            users = [n for (n,) in store.conn.execute("SELECT name FROM user_groups LIMIT 20")]
+            pools = {e: _stacks(i, stacks, rng) for i, e in enumerate(endpoints)}
+            for version in versions:
+                process = store.register_process(ProcessInfo("h", 1, version, "b", 0.0, "b"))
+                folder = StackFolder(entry_code=STEM[0])
+                for endpoint in endpoints:
+                    for user in users:
+                        for s in pools[endpoint]:
+                            folder.fold(endpoint, user, [(10 * MS, 10 * MS, s)], 0)
+                store.write_profiles(process, folder.drain())
+            found["profile_rows"] = store.conn.execute(
+                "SELECT count(*) FROM profile_stacks"
+            ).fetchone()[0]
+        finally:
+            store.close()
+        for label, database in (("without", base), ("with", with_profiles)):
+            times = []
+            for _ in range(2):
+                out = Path(tmp) / f"site-{label}"
+                shutil.rmtree(out, ignore_errors=True)
+                start = time.perf_counter()
+                write_site(str(database), out)
+                times.append(time.perf_counter() - start)
+            found[f"build_s_{label}"] = min(times)
+            found[f"site_bytes_{label}"] = sum(
+                f.stat().st_size for f in out.rglob("*") if f.is_file()
+            )
+            found[f"largest_page_bytes_{label}"] = max(
+                f.stat().st_size for f in out.rglob("*.html")
+            )
+    found["requests"] = requests
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--histories", type=int, default=None)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    results: dict[str, Any] = {"python": sys.version.split()[0], "quick": quick}
+
+    results["fold"] = fold = fold_cost(2000 if quick else 20_000)
+    write_ms = fold["drain_and_write_ms_per_flush"]
+    print(
+        f"fold: {fold['fold_us_per_request_2_samples']:.1f} µs per request (2 samples) on the"
+        f" sampler thread; drain + write of a 10 s flush {write_ms:.1f} ms"
+    )
+    results["growth"] = growth = store_growth(100_000 if quick else 1_000_000)
+    per_million = 1_000_000 / growth["requests"]
+    print(
+        f"store: {growth['requests']:,} requests -> aggregated profiles"
+        f" {growth['profiles_bytes'] / 2**20:.2f} MiB ({growth['profile_rows']:,} rows);"
+        f" the requests' own rows {growth['requests_bytes'] / 2**20:.1f} MiB"
+        f" (per million: {growth['profiles_bytes'] * per_million / 2**20:.2f} vs"
+        f" {growth['requests_bytes'] * per_million / 2**20:.1f} MiB); at checkpoints:"
+        f" {growth['checkpoints']}"
+    )
+    histories = args.histories or (10 if quick else 200)
+    results["false_flags"] = flags = false_flags(histories, 15)
+    print(
+        f"false flags: {flags['false_flags']} in {histories} histories"
+        f" ({flags['false_flag_rate_per_comparison']:.2%} of"
+        f" {flags['comparisons_without_a_change']:,}"
+        f" comparisons without a change); planted changes missed {flags['missed']}"
+        f" of {3 * histories}, blamed on the wrong function {flags['wrong_function']}"
+    )
+    results["report"] = report = report_build(100_000 if quick else 1_000_000, 10 if quick else 30)
+    print(
+        f"report: {report['requests']:,} requests, {report['profile_rows']:,} profile rows:"
+        f" {report['build_s_without']:.1f} s without the profiles, {report['build_s_with']:.1f} s"
+        f" with; site {report['site_bytes_without'] / 2**20:.0f} ->"
+        f" {report['site_bytes_with'] / 2**20:.0f} MiB,"
+        f" largest page {report['largest_page_bytes_with'] / 1024:.0f} KiB"
+    )
+    out = Path("bench-out")
+    out.mkdir(exist_ok=True)
+    (out / f"{NAME}.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
