@@ -383,8 +383,8 @@ class Site:
                 mean_ms=mean_ms,
                 chart_id=f"flame-{number}",
                 figure=flame_figure(profile, self.flames.functions, mean_ms),
-                speedscope=f"{folder}/v{number}.speedscope.json",
-                collapsed=f"{folder}/v{number}.collapsed.txt",
+                speedscope=f"endpoints/{folder}/v{number}.speedscope.json",
+                collapsed=f"endpoints/{folder}/v{number}.collapsed.txt",
             )
             for version, profile, mean_ms, number in self._profiles(endpoint)
         ]
@@ -540,7 +540,7 @@ class _ProfileLinks:
     mean_ms: float
     chart_id: str
     figure: dict[str, Any]
-    speedscope: str  # relative to the endpoint's page
+    speedscope: str  # from the site's root
     collapsed: str
 
 

@@ -655,6 +655,36 @@ def test_profile_downloads(client: FlaskClient, store: Path, tmp_path: Path) -> 
     assert b"slow_checkout" in viewer.get_data()
 
 
+def test_aggregated_profile_exports_are_served_next_to_the_endpoint_page(
+    client: FlaskClient,
+) -> None:
+    index = client.get(f"{PREFIX}/").get_data(as_text=True)
+    pages = sorted(set(re.findall(r'href="[^"]*?(endpoints/[^"/]+\.html)"', index)))
+    exports = []
+    for page in pages:
+        html = client.get(f"{PREFIX}/{page}").get_data(as_text=True)
+        exports += re.findall(r'href="([^"]+/v[0-9]+\.(?:speedscope\.json|collapsed\.txt))"', html)
+    assert exports, "the history's endpoints have aggregated profiles"
+    for url in exports:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert response.headers["Content-Disposition"].startswith('attachment; filename="'), url
+        if url.endswith(".speedscope.json"):
+            assert response.mimetype == "application/json"
+            assert json.loads(response.get_data())["profiles"]
+        else:
+            assert response.mimetype == "text/plain"
+            for line in response.get_data(as_text=True).splitlines():
+                stack, _, weight = line.rpartition(" ")
+                assert stack, line
+                assert int(weight) >= 0, line
+    assert all(url.startswith(f"{PREFIX}/endpoints/") for url in exports)
+    folder = exports[0].rsplit("/", 2)[1]
+    for missing in ("v999.speedscope.json", "v1.exe", "v0.collapsed.txt", "..%2f..%2fsite.py"):
+        assert client.get(f"{PREFIX}/endpoints/{folder}/{missing}").status_code == 404
+    assert client.get(f"{PREFIX}/endpoints/no-such-folder/v1.speedscope.json").status_code == 404
+
+
 # -- settings --------------------------------------------------------------------------------
 
 

@@ -12,9 +12,19 @@ from flask import Flask
 from helpers import rows
 
 from flamewatch.flask_plugin import ConfigError, Flamewatch
+from flamewatch.reports.aggregate import ReportData
+from flamewatch.reports.flames import FlameReport
+from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.folding import NO_GROUP, OTHER_GROUP, StackFolder, frame_key
 from flamewatch.sampler.stack_sampler import Sample, Stack
-from flamewatch.sampler.store import ProcessInfo, ProfileStack, RequestRecord, SQLiteStore
+from flamewatch.sampler.store import (
+    ProcessInfo,
+    ProfileStack,
+    RequestRecord,
+    SQLiteStore,
+    make_store,
+    resolve_database,
+)
 from flamewatch.sampler.store.schema import MIGRATIONS, SCHEMA_VERSION
 from flamewatch.sampler.store.sqlite import migrate
 
@@ -112,8 +122,8 @@ def _process(version: str = "v1") -> ProcessInfo:
     return ProcessInfo("host", 1, version, "config", time.time(), "test")
 
 
-def test_profiles_add_up_in_the_store(db_path: Path) -> None:
-    store = SQLiteStore(db_path)
+def test_profiles_add_up_in_the_store(store_db: Path | str) -> None:
+    store = make_store(resolve_database(str(store_db), "."))
     store.open()
     try:
         process = store.register_process(_process())
@@ -124,12 +134,45 @@ def test_profiles_add_up_in_the_store(db_path: Path) -> None:
     finally:
         store.close()
     stored = rows(
-        db_path,
+        store_db,
         "SELECT p.group_name, p.samples, p.time_ms, s.frame_ids FROM profile_stacks p"
         " JOIN stacks s ON s.id = p.stack_id ORDER BY p.group_name",
     )
-    assert [tuple(r) for r in stored] == [("g", 5, 35.0, "1,2"), ("h", 1, 1.0, "1")]
-    assert len(rows(db_path, "SELECT * FROM frames")) == 2
+    frame_ids = [f"{r[0]}" for r in rows(store_db, "SELECT id FROM frames ORDER BY id")]
+    assert len(frame_ids) == 2
+    assert [tuple(r) for r in stored] == [
+        ("g", 5, 35.0, ",".join(frame_ids)),
+        ("h", 1, 1.0, frame_ids[0]),
+    ]
+
+
+def test_the_report_reads_the_same_profiles_from_either_backend(store_db: Path | str) -> None:
+    store = make_store(resolve_database(str(store_db), "."))
+    store.open()
+    try:
+        process = store.register_process(_process())
+        store.write_requests(
+            process,
+            [RequestRecord("ep", "/ep", "GET", 200, time.time(), 10.0, "g", None, False, None)],
+        )
+        frames = (("entry", "/app.py", 1), ("view", "/app.py", 5), ("slow", "/lib.py", 9))
+        store.write_profiles(
+            process,
+            [
+                ProfileStack("ep", "g", frames, 6, 60.0),
+                ProfileStack("ep", "g", frames[:2], 4, 40.0),
+                ProfileStack("ep", "h", frames[:2], 1, 10.0),
+            ],
+        )
+    finally:
+        store.close()
+    with open_readonly(str(store_db)) as conn:
+        report = FlameReport(conn, ReportData(conn))
+        profile = report.profile("ep", "v1")
+        names = {f.name for f in report.functions.values()}
+    assert profile is not None
+    assert (profile.samples, profile.total_ms) == (11, 110.0)
+    assert names == {"entry", "view", "slow"}
 
 
 def test_migration_from_v2_keeps_the_data_and_adds_the_profiles(db_path: Path) -> None:
