@@ -360,20 +360,40 @@ class ReportData:
         """(endpoint, version) -> its change against the previous version, where both sides
         have enough requests."""
         return {
-            (e, new): self._change(e, old, new, *sums)
+            (e, new): self._change(e, old, new, sums)
             for (e, old, new), sums in self._sweep.rank_sums.items()
         }
 
-    def _change(self, e: int, old: int, new: int, rank_sum: float, tie_term: int) -> Change:
-        before, after = self._sweep.versions[(e, old)], self._sweep.versions[(e, new)]
+    def _change(self, e: int, old: int, new: int, sums: tuple[float, int]) -> Change:
+        versions, names = self._sweep.versions, self._version_names
+        return self.version_change(
+            self._endpoint_names[e],
+            names[old],
+            names[new],
+            versions[(e, old)],
+            versions[(e, new)],
+            sums,
+        )
+
+    def version_change(
+        self,
+        endpoint: str,
+        previous: str,
+        version: str,
+        before: Ranked,
+        after: Ranked,
+        sums: tuple[float, int],
+    ) -> Change:
+        """How durations changed from ``before`` (in ``previous``) to ``after`` (in ``version``),
+        both ranked with their median's interval; ``sums`` is their :func:`.sweep.rank_sum`."""
         (old_low, old_high), (new_low, new_high) = _median_ci(before), _median_ci(after)
         low, high = ratio(new_low, old_high), ratio(new_high, old_low)
         change = ratio(after.box.median, before.box.median)
-        p_value = mann_whitney_p(after.box.count, before.box.count, rank_sum, tie_term)
+        p_value = mann_whitney_p(after.box.count, before.box.count, *sums)
         return Change(
-            endpoint=self._endpoint_names[e],
-            version=self._version_names[new],
-            previous=self._version_names[old],
+            endpoint=endpoint,
+            version=version,
+            previous=previous,
             ratio=change,
             ratio_low=low,
             ratio_high=high,

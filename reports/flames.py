@@ -37,8 +37,7 @@ from flamewatch.sampler.store.connection import StoreConnection
 
 from .aggregate import MIN_CHANGE_REQUESTS, ReportData
 from .model import Change
-from .stats_tests import mann_whitney_p, median_ci_ranks, ratio, verdict
-from .sweep import Durations, Ranked, rank, rank_sum
+from .sweep import Durations, rank, rank_sum
 
 __all__ = [
     "Finding",
@@ -335,26 +334,10 @@ class FlameReport:
         before_values = self._durations(endpoint, old, group)
         after_values = self._durations(endpoint, new, group)
         before, after = rank(before_values, median_ci=True), rank(after_values, median_ci=True)
-        (old_low, old_high), (new_low, new_high) = _median_ci(before), _median_ci(after)
-        low, high = ratio(new_low, old_high), ratio(new_high, old_low)
-        change = ratio(after.box.median, before.box.median)
         sums = rank_sum(before_values, after_values)
-        p_value = mann_whitney_p(after.box.count, before.box.count, *sums)
-        data = self.data
         return GroupChange(
             group=group,
-            change=Change(
-                endpoint=endpoint,
-                version=new,
-                previous=old,
-                ratio=change,
-                ratio_low=low,
-                ratio_high=high,
-                p_value=p_value,
-                count=after.box.count,
-                previous_count=before.box.count,
-                verdict=verdict(change, low, high, p_value, data.change_threshold, data.alpha),
-            ),
+            change=self.data.version_change(endpoint, old, new, before, after, sums),
             mean_ms=after.box.mean,
             previous_mean_ms=before.box.mean,
         )
@@ -432,11 +415,6 @@ def _only_group(direction: str, groups: Sequence[GroupChange], threshold: float)
     if direction == "faster" and all(g.change.ratio > down for g in others):
         return moved[0].group
     return None
-
-
-def _median_ci(ranked: Ranked) -> tuple[float, float]:
-    low, high = median_ci_ranks(ranked.box.count)
-    return ranked.at[low], ranked.at[high]
 
 
 def share(part: float, total: float) -> float:

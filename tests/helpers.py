@@ -2,11 +2,60 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from flask import Flask
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# without these, Chromium tries Google's services at start, which a closed network refuses
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Headless Chromium, closed on exit; a test fails (not skips) when it is not installed."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is needed: apt-get install chromium (the README's test command does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+def shop_app(name: str, instance: Path) -> Flask:
+    """An app with two endpoints, ``/`` and ``/items/<id>``, before flamewatch is added."""
+    app = Flask(name, instance_path=str(instance))
+
+    @app.get("/")
+    def index() -> str:
+        return "hello"
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> str:
+        return f"item {item_id}"
+
+    return app
 
 
 def flush(app: Flask) -> None:
@@ -139,6 +188,15 @@ def make_history(database: Path, versions: dict[str, float], *, instance: Path) 
         fw.flush()
         client.get(f"/checkout?slow=1&q={HOSTILE_PARAM}", headers={"X-User": HOSTILE_USER})
         fw.close()
+
+
+def regression_history(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A SQLite store made by :func:`make_history` over 1.0 and 2.0 (where checkout got 6 ms
+    slower), in a new folder named after ``name``; for a module-scoped fixture."""
+    tmp = tmp_path_factory.mktemp(name)
+    database = tmp / "store.sqlite3"
+    make_history(database, {"1.0": 2, "2.0": 8}, instance=tmp)
+    return database
 
 
 def fetch_concurrently(app: Flask, paths: list[str], clients: int = 8) -> list[bytes]:

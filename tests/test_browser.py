@@ -7,49 +7,29 @@ leaving the site, every plotly chart renders to SVG, every link and download res
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from helpers import make_history
-from playwright.sync_api import Browser, Page, sync_playwright
+from helpers import chromium, regression_history
+from playwright.sync_api import Browser, Page
 
 from flamewatch.reports.site import write_site
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# without these, Chromium tries Google's services at start, which a closed network refuses
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LOCAL_SCHEMES = ("file", "data", "blob", "about")
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is needed: apt-get install chromium (the README's test command does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("browser")
-    database = tmp / "store.sqlite3"
-    make_history(database, {"1.0": 2, "2.0": 8}, instance=tmp)
-    return write_site(str(database), tmp / "site").parent
+    database = regression_history(tmp_path_factory, "browser")
+    return write_site(str(database), database.parent / "site").parent
 
 
 def _visit(browser: Browser, url: str) -> tuple[Page, list[str], list[str]]:

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import HOSTILE_ENDPOINT, HOSTILE_PARAM, HOSTILE_USER, flush, make_history, rows
+from helpers import (
+    HOSTILE_ENDPOINT,
+    HOSTILE_PARAM,
+    HOSTILE_USER,
+    flush,
+    regression_history,
+    rows,
+    shop_app,
+)
 from werkzeug.security import generate_password_hash
 
 from flamewatch.flask_plugin import ConfigError, Flamewatch
@@ -53,10 +61,7 @@ def broken_authorize(request: Any) -> bool:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("dashboard-history")
-    database = tmp / "history.sqlite3"
-    make_history(database, {"1.0": 2, "2.0": 8}, instance=tmp)
-    return database
+    return regression_history(tmp_path_factory, "dashboard-history")
 
 
 @pytest.fixture
@@ -72,17 +77,8 @@ def make_dashboard_app(store: Path, tmp_path: Path) -> Iterator[Callable[..., Fl
     apps: list[Flask] = []
 
     def make(*, testing: bool = True, debug: bool = False, **options: Any) -> Flask:
-        app = Flask("dashapp", instance_path=str(tmp_path / "instance"))
+        app = shop_app("dashapp", tmp_path / "instance")
         app.config.update(TESTING=testing, DEBUG=debug)
-
-        @app.get("/")
-        def index() -> str:
-            return "hello"
-
-        @app.get("/items/<int:item_id>")
-        def item(item_id: int) -> str:
-            return f"item {item_id}"
-
         options.setdefault("database", str(store))
         options.setdefault("version", "3.0")
         Flamewatch(app, **options)

@@ -18,9 +18,8 @@ from urllib.request import urlopen
 
 import pytest
 from flask import Flask
-from helpers import flush, make_history, rows, stored
-from playwright.sync_api import Browser, ConsoleMessage, sync_playwright
-from test_browser import CHROMIUM, CHROMIUM_ARGS
+from helpers import chromium, flush, make_history, rows, shop_app, stored
+from playwright.sync_api import Browser, ConsoleMessage
 from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
@@ -32,28 +31,13 @@ REFRESH_TIMEOUT_S = 15.0  # the writer re-reads the flags every ~2 s; generous o
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is needed: apt-get install chromium (the README's test command does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _worker(database: Path, instance: Path) -> Flask:
     """One worker process's app (as gunicorn would import it), with flamewatch on it."""
-    app = Flask("shop", instance_path=str(instance))
-
-    @app.get("/")
-    def index() -> str:
-        return "hello"
-
-    @app.get("/items/<int:item_id>")
-    def item(item_id: int) -> str:
-        return f"item {item_id}"
-
+    app = shop_app("shop", instance)
     Flamewatch(
         app,
         database=str(database),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from flask import Flask
-from helpers import Database, flush, is_pg, make_history, rows
+from helpers import Database, flush, is_pg, regression_history, rows
 
 from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.cli import main
@@ -66,10 +66,7 @@ def outliers_of(database: Database) -> list[tuple[Any, ...]]:
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite store made by real traffic over two versions, with profiled outliers."""
-    tmp = tmp_path_factory.mktemp("history")
-    database = tmp / "store.sqlite3"
-    make_history(database, {"1.0": 2, "2.0": 8}, instance=tmp)
-    return database
+    return regression_history(tmp_path_factory, "history")
 
 
 def test_copy_sqlite_to_postgres_and_back_keeps_every_row_and_the_report(

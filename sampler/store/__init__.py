@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from .base import (
@@ -17,8 +16,8 @@ from .base import (
     StoreError,
 )
 from .schema import SCHEMA_VERSION
+from .sql import open_sql_stores
 from .sqlite import SQLiteStore, connect_sqlite
-from .sqlite import open_stores as _open_sqlite_stores
 
 __all__ = [
     "POSTGRES_INSTALL",
@@ -102,11 +101,7 @@ def resolve_database(value: str | os.PathLike[str], base_dir: str | os.PathLike[
 def open_stores() -> list[Store]:
     """The stores of this process whose connection is open, of every backend (tests check
     none leaks)."""
-    found: list[Store] = list(_open_sqlite_stores())
-    postgres = sys.modules.get(f"{__name__}.postgres")  # never imported just to ask
-    if postgres is not None:
-        found += postgres.open_postgres_stores()
-    return found
+    return list(open_sql_stores())
 
 
 def make_store(url: str) -> Store:

@@ -13,35 +13,14 @@ migrate once.
 from __future__ import annotations
 
 import re
-import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from .base import (
-    Baseline,
-    FrameKey,
-    OutlierCapture,
-    ProcessInfo,
-    ProfileStack,
-    RequestRecord,
-    RouteInfo,
-    Store,
-    StoreError,
-)
+from .base import ProfileStack, RequestRecord, RouteInfo, StoreError
 from .connection import safe_url
-from .schema import (
-    INSERT_FRAME,
-    INSERT_STACK,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    SELECT_FRAME,
-    SELECT_STACK,
-    UPSERT_PROFILE_STACK,
-)
+from .schema import UPSERT_PROFILE_STACK
+from .sql import REQUEST_COLUMNS, NewIds, SQLStore, apply_migrations, fetch_id
 
 if TYPE_CHECKING:
     import psycopg
@@ -51,15 +30,12 @@ __all__ = [
     "PostgresStore",
     "connect_postgres",
     "migrate_postgres",
-    "open_postgres_stores",
     "translate",
 ]
 
 #: the advisory lock key taken while the schema is created or migrated ("flamewat")
 MIGRATION_LOCK = 0x666C616D65776174
 CONNECT_TIMEOUT_S = 5
-
-_open: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
 
 # Types are matched in upper case right after a column name (names are lower case, types
 # upper case in MIGRATIONS), so a column named ``blob`` or ``real`` stays what it is.
@@ -90,11 +66,6 @@ def translate(statement: str) -> str:
     return "".join(parts)
 
 
-def open_postgres_stores() -> list[PostgresStore]:
-    """The stores of this process whose connection is open (tests check none leaks)."""
-    return [store for store in list(_open) if store._conn is not None]
-
-
 def connect_postgres(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A connection that gives up quickly when the server is away and notices a dead peer."""
     import psycopg
@@ -116,152 +87,65 @@ def migrate_postgres(conn: psycopg.Connection[Any]) -> int:
     found before. DDL is transactional here: a failed migration leaves nothing behind."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute(translate(MIGRATIONS[0][0]))  # the meta table
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        found = int(row[0]) if row else 0
-        if found > SCHEMA_VERSION:
-            raise StoreError(
-                f"the store's schema version is {found}, newer than this flamewatch understands"
-                f" ({SCHEMA_VERSION}); upgrade flamewatch to use it"
-            )
-        for statements in MIGRATIONS[found:]:
-            for statement in statements:
-                conn.execute(translate(statement))
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (str(SCHEMA_VERSION),),
-        )
-    return found
+        return apply_migrations(conn, lambda statement: _pg(translate(statement)))
 
 
-_REQUEST_COLUMNS = (
-    "endpoint_id, rule_id, version_id, group_id, process_id, method, status, started_at,"
-    " duration_ms, client_ip, is_outlier, threshold_ms"
-)
-
-
-class PostgresStore(Store):
+class PostgresStore(SQLStore["psycopg.Connection[Any]", "psycopg.Cursor[Any]"]):
     """A :class:`Store` in a PostgreSQL database (``postgresql://user@host:port/dbname``)."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = safe_url(url)  # what logs and pages show: never the password
         self._conninfo = url
-        self._conn: psycopg.Connection[Any] | None = None
-        # name -> id caches; only ever filled from committed rows
-        self._endpoint_ids: dict[str, int] = {}
-        self._rule_ids: dict[tuple[int, str], int] = {}
-        self._group_ids: dict[str, int] = {}
-        self._process_versions: dict[int, int] = {}
-        self._frame_ids: dict[FrameKey, int] = {}
-        self._stack_ids: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
 
-    # -- connection and schema ---------------------------------------------------------------
+    # -- connection, schema, transactions ----------------------------------------------------
 
-    def open(self) -> None:
-        if self._conn is not None:
-            return
+    def _connect(self) -> psycopg.Connection[Any]:
         import psycopg
 
         try:
-            conn = connect_postgres(self._conninfo)
+            return connect_postgres(self._conninfo)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.url}: {exc}".strip()) from exc
-        try:
-            migrate_postgres(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        _open.add(self)
 
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            _open.discard(self)
-            conn.close()
-
-    @property
-    def conn(self) -> psycopg.Connection[Any]:
-        if self._conn is None:
-            raise StoreError(f"{self!r} is not open")
-        return self._conn
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        migrate_postgres(conn)
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
         with self.conn.transaction(), self.conn.cursor() as cur:
             yield cur
 
+    def _sql(self, statement: str) -> str:
+        return _pg(statement)
+
+    def _insert_id(self, cur: psycopg.Cursor[Any], statement: str, params: Sequence[Any]) -> int:
+        cur.execute(_pg(statement) + " RETURNING id", params)
+        return fetch_id(cur)
+
     # -- writing -----------------------------------------------------------------------------
 
-    def register_process(self, process: ProcessInfo) -> int:
-        with self._transaction() as cur:
-            version_id = _upsert_version(cur, process.version, process.version_source, time.time())
-            cur.execute(
-                "INSERT INTO processes (hostname, pid, version_id, agent, started_at, last_seen)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (
-                    process.hostname,
-                    process.pid,
-                    version_id,
-                    process.agent,
-                    process.started_at,
-                    process.started_at,
-                ),
-            )
-            process_id = int(_one(cur)[0])
-        self._process_versions[process_id] = version_id
-        return process_id
+    # Names (endpoints, rules, groups, frames, stacks) get their ids outside the batch's
+    # transaction, on the connection's autocommit cursor, each insert committed at once: a
+    # transaction holding new names' row locks while inserting others could wait in a cycle
+    # with another worker's doing the same in another order.
 
     def write_requests(self, process_id: int, records: Sequence[RequestRecord]) -> None:
         if not records:
             return
-        version_id = self._process_versions[process_id]
-        last_accessed: dict[int, float] = {}
-        rows: list[tuple[Any, ...]] = []
+        new = NewIds()
         with self.conn.cursor() as names:  # autocommit: each new name committed on its own
-            for r in records:
-                endpoint_id = self._endpoint_id(names, r.endpoint, r.started_at)
-                rule_id = None
-                if r.rule is not None:
-                    rule_id = self._rule_id(names, endpoint_id, r.rule, r.started_at)
-                group_id = None
-                if r.group is not None:
-                    group_id = self._group_id(names, r.group)
-                if r.started_at > last_accessed.get(endpoint_id, 0.0):
-                    last_accessed[endpoint_id] = r.started_at
-                rows.append(
-                    (
-                        endpoint_id,
-                        rule_id,
-                        version_id,
-                        group_id,
-                        process_id,
-                        r.method,
-                        r.status,
-                        r.started_at,
-                        r.duration_ms,
-                        r.client_ip,
-                        int(r.is_outlier),
-                        r.threshold_ms,
-                    )
-                )
+            rows, last_accessed = self._request_rows(names, new, process_id, records)
+        self._remember(new)
         with self._transaction() as cur:
-            with cur.copy(f"COPY requests ({_REQUEST_COLUMNS}) FROM STDIN") as copy:
+            with cur.copy(f"COPY requests ({REQUEST_COLUMNS}) FROM STDIN") as copy:
                 for row, r in zip(rows, records, strict=True):
                     if r.capture is None:
                         copy.write_row(row)
-            for row, r in zip(rows, records, strict=True):
-                if r.capture is not None:
-                    cur.execute(
-                        f"INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES"
-                        " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                        row,
-                    )
-                    _insert_outlier(cur, int(_one(cur)[0]), r.capture)
+            self._insert_outliers(cur, rows, records)
             # shared rows last, in id order: workers writing together never wait in a cycle
             cur.executemany(
                 "UPDATE endpoints SET last_accessed = %s WHERE id = %s"
@@ -271,198 +155,82 @@ class PostgresStore(Store):
             newest = max(last_accessed.values())
             cur.execute(
                 "UPDATE versions SET last_seen = %s WHERE id = %s AND last_seen < %s",
-                (newest, version_id, newest),
+                (newest, self._process_versions[process_id], newest),
             )
 
     def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:
         if not stacks:
             return
-        version_id = self._process_versions[process_id]
-        now = time.time()
-        rows = []
+        new = NewIds()
         with self.conn.cursor() as names:  # autocommit: each new frame or stack on its own
-            for s in stacks:
-                endpoint_id = self._endpoint_id(names, s.endpoint, now)
-                frame_ids = []
-                for frame in s.frames:
-                    frame_id = self._frame_ids.get(frame)
-                    if frame_id is None:
-                        frame_id = _insert_select(names, INSERT_FRAME, SELECT_FRAME, frame)
-                        self._frame_ids[frame] = frame_id
-                    frame_ids.append(frame_id)
-                joined = ",".join(map(str, frame_ids))
-                stack_id = self._stack_ids.get(joined)
-                if stack_id is None:
-                    stack_id = _insert_select(names, INSERT_STACK, SELECT_STACK, (joined,))
-                    self._stack_ids[joined] = stack_id
-                rows.append((endpoint_id, version_id, s.group, stack_id, s.samples, s.time_ms))
-        for cache in (self._frame_ids, self._stack_ids):
-            if len(cache) > _MAX_CACHED_IDS:
-                cache.clear()
+            rows = self._profile_rows(names, new, process_id, stacks)
+        self._remember(new)
         rows.sort()  # rows locked in one order by every worker: no cycle of waits
         with self._transaction() as cur:
             cur.executemany(_pg(UPSERT_PROFILE_STACK), rows)
 
-    # Names (endpoints, rules, groups) get their ids outside the batch's transaction, each
-    # insert committed at once: a transaction holding new names' row locks while inserting
-    # others could wait in a cycle with another worker's doing the same in another order.
-    def _endpoint_id(self, cur: psycopg.Cursor[Any], name: str, now: float) -> int:
-        found = self._endpoint_ids.get(name)
-        if found is None:
-            found = self._endpoint_ids[name] = _upsert_endpoint(cur, name, True, now)
-        return found
-
-    def _rule_id(self, cur: psycopg.Cursor[Any], endpoint_id: int, rule: str, now: float) -> int:
-        found = self._rule_ids.get((endpoint_id, rule))
-        if found is None:
-            found = _upsert_rule(cur, endpoint_id, rule, (), now)
-            self._rule_ids[(endpoint_id, rule)] = found
-        return found
-
-    def _group_id(self, cur: psycopg.Cursor[Any], name: str) -> int:
-        found = self._group_ids.get(name)
-        if found is None:
-            found = self._group_ids[name] = _upsert_group(cur, name)
-        return found
-
     def record_routes(
         self, routes: Sequence[RouteInfo], monitored_default: Callable[[str], bool], now: float
     ) -> None:
+        new = NewIds()
         with self.conn.cursor() as cur:  # autocommit: one short transaction per row
-            for route in sorted(routes):
-                endpoint_id = _upsert_endpoint(
-                    cur, route.endpoint, monitored_default(route.endpoint), now
-                )
-                self._endpoint_ids[route.endpoint] = endpoint_id
-                rule_id = _upsert_rule(cur, endpoint_id, route.rule, route.methods, now)
-                self._rule_ids[(endpoint_id, route.rule)] = rule_id
+            self._record_routes(cur, new, sorted(routes), monitored_default, now)
+        self._remember(new)
 
-    def set_monitored(self, endpoint: str, monitored: bool) -> None:
-        with self._transaction() as cur:
-            _upsert_endpoint(cur, endpoint, monitored, time.time())
-            cur.execute(
-                "UPDATE endpoints SET monitored = %s WHERE name = %s", (int(monitored), endpoint)
-            )
+    # -- names -------------------------------------------------------------------------------
 
-    def update_process(self, process_id: int, *, last_seen: float, dropped: int) -> None:
-        with self._transaction() as cur:
-            cur.execute(
-                "UPDATE processes SET last_seen = %s, dropped = %s WHERE id = %s",
-                (last_seen, dropped, process_id),
-            )
+    def _upsert_version(self, cur: psycopg.Cursor[Any], name: str, source: str, now: float) -> int:
+        cur.execute(
+            "INSERT INTO versions AS t (name, source, first_seen, last_seen)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE"
+            " SET last_seen = GREATEST(t.last_seen, excluded.last_seen) RETURNING id",
+            (name, source, now, now),
+        )
+        return fetch_id(cur)
 
-    # -- reading -----------------------------------------------------------------------------
+    def _upsert_endpoint(
+        self, cur: psycopg.Cursor[Any], name: str, monitored: bool, now: float
+    ) -> int:
+        cur.execute(
+            "INSERT INTO endpoints AS t (name, monitored, first_seen, last_seen)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE"
+            " SET last_seen = GREATEST(t.last_seen, excluded.last_seen) RETURNING id",
+            (name, int(monitored), now, now),
+        )
+        return fetch_id(cur)
 
-    def monitor_flags(self) -> dict[str, bool]:
-        rows = self.conn.execute("SELECT name, monitored FROM endpoints").fetchall()
-        return {name: bool(flag) for name, flag in rows}
+    def _upsert_rule(
+        self,
+        cur: psycopg.Cursor[Any],
+        endpoint_id: int,
+        rule: str,
+        methods: tuple[str, ...],
+        now: float,
+    ) -> int:
+        cur.execute(
+            "INSERT INTO rules AS t (endpoint_id, rule, methods, first_seen, last_seen)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (endpoint_id, rule) DO UPDATE SET"
+            " last_seen = GREATEST(t.last_seen, excluded.last_seen),"
+            " methods = CASE WHEN excluded.methods = '' THEN t.methods ELSE excluded.methods END"
+            " RETURNING id",
+            (endpoint_id, rule, ",".join(sorted(methods)), now, now),
+        )
+        return fetch_id(cur)
 
-    def baselines(self, version: str, window: int) -> dict[str, Baseline]:
-        row = self.conn.execute("SELECT id FROM versions WHERE name = %s", (version,)).fetchone()
+    def _upsert_group(self, cur: psycopg.Cursor[Any], name: str) -> int:
+        # DO NOTHING takes no lock on an existing row (DO UPDATE would, and wait for every
+        # batch whose requests reference it); the id is then read
+        cur.execute(
+            "INSERT INTO user_groups (name) VALUES (%s) ON CONFLICT (name) DO NOTHING RETURNING id",
+            (name,),
+        )
+        row = cur.fetchone()
         if row is None:
-            return {}
-        result: dict[str, Baseline] = {}
-        for endpoint_id, name in self.conn.execute("SELECT id, name FROM endpoints").fetchall():
-            count, mean, mean_sq = _one(
-                self.conn.execute(
-                    "SELECT count(*), avg(d), avg(d * d) FROM (SELECT duration_ms AS d"
-                    " FROM requests WHERE endpoint_id = %s AND version_id = %s"
-                    " AND is_outlier = 0 ORDER BY id DESC LIMIT %s) last",
-                    (endpoint_id, row[0], window),
-                )
-            )
-            if count:
-                result[name] = Baseline(count, mean, max(mean_sq - mean * mean, 0.0))
-        return result
-
-
-#: frames and stacks whose ids are kept in memory, at most (then the cache starts afresh)
-_MAX_CACHED_IDS = 200_000
+            cur.execute("SELECT id FROM user_groups WHERE name = %s", (name,))
+            return fetch_id(cur)
+        return int(row[0])
 
 
 def _pg(statement: str) -> str:
     """A statement written with ``?`` placeholders (:mod:`.schema`), for psycopg."""
     return statement.replace("?", "%s")
-
-
-def _insert_select(
-    cur: psycopg.Cursor[Any], insert: str, select: str, values: tuple[Any, ...]
-) -> int:
-    cur.execute(_pg(insert), values)
-    cur.execute(_pg(select), values)
-    return int(_one(cur)[0])
-
-
-def _one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
-    row = cur.fetchone()
-    if row is None:  # pragma: no cover - every caller's statement returns a row
-        raise StoreError("the store returned no row")
-    return tuple(row)
-
-
-def _insert_outlier(cur: psycopg.Cursor[Any], request_id: int, capture: OutlierCapture) -> None:
-    cur.execute(
-        "INSERT INTO outliers (request_id, request_json, resources_json, threshold_stack_json,"
-        " profile, profile_bytes, sample_count, note)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (
-            request_id,
-            orjson.dumps(capture.request).decode(),
-            orjson.dumps(capture.resources).decode(),
-            None
-            if capture.threshold_stack is None
-            else orjson.dumps(capture.threshold_stack).decode(),
-            capture.profile,
-            len(capture.profile or b""),
-            capture.sample_count,
-            capture.note,
-        ),
-    )
-
-
-def _upsert_version(cur: psycopg.Cursor[Any], name: str, source: str, now: float) -> int:
-    cur.execute(
-        "INSERT INTO versions AS t (name, source, first_seen, last_seen) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (name) DO UPDATE SET last_seen = GREATEST(t.last_seen, excluded.last_seen)"
-        " RETURNING id",
-        (name, source, now, now),
-    )
-    return int(_one(cur)[0])
-
-
-def _upsert_endpoint(cur: psycopg.Cursor[Any], name: str, monitored: bool, now: float) -> int:
-    cur.execute(
-        "INSERT INTO endpoints AS t (name, monitored, first_seen, last_seen)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE"
-        " SET last_seen = GREATEST(t.last_seen, excluded.last_seen) RETURNING id",
-        (name, int(monitored), now, now),
-    )
-    return int(_one(cur)[0])
-
-
-def _upsert_rule(
-    cur: psycopg.Cursor[Any], endpoint_id: int, rule: str, methods: tuple[str, ...], now: float
-) -> int:
-    cur.execute(
-        "INSERT INTO rules AS t (endpoint_id, rule, methods, first_seen, last_seen)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (endpoint_id, rule) DO UPDATE SET"
-        " last_seen = GREATEST(t.last_seen, excluded.last_seen),"
-        " methods = CASE WHEN excluded.methods = '' THEN t.methods ELSE excluded.methods END"
-        " RETURNING id",
-        (endpoint_id, rule, ",".join(sorted(methods)), now, now),
-    )
-    return int(_one(cur)[0])
-
-
-def _upsert_group(cur: psycopg.Cursor[Any], name: str) -> int:
-    # DO NOTHING takes no lock on an existing row (DO UPDATE would, and wait for every batch
-    # whose requests reference it); the id is then read
-    cur.execute(
-        "INSERT INTO user_groups (name) VALUES (%s) ON CONFLICT (name) DO NOTHING RETURNING id",
-        (name,),
-    )
-    row = cur.fetchone()
-    if row is None:
-        cur.execute("SELECT id FROM user_groups WHERE name = %s", (name,))
-        row = _one(cur)
-    return int(row[0])

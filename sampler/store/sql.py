@@ -1,0 +1,431 @@
+"""What the SQL stores share: the writing and reading that is the same in SQLite and PostgreSQL.
+
+:class:`SQLStore` holds the name -> id caches and the statements both backends run alike,
+written once in qmark style (``?``); a backend whose driver wants another style rewrites them in
+:meth:`SQLStore._sql`. Each backend keeps what really differs: how it connects and migrates,
+its transactions, the upserts of names (dialects differ in ``max``/``GREATEST`` and
+``RETURNING``), and how a batch is inserted (PostgreSQL commits new names on their own first,
+then ``COPY``; SQLite does all in one ``BEGIN IMMEDIATE`` transaction).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import orjson
+
+from .base import (
+    Baseline,
+    FrameKey,
+    OutlierCapture,
+    ProcessInfo,
+    ProfileStack,
+    RequestRecord,
+    RouteInfo,
+    Store,
+    StoreError,
+)
+from .schema import (
+    INSERT_FRAME,
+    INSERT_STACK,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SELECT_FRAME,
+    SELECT_STACK,
+)
+
+__all__ = [
+    "INSERT_REQUEST",
+    "REQUEST_COLUMNS",
+    "NewIds",
+    "SQLStore",
+    "apply_migrations",
+    "fetch_id",
+    "open_sql_stores",
+]
+
+
+class _Cursor(Protocol):
+    """The part of a DB-API cursor (sqlite3's or psycopg's) the shared code uses."""
+
+    def execute(self, query: str, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, query: str, params_seq: Any, /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+
+class _Connection(Protocol):
+    def execute(self, query: str, params: Any = ..., /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+ConnT = TypeVar("ConnT", bound=_Connection)
+CursorT = TypeVar("CursorT", bound=_Cursor)
+_K = TypeVar("_K")
+
+#: frames and stacks whose ids are kept in memory, at most (then the cache starts afresh)
+_MAX_CACHED_IDS = 200_000
+
+_open: weakref.WeakSet[SQLStore[Any, Any]] = weakref.WeakSet()
+
+
+def open_sql_stores() -> list[SQLStore[Any, Any]]:
+    """The stores of this process whose connection is open (tests check none leaks)."""
+    return [store for store in list(_open) if store._conn is not None]
+
+
+#: the columns of the rows :meth:`SQLStore._request_rows` makes, in their order
+REQUEST_COLUMNS = (
+    "endpoint_id, rule_id, version_id, group_id, process_id, method, status, started_at,"
+    " duration_ms, client_ip, is_outlier, threshold_ms"
+)
+INSERT_REQUEST = (
+    f"INSERT INTO requests ({REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_PROCESS = (
+    "INSERT INTO processes (hostname, pid, version_id, agent, started_at, last_seen)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_OUTLIER = (
+    "INSERT INTO outliers (request_id, request_json, resources_json, threshold_stack_json,"
+    " profile, profile_bytes, sample_count, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def fetch_id(cur: _Cursor) -> int:
+    """The id in the first column of the row a statement just returned."""
+    row = cur.fetchone()
+    if row is None:  # pragma: no cover - every caller's statement returns a row
+        raise StoreError("the store returned no row")
+    return int(row[0])
+
+
+def apply_migrations(conn: _Connection, dialect: Callable[[str], str]) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION` inside the caller's transaction, each
+    statement of :data:`MIGRATIONS` passed through ``dialect`` (the backend's types and
+    placeholders); return the version found before. A newer schema is refused."""
+    conn.execute(dialect(MIGRATIONS[0][0]))  # the meta table
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    found = int(row[0]) if row else 0
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store's schema version is {found}, newer than this flamewatch understands"
+            f" ({SCHEMA_VERSION}); upgrade flamewatch to use it"
+        )
+    for statements in MIGRATIONS[found:]:
+        for statement in statements:
+            conn.execute(dialect(statement))
+    conn.execute(
+        dialect(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        ),
+        (str(SCHEMA_VERSION),),
+    )
+    return found
+
+
+@dataclass
+class NewIds:
+    """Ids of names that a batch inserted or looked up, cached (:meth:`SQLStore._remember`)
+    only once they are committed."""
+
+    endpoints: dict[str, int] = field(default_factory=dict)
+    rules: dict[tuple[int, str], int] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+    frames: dict[FrameKey, int] = field(default_factory=dict)
+    stacks: dict[str, int] = field(default_factory=dict)
+
+
+class SQLStore(Store, Generic[ConnT, CursorT]):
+    """A :class:`Store` in a SQL database, over one connection of the backend's driver."""
+
+    def __init__(self) -> None:
+        self._conn: ConnT | None = None
+        # name -> id caches; only ever filled from committed rows
+        self._endpoint_ids: dict[str, int] = {}
+        self._rule_ids: dict[tuple[int, str], int] = {}
+        self._group_ids: dict[str, int] = {}
+        self._process_versions: dict[int, int] = {}
+        self._frame_ids: dict[FrameKey, int] = {}
+        self._stack_ids: dict[str, int] = {}
+
+    # -- what each backend does its own way --------------------------------------------------
+
+    @abc.abstractmethod
+    def _connect(self) -> ConnT:
+        """A new connection; raises :class:`StoreError` saying why there is none."""
+
+    @abc.abstractmethod
+    def _migrate(self, conn: ConnT) -> None:
+        """Create the schema or bring it to the current version."""
+
+    @abc.abstractmethod
+    def _transaction(self) -> AbstractContextManager[CursorT]:
+        """A cursor in a write transaction, committed on exit (rolled back on an error)."""
+
+    @abc.abstractmethod
+    def _insert_id(self, cur: CursorT, statement: str, params: Sequence[Any]) -> int:
+        """Run an ``INSERT`` of one row (qmark SQL); return the new row's id."""
+
+    @abc.abstractmethod
+    def _upsert_version(self, cur: CursorT, name: str, source: str, now: float) -> int: ...
+
+    @abc.abstractmethod
+    def _upsert_endpoint(self, cur: CursorT, name: str, monitored: bool, now: float) -> int: ...
+
+    @abc.abstractmethod
+    def _upsert_rule(
+        self, cur: CursorT, endpoint_id: int, rule: str, methods: tuple[str, ...], now: float
+    ) -> int: ...
+
+    @abc.abstractmethod
+    def _upsert_group(self, cur: CursorT, name: str) -> int: ...
+
+    def _sql(self, statement: str) -> str:
+        """A statement written with ``?`` placeholders, in the driver's style."""
+        return statement
+
+    # -- connection --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        conn = self._connect()
+        try:
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        _open.add(self)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _open.discard(self)
+            conn.close()
+
+    @property
+    def conn(self) -> ConnT:
+        if self._conn is None:
+            raise StoreError(f"{self!r} is not open")
+        return self._conn
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def register_process(self, process: ProcessInfo) -> int:
+        with self._transaction() as cur:
+            version_id = self._upsert_version(
+                cur, process.version, process.version_source, time.time()
+            )
+            process_id = self._insert_id(
+                cur,
+                _INSERT_PROCESS,
+                (
+                    process.hostname,
+                    process.pid,
+                    version_id,
+                    process.agent,
+                    process.started_at,
+                    process.started_at,
+                ),
+            )
+        self._process_versions[process_id] = version_id
+        return process_id
+
+    def set_monitored(self, endpoint: str, monitored: bool) -> None:
+        with self._transaction() as cur:
+            self._upsert_endpoint(cur, endpoint, monitored, time.time())
+            cur.execute(
+                self._sql("UPDATE endpoints SET monitored = ? WHERE name = ?"),
+                (int(monitored), endpoint),
+            )
+
+    def update_process(self, process_id: int, *, last_seen: float, dropped: int) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql("UPDATE processes SET last_seen = ?, dropped = ? WHERE id = ?"),
+                (last_seen, dropped, process_id),
+            )
+
+    def _request_rows(
+        self, cur: CursorT, new: NewIds, process_id: int, records: Sequence[RequestRecord]
+    ) -> tuple[list[tuple[Any, ...]], dict[int, float]]:
+        """The ``requests`` rows of a batch (:data:`REQUEST_COLUMNS`), the names'
+        ids found or inserted with ``cur``; and per endpoint id, its latest request's start."""
+        version_id = self._process_versions[process_id]
+        last_accessed: dict[int, float] = {}
+        rows: list[tuple[Any, ...]] = []
+        for r in records:
+            endpoint_id = self._endpoint_id(cur, new, r.endpoint, r.started_at)
+            rule_id = None
+            if r.rule is not None:
+                rule_id = self._rule_id(cur, new, endpoint_id, r.rule, r.started_at)
+            group_id = None
+            if r.group is not None:
+                group_id = self._group_id(cur, new, r.group)
+            if r.started_at > last_accessed.get(endpoint_id, 0.0):
+                last_accessed[endpoint_id] = r.started_at
+            rows.append(
+                (
+                    endpoint_id,
+                    rule_id,
+                    version_id,
+                    group_id,
+                    process_id,
+                    r.method,
+                    r.status,
+                    r.started_at,
+                    r.duration_ms,
+                    r.client_ip,
+                    int(r.is_outlier),
+                    r.threshold_ms,
+                )
+            )
+        return rows, last_accessed
+
+    def _insert_outliers(
+        self, cur: CursorT, rows: Sequence[tuple[Any, ...]], records: Sequence[RequestRecord]
+    ) -> None:
+        """Insert the requests that carry a capture one by one, each with its outlier row."""
+        for row, r in zip(rows, records, strict=True):
+            if r.capture is not None:
+                request_id = self._insert_id(cur, INSERT_REQUEST, row)
+                self._insert_outlier(cur, request_id, r.capture)
+
+    def _insert_outlier(self, cur: CursorT, request_id: int, capture: OutlierCapture) -> None:
+        cur.execute(
+            self._sql(_INSERT_OUTLIER),
+            (
+                request_id,
+                orjson.dumps(capture.request).decode(),
+                orjson.dumps(capture.resources).decode(),
+                None
+                if capture.threshold_stack is None
+                else orjson.dumps(capture.threshold_stack).decode(),
+                capture.profile,
+                len(capture.profile or b""),
+                capture.sample_count,
+                capture.note,
+            ),
+        )
+
+    def _profile_rows(
+        self, cur: CursorT, new: NewIds, process_id: int, stacks: Sequence[ProfileStack]
+    ) -> list[tuple[Any, ...]]:
+        """The ``profile_stacks`` rows of a batch, the ids of endpoints, frames and stacks
+        found or inserted with ``cur``."""
+        version_id = self._process_versions[process_id]
+        now = time.time()
+        rows: list[tuple[Any, ...]] = []
+        for s in stacks:
+            endpoint_id = self._endpoint_id(cur, new, s.endpoint, now)
+            frame_ids = []
+            for frame in s.frames:
+                frame_id = self._frame_ids.get(frame) or new.frames.get(frame)
+                if frame_id is None:
+                    frame_id = new.frames[frame] = self._insert_select(
+                        cur, INSERT_FRAME, SELECT_FRAME, frame
+                    )
+                frame_ids.append(frame_id)
+            joined = ",".join(map(str, frame_ids))
+            stack_id = self._stack_ids.get(joined) or new.stacks.get(joined)
+            if stack_id is None:
+                stack_id = new.stacks[joined] = self._insert_select(
+                    cur, INSERT_STACK, SELECT_STACK, (joined,)
+                )
+            rows.append((endpoint_id, version_id, s.group, stack_id, s.samples, s.time_ms))
+        return rows
+
+    def _record_routes(
+        self,
+        cur: CursorT,
+        new: NewIds,
+        routes: Sequence[RouteInfo],
+        monitored_default: Callable[[str], bool],
+        now: float,
+    ) -> None:
+        """Upsert each route's endpoint and rule, in the order given."""
+        for route in routes:
+            monitored = monitored_default(route.endpoint)
+            endpoint_id = self._upsert_endpoint(cur, route.endpoint, monitored, now)
+            new.endpoints[route.endpoint] = endpoint_id
+            key = (endpoint_id, route.rule)
+            new.rules[key] = self._upsert_rule(cur, endpoint_id, route.rule, route.methods, now)
+
+    def _remember(self, new: NewIds) -> None:
+        """Cache the ids a batch found, once its names are committed."""
+        self._endpoint_ids.update(new.endpoints)
+        self._rule_ids.update(new.rules)
+        self._group_ids.update(new.groups)
+        _bounded_update(self._frame_ids, new.frames)
+        _bounded_update(self._stack_ids, new.stacks)
+
+    # ids of names: from the cache, from this batch, or upserted with ``cur``
+    def _endpoint_id(self, cur: CursorT, new: NewIds, name: str, now: float) -> int:
+        found = self._endpoint_ids.get(name) or new.endpoints.get(name)
+        if found is None:
+            found = new.endpoints[name] = self._upsert_endpoint(cur, name, True, now)
+        return found
+
+    def _rule_id(self, cur: CursorT, new: NewIds, endpoint_id: int, rule: str, now: float) -> int:
+        key = (endpoint_id, rule)
+        found = self._rule_ids.get(key) or new.rules.get(key)
+        if found is None:
+            found = new.rules[key] = self._upsert_rule(cur, endpoint_id, rule, (), now)
+        return found
+
+    def _group_id(self, cur: CursorT, new: NewIds, name: str) -> int:
+        found = self._group_ids.get(name) or new.groups.get(name)
+        if found is None:
+            found = new.groups[name] = self._upsert_group(cur, name)
+        return found
+
+    def _insert_select(
+        self, cur: CursorT, insert: str, select: str, values: tuple[Any, ...]
+    ) -> int:
+        cur.execute(self._sql(insert), values)
+        cur.execute(self._sql(select), values)
+        return fetch_id(cur)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def monitor_flags(self) -> dict[str, bool]:
+        rows = self.conn.execute("SELECT name, monitored FROM endpoints").fetchall()
+        return {name: bool(flag) for name, flag in rows}
+
+    def baselines(self, version: str, window: int) -> dict[str, Baseline]:
+        sql = self._sql
+        row = self.conn.execute(
+            sql("SELECT id FROM versions WHERE name = ?"), (version,)
+        ).fetchone()
+        if row is None:
+            return {}
+        result: dict[str, Baseline] = {}
+        for endpoint_id, name in self.conn.execute("SELECT id, name FROM endpoints").fetchall():
+            count, mean, mean_sq = self.conn.execute(
+                sql(
+                    "SELECT count(*), avg(d), avg(d * d) FROM (SELECT duration_ms AS d"
+                    " FROM requests WHERE endpoint_id = ? AND version_id = ?"
+                    " AND is_outlier = 0 ORDER BY id DESC LIMIT ?) recent"
+                ),
+                (endpoint_id, row[0], window),
+            ).fetchone()
+            if count:
+                result[name] = Baseline(count, mean, max(mean_sq - mean * mean, 0.0))
+        return result
+
+
+def _bounded_update(cache: dict[_K, int], new: dict[_K, int]) -> None:
+    if len(cache) + len(new) > _MAX_CACHED_IDS:
+        cache.clear()
+    cache.update(new)
