@@ -28,12 +28,17 @@ def db_path(store_db: Path | str) -> Path | str:
     return store_db
 
 
+#: how long the slow views take: long enough that, on a loaded machine, the time a concurrent
+#: request spends outside its slow function (queueing, Flask, the GIL) stays a small share
+SLOW_S = 0.3
+
+
 def wait_for_the_payment_gateway() -> None:
-    time.sleep(0.15)
+    time.sleep(SLOW_S)
 
 
 def render_the_giant_report() -> None:
-    time.sleep(0.15)
+    time.sleep(SLOW_S)
 
 
 def hold_the_gil_in_c() -> int:
@@ -113,7 +118,7 @@ def test_outlier_profile_names_the_slow_function(
 
     (outlier,) = list_outliers(str(db_path))
     assert (outlier.endpoint, outlier.path, outlier.status) == ("pay", "/pay", 200)
-    assert outlier.duration_ms >= 150 > (outlier.threshold_ms or 0)
+    assert outlier.duration_ms >= SLOW_S * 1000 > (outlier.threshold_ms or 0)
     text = _profile_text(db_path, outlier.id, tmp_path)
     assert "wait_for_the_payment_gateway" in text
     assert "GET /pay (pay, version v1)" in text
@@ -134,12 +139,16 @@ def test_concurrent_outliers_on_a_real_server_each_profile_their_own_thread(
     fetch_concurrently(app, ["/pay?slow=1", "/report?slow=1"] * 3 + ["/pay", "/report"] * 20)
     flush(app)
     # under this load a normal request may be an outlier too; the slow ones must all be there
-    captured = [o for o in list_outliers(str(db_path)) if o.duration_ms >= 150]
+    captured = [o for o in list_outliers(str(db_path)) if o.duration_ms >= SLOW_S * 1000]
     assert sorted(o.endpoint for o in captured) == ["pay"] * 3 + ["report"] * 3
     expected = {"pay": "wait_for_the_payment_gateway", "report": "render_the_giant_report"}
     for outlier in captured:
         session = load_session(str(db_path), outlier.id)
-        assert _share(session, expected[outlier.endpoint]) >= 0.8
+        # Measured within the view: the time before it (a thread of the busy server waiting to
+        # run Flask) is part of the request but says nothing about whose samples these are.
+        in_view = _share(session, outlier.endpoint)
+        assert in_view >= 0.4
+        assert _share(session, expected[outlier.endpoint]) >= 0.8 * in_view
         other = next(f for e, f in expected.items() if e != outlier.endpoint)
         assert _share(session, other) == 0  # samples of another thread never leak in
 
