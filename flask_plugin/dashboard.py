@@ -42,6 +42,7 @@ from flamewatch.reports.site import (
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.logs import log
 from flamewatch.sampler.store import StoreError, make_store
+from flamewatch.sampler.store.sql import read_monitor_flags
 
 from .auth import CsrfTokens, Gate
 
@@ -294,9 +295,7 @@ class Dashboard:
 def _stored_flags(database: str) -> dict[str, bool]:
     """Each stored endpoint's monitor flag, read now (one small query, never cached)."""
     with open_readonly(database) as conn:
-        return {
-            name: bool(flag) for name, flag in conn.execute("SELECT name, monitored FROM endpoints")
-        }
+        return read_monitor_flags(conn)
 
 
 def _app_routes(app: Flask) -> dict[str, tuple[list[str], list[str]]]:

@@ -48,6 +48,7 @@ __all__ = [
     "apply_migrations",
     "fetch_id",
     "open_sql_stores",
+    "read_monitor_flags",
 ]
 
 
@@ -400,8 +401,7 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
     # -- reading -----------------------------------------------------------------------------
 
     def monitor_flags(self) -> dict[str, bool]:
-        rows = self.conn.execute("SELECT name, monitored FROM endpoints").fetchall()
-        return {name: bool(flag) for name, flag in rows}
+        return read_monitor_flags(self.conn)
 
     def baselines(self, version: str, window: int) -> dict[str, Baseline]:
         sql = self._sql
@@ -429,3 +429,11 @@ def _bounded_update(cache: dict[_K, int], new: dict[_K, int]) -> None:
     if len(cache) + len(new) > _MAX_CACHED_IDS:
         cache.clear()
     cache.update(new)
+
+
+def read_monitor_flags(conn: Any) -> dict[str, bool]:
+    """Each stored endpoint's monitor flag, through any connection to a store (a store's own,
+    or a read-only one such as the dashboard's)."""
+    return {
+        name: bool(flag) for name, flag in conn.execute("SELECT name, monitored FROM endpoints")
+    }
