@@ -52,7 +52,7 @@ from flamewatch.reports.flames import FlameReport
 from flamewatch.reports.site import write_site
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.folding import StackFolder
-from flamewatch.sampler.stack_sampler import Sample, Stack
+from flamewatch.sampler.inflight import Sample, Stack
 from flamewatch.sampler.store import ProcessInfo, RequestRecord, SQLiteStore
 
 NAME = "bench_flames"

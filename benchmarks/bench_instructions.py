@@ -5,7 +5,10 @@ flamewatch's whole cost (``bench_overhead.py``). This benchmark counts the CPU i
 instead: each variant serves N1 and then N2 requests to the trivial view through direct WSGI
 calls (no test client) in a child process run under ``valgrind --tool=callgrind
 --separate-threads=yes`` with ``PYTHONHASHSEED=0``; the difference of the two runs divided by
-``N2 - N1`` is the per-request count, with start-up and imports cancelled out. It is reported
+``N2 - N1`` is the per-request count, with start-up and imports cancelled out. Before counting,
+each child serves a few hundred requests and freezes what is alive then (``gc.freeze()``), so
+that a full collection of the process's long-lived objects, which falls in one run and not the
+other, does not move the difference. It is reported
 for the thread that serves the requests and for all threads (flamewatch's writer, FMD's
 per-request threads).
 
@@ -27,6 +30,7 @@ Run from the repository root (needs ``valgrind``; about 5 minutes)::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -42,6 +46,8 @@ OUT_DIR = HERE.parent / "bench-out"
 VARIANTS = ("bare", "floor", "flamewatch", "fmd")
 #: requests in the short and the long run of each variant (FMD starts a thread per request)
 RUNS = {"bare": (1000, 3000), "floor": (1000, 3000), "flamewatch": (1000, 3000), "fmd": (100, 300)}
+#: requests served before counting starts (caches filled, bytecode specialised, then gc.freeze)
+WARM_UP = 200
 
 
 def child(variant: str, n: int) -> None:
@@ -63,6 +69,14 @@ def child(variant: str, n: int) -> None:
                 raise SystemExit(f"FMD is not installed: {bo.FMD_INSTALL}")
             setup = fmd
         call = bo.wsgi_caller(setup.app, "/trivial")
+        for _ in range(WARM_UP):
+            call()
+        setup.drain()
+        # The app's and the libraries' long-lived objects would otherwise be traversed by a
+        # full collection every few thousand requests: a cost of any Flask app, and one that
+        # lands in one run and not the other, moving the difference by ~1,000 instructions.
+        gc.collect()
+        gc.freeze()
         for _ in range(n):
             call()
         setup.drain()

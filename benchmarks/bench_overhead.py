@@ -73,11 +73,7 @@ OUT_DIR = Path(__file__).resolve().parent.parent / "bench-out"
 FMD_INSTALL = "pip install flask-monitoringdashboard==5.1.0"
 BUSY_TARGET_NS = 2_000_000
 VIEWS = ("trivial", "busy")
-NO_SAMPLER = "fw-nosampler"
-ENVIRON = {
-    "REQUEST_METHOD": "GET",
-    "REMOTE_ADDR": "127.0.0.1",
-}  # what the recorder reads  # diagnostic variant: Flamewatch(..., sampler=False)
+NO_SAMPLER = "fw-nosampler"  # diagnostic variant: Flamewatch(..., sampler=False)
 
 Samples = dict[str, dict[str, list[float]]]  # view -> variant -> ns per request, one per batch
 Figures = dict[str, dict[str, dict[str, float]]]  # view -> variant -> name -> value
@@ -544,20 +540,20 @@ def passthrough_app(busy_iterations: int) -> Flask:
 
 
 def recorder_round_trip(recorder: Any) -> Callable[[], object]:
-    """What the request thread asks of the recorder for one request, whatever its API."""
+    """What the request thread asks of the recorder for one request: a record, in and out."""
+    from flamewatch.sampler.inflight import STATUS, new_record
+
     clock = time.perf_counter_ns
-    if hasattr(recorder, "begin"):
+    thread_id = threading.get_ident()
 
-        def begin_end() -> object:
-            t0 = clock()
-            slot = recorder.begin("trivial", "/trivial", t0)
-            slot.status = 200
-            return recorder.end(slot, t0 + 123_456, ENVIRON)
+    def begin_end() -> object:
+        t0 = clock()
+        record = new_record("trivial", "/trivial", t0, thread_id, None)
+        recorder.begin(record)
+        record[STATUS] = 200
+        return recorder.end(record, t0 + 123_456)
 
-        return begin_end
-    return lambda: recorder.end(
-        "trivial", "/trivial", "GET", 200, time.time(), 123_456, None, "127.0.0.1"
-    )
+    return begin_end
 
 
 def quiet_writer(agent: Any, quiet: bool) -> bool:

@@ -218,8 +218,9 @@ def fidelity(outliers: int) -> dict[str, Any]:
 def capture_cost(n: int) -> dict[str, float]:
     """Micro-timings of the two halves of a capture, on a real outlier slot."""
     from flamewatch.sampler.capture import Capturer, CaptureSettings
+    from flamewatch.sampler.inflight import SAMPLING, Sampling, new_record
     from flamewatch.sampler.resources import ResourceMonitor
-    from flamewatch.sampler.stack_sampler import InFlight, walk_stack
+    from flamewatch.sampler.stack_sampler import walk_stack
 
     app = Flask("capture")
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,11 +242,11 @@ def capture_cost(n: int) -> dict[str, float]:
     capturer = Capturer(CaptureSettings(), ResourceMonitor(), None)
     build_ns: list[int] = []
     for _ in range(n):
-        slot = InFlight("e", "/e", 0, 1, 5_000_000)
-        slot.samples = []
-        slot.samples.extend((i * 1_000_000, 1_000_000, stack) for i in range(1, 80))
+        record = new_record("e", "/e", 0, 1, 5_000_000)
+        samples = [(i * 1_000_000, 1_000_000, stack) for i in range(1, 80)]
+        record[SAMPLING] = Sampling(samples, 1_000_000, 0)
         start = time.perf_counter_ns()
-        capturer.capture(slot, 80_000_000, started_at=time.time(), facts={}, description="x")
+        capturer.capture(record, 80_000_000, started_at=time.time(), facts={}, description="x")
         build_ns.append(time.perf_counter_ns() - start)
     return {
         "request_thread_params_us": statistics.median(describe_ns) / 1000,

@@ -106,32 +106,24 @@ def make_agent(db: Path, **options: Any) -> tuple[Flamewatch, Any]:
 def make_push(recorder: Any) -> Push:
     """What a request thread does at the end of a monitored request, for record ``i``.
 
-    Durations are 1.0-1.1 ms, far below the outlier floor, so nothing is captured. Handles the
-    ``begin``/``end(slot, ...)`` recorder and the older flat ``end(...)`` one.
+    Durations are 1.0-1.1 ms, far below the outlier floor, so nothing is captured.
     """
+    from flamewatch.sampler.inflight import STATUS, new_record
+
     rules = {name: f"/{name}/<int:id>" for name in ENDPOINTS}
     n_endpoints = len(ENDPOINTS)
     clock = time.perf_counter_ns
-    if hasattr(recorder, "begin"):
-        begin, end = recorder.begin, recorder.end
+    thread_id = threading.get_ident()
+    thresholds, end = recorder.thresholds_ns, recorder.end
 
-        def push(i: int) -> None:
-            endpoint = ENDPOINTS[i % n_endpoints]
-            t0 = clock()
-            slot = begin(endpoint, rules[endpoint], t0)
-            slot.status = 200
-            end(slot, t0 + 1_000_000 + (i % 97) * 1_000, "GET", "127.0.0.1")
-
-        return push
-
-    end = recorder.end
-
-    def push_flat(i: int) -> None:
+    def push(i: int) -> None:
         endpoint = ENDPOINTS[i % n_endpoints]
-        duration = 1_000_000 + (i % 97) * 1_000
-        end(endpoint, rules[endpoint], "GET", 200, time.time(), duration, None, "127.0.0.1")
+        t0 = clock()
+        record = new_record(endpoint, rules[endpoint], t0, thread_id, thresholds.get(endpoint))
+        record[STATUS] = 200
+        end(record, t0 + 1_000_000 + (i % 97) * 1_000)
 
-    return push_flat
+    return push
 
 
 def stored_rows(db: Path) -> int:

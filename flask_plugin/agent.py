@@ -110,6 +110,7 @@ class Agent:
                 resources,
                 self._describe_later,
                 entry_code=ENTRY_CODE,
+                sampling=sampling,
             )
             self._writer = Writer(
                 make_store(settings.database),
@@ -138,8 +139,9 @@ class Agent:
                     outlier_interval_s=settings.outlier_sample_interval_ms / 1000,
                     max_samples=settings.max_samples,
                     on_tick=resources.read,
-                    activity=lambda: self.recorder.begun,
+                    activity=self.recorder.activity,
                     folder=folder,
+                    capped=self.recorder.capped,
                 )
                 self._sampler.start()
                 self.recorder.sampler = self._sampler

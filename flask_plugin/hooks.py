@@ -15,6 +15,7 @@ closed for a streamed one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from threading import get_ident
 from time import perf_counter_ns
 from types import CodeType
 from typing import TYPE_CHECKING
@@ -23,8 +24,21 @@ from flask import Flask, Response
 from flask.globals import _cv_request  # the request context (Flask >= 2.2)
 from werkzeug.wsgi import ClosingIterator
 
+from flamewatch.sampler.inflight import (
+    DURATION,
+    GROUP,
+    OUTLIER,
+    PARAMS,
+    REQUEST,
+    SAMPLING,
+    STATUS,
+    STREAMED,
+    T0,
+    THREAD,
+    THRESHOLD,
+    Record,
+)
 from flamewatch.sampler.logs import log_swallowed
-from flamewatch.sampler.stack_sampler import InFlight
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -36,7 +50,7 @@ __all__ = ["install", "request_timer"]
 
 #: environ keys shared between the middleware and the dispatch wrapper
 T0_KEY = "flamewatch.t0"
-SLOT_KEY = "flamewatch.slot"
+RECORD_KEY = "flamewatch.record"
 
 # Response bodies that are complete when the app returns. Flask turns an ``abort()`` or
 # other WSGI-callable result into a response around a ClosingIterator over a finished body.
@@ -54,44 +68,66 @@ def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callabl
     # Everything the request thread does is inlined here and in the middleware, with the
     # shared state bound to locals: each extra call or lookup costs ~0.1-0.5 µs per request.
     recorder = agent.recorder
-    begin = recorder.begin
+    inflight = recorder.inflight
+    thresholds = recorder.thresholds_ns
     monitored_default = recorder.monitored_default
     group_by = agent.settings.group_by
     describe = agent.describe_request
     current = _cv_request.get
 
     def full_dispatch_request() -> Response:
-        slot = None
+        record = None
         try:
             request = current().request
             rule = request.url_rule
             if rule is not None:
-                environ = request.environ
-                t0 = environ.get(T0_KEY)
                 endpoint = rule.endpoint
                 flag = recorder.monitored.get(endpoint)
                 if flag is None:
                     flag = recorder.monitored[endpoint] = monitored_default(endpoint)
+                environ = request.environ
+                t0 = environ.get(T0_KEY)
                 if flag and t0 is not None:
-                    slot = environ[SLOT_KEY] = begin(endpoint, rule.rule, t0)
+                    # the record (see flamewatch.sampler.inflight), registered for the sampler
+                    thread_id = get_ident()
+                    record = environ[RECORD_KEY] = inflight[thread_id] = [
+                        endpoint,
+                        rule.rule,
+                        request.method,
+                        500,  # until the app answers otherwise
+                        t0,
+                        0,
+                        None,
+                        request.remote_addr,
+                        thresholds.get(endpoint),
+                        False,
+                        thread_id,
+                        request,  # an outlier's facts are taken from it, later
+                        None,
+                        False,
+                        None,
+                    ]
+                    sampler = recorder.sampler
+                    if sampler is not None and sampler.idle:  # only after a quiet second
+                        sampler.wake()
         except Exception:
             log_swallowed("reading the request's endpoint")
-        if slot is None:
+        if record is None:
             return original()
         try:
             response = original()
-            slot.status = response.status_code
-            slot.streamed = not isinstance(response.response, _PRODUCED)
+            record[STATUS] = response.status_code
+            if not isinstance(response.response, _PRODUCED):
+                record[STREAMED] = True
             return response
         finally:
             try:
                 if group_by is not None:
-                    slot.group = group_by(request)
-                slot.request = request  # an outlier's facts are taken from it, later
-                threshold = slot.threshold_ns
-                if threshold is not None and perf_counter_ns() - slot.t0 > threshold:
+                    record[GROUP] = group_by(request)
+                threshold = record[THRESHOLD]
+                if threshold is not None and perf_counter_ns() - record[T0] > threshold:
                     # already an outlier: take its params while the body can still be read
-                    slot.params = describe(request, read_body=True)
+                    record[PARAMS] = describe(request, read_body=True)
             except Exception:
                 log_swallowed("the group_by callable or the request's facts")
 
@@ -105,7 +141,10 @@ def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
     A closure rather than an object with ``__call__``: its state is in local cells, which is
     measurably cheaper per request than attribute lookups (see ``benchmarks/bench_overhead.py``).
     """
-    end = agent.recorder.end
+    recorder = agent.recorder
+    inflight = recorder.inflight
+    queue = recorder.queue
+    end = recorder.end
 
     def flamewatch_timer(
         environ: WSGIEnvironment, start_response: StartResponse
@@ -118,18 +157,29 @@ def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
         try:
             body = wsgi_app(environ, start_response)
         except BaseException:
-            slot = environ.pop(SLOT_KEY, None)
-            if slot is not None:
-                slot.status = 500
-                _finish(agent, environ, slot)
+            record = environ.pop(RECORD_KEY, None)
+            if record is not None:
+                record[STATUS] = 500
+                _finish(end, record)
             raise
-        slot = environ.pop(SLOT_KEY, None)  # no cycle environ -> slot -> request -> environ
-        if slot is None:
+        record = environ.pop(RECORD_KEY, None)  # no cycle environ -> record -> environ
+        if record is None:
             return body
-        if slot.streamed:
-            return TimedBody(body, agent, environ, slot)
+        if record[STREAMED]:
+            return TimedBody(body, end, record)
         try:
-            end(slot, perf_counter_ns(), environ)
+            # Recorder.end, inlined: the response is complete, on the thread that began it
+            duration = record[DURATION] = perf_counter_ns() - record[T0]
+            inflight.pop(record[THREAD], None)
+            threshold = record[THRESHOLD]
+            if threshold is not None and duration > threshold:
+                record[OUTLIER] = True
+            else:  # only an outlier's request facts and samples are read, later
+                record[REQUEST] = record[SAMPLING] = None
+            if len(queue) < recorder.queue_size:
+                queue.append(tuple(record))  # a tuple of atoms: the garbage collector skips it
+            else:
+                recorder.count_dropped(1)
         except Exception:
             log_swallowed("recording a request")
         return body
@@ -151,10 +201,10 @@ def _start(agent: Agent) -> None:
         log_swallowed("starting the background threads")
 
 
-def _finish(agent: Agent, environ: WSGIEnvironment, slot: InFlight) -> None:
-    end = perf_counter_ns()
+def _finish(end: Callable[[Record, int], bool], record: Record) -> None:
+    end_ns = perf_counter_ns()
     try:
-        agent.recorder.end(slot, end, environ)
+        end(record, end_ns)
     except Exception:
         log_swallowed("recording a request")
 
@@ -162,16 +212,15 @@ def _finish(agent: Agent, environ: WSGIEnvironment, slot: InFlight) -> None:
 class TimedBody:
     """A streamed response body; the request ends when it is exhausted or closed."""
 
-    __slots__ = ("_agent", "_body", "_environ", "_iterator", "_slot")
+    __slots__ = ("_body", "_end", "_iterator", "_record")
 
     def __init__(
-        self, body: Iterable[bytes], agent: Agent, environ: WSGIEnvironment, slot: InFlight
+        self, body: Iterable[bytes], end: Callable[[Record, int], bool], record: Record
     ) -> None:
         self._body = body
         self._iterator: Iterator[bytes] = iter(body)
-        self._agent: Agent | None = agent
-        self._environ = environ
-        self._slot = slot
+        self._end: Callable[[Record, int], bool] | None = end
+        self._record = record
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -192,6 +241,6 @@ class TimedBody:
             self._done()
 
     def _done(self) -> None:
-        agent, self._agent = self._agent, None
-        if agent is not None:
-            _finish(agent, self._environ, self._slot)
+        end, self._end = self._end, None
+        if end is not None:
+            _finish(end, self._record)

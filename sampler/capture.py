@@ -1,7 +1,8 @@
 """Assembling an outlier's capture on the writer thread: facts, load, profile.
 
-The request thread leaves the outlier's :class:`~.InFlight` slot in the queue, with the request
-facts it could cheaply take (``slot.params``) or the request object to take them from here.
+The request thread leaves the outlier's record (:mod:`.inflight`) in the queue, with the request
+facts it could cheaply take (``PARAMS``) or the request object to take them from here, and the
+stack sampler's :class:`~.inflight.Sampling` of it when the sampler came by.
 This module redacts those facts, reads CPU and memory, turns the samples into a pyinstrument
 session, compresses it, and keeps it under the size cap -- all off the request thread.
 """
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
 import orjson
 
+from .inflight import PARAMS, REQUEST, SAMPLING, T0, THREAD, Sampling
 from .profile_builder import build_session, stack_identifiers
 from .redact import Redactor
 from .resources import ResourceMonitor
-from .stack_sampler import InFlight, thin
+from .stack_sampler import thin
 from .store import OutlierCapture
 
 __all__ = ["CaptureSettings", "Capturer"]
@@ -47,8 +49,11 @@ class Capturer:
         resources: ResourceMonitor | None,
         describe: Describe | None,
         entry_code: CodeType | None = None,
+        *,
+        sampling: bool = True,
     ) -> None:
         self.settings = settings
+        self.sampling = sampling  # whether a stack sampler runs in this process
         self.redactor = Redactor(settings.redact_keys)
         self.resources = resources
         self.describe = describe
@@ -56,41 +61,47 @@ class Capturer:
 
     def capture(
         self,
-        slot: InFlight,
+        record: Sequence[Any],
         end_ns: int,
         *,
         started_at: float,
         facts: dict[str, Any],
         description: str,
     ) -> OutlierCapture:
-        """The capture of an outlier ``slot`` that ended at ``end_ns``.
+        """The capture of an outlier's queued ``record``; the request ended at ``end_ns``.
 
         ``facts`` are what the writer knows of the request (endpoint, status, version, ...);
         they are stored with the redacted params.
         """
         request = dict(facts)
-        request.update(self._params(slot))
-        resources = self.resources.load(slot.t0) if self.resources is not None else {}
-        crossed = None if slot.crossed is None else stack_identifiers(slot.crossed)
-        if slot.samples is None:
+        request.update(self._params(record))
+        t0, thread_id = record[T0], record[THREAD]
+        resources = self.resources.load(t0) if self.resources is not None else {}
+        state: Sampling | None = record[SAMPLING]
+        if state is None and self.sampling:
+            state = Sampling([], 0, 0)  # the request ended before the sampler's next round
+        crossed = (
+            None if state is None or state.crossed is None else stack_identifiers(state.crossed)
+        )
+        if state is None or state.samples is None:
             return OutlierCapture(request, resources, crossed, None, 0, "not sampled")
-        if not slot.samples:
+        if not state.samples:
             unreached = "no sample: the request ended before the sampler came by"
             return OutlierCapture(request, resources, crossed, None, 0, unreached)
-        samples = list(slot.samples)
+        samples = list(state.samples)
         note: str | None = None
         while True:
             session = build_session(
                 samples,
-                t0_ns=slot.t0,
+                t0_ns=t0,
                 end_ns=end_ns,
                 start_time=started_at,
-                thread_name=_thread_name(slot.thread_id),
-                thread_id=slot.thread_id,
+                thread_name=_thread_name(thread_id),
+                thread_id=thread_id,
                 description=description,
                 min_interval_s=self.settings.high_interval_s,
                 max_interval_s=self.settings.low_interval_s,
-                cpu_time=_cpu_seconds(resources, end_ns - slot.t0),
+                cpu_time=_cpu_seconds(resources, end_ns - t0),
                 entry_code=self.entry_code,
             )
             profile = gzip.compress(orjson.dumps(session.to_json()), compresslevel=6)
@@ -98,16 +109,16 @@ class Capturer:
                 break
             if len(samples) < 2:
                 return OutlierCapture(
-                    request, resources, crossed, None, len(slot.samples), "profile over size cap"
+                    request, resources, crossed, None, len(state.samples), "profile over size cap"
                 )
             thin(samples)
             note = f"thinned to {len(samples)} samples to fit the profile size cap"
         return OutlierCapture(request, resources, crossed, profile, len(samples), note)
 
-    def _params(self, slot: InFlight) -> dict[str, Any]:
-        raw = slot.params
-        if raw is None and slot.request is not None and self.describe is not None:
-            raw = self.describe(slot.request)
+    def _params(self, record: Sequence[Any]) -> dict[str, Any]:
+        raw = record[PARAMS]
+        if raw is None and record[REQUEST] is not None and self.describe is not None:
+            raw = self.describe(record[REQUEST])
         if raw is None:
             return {}
         redactor = self.redactor

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from types import CodeType
 from typing import Any
 
-from .stack_sampler import Sample
+from .inflight import Sample
 from .store.base import FrameKey, ProfileStack
 
 __all__ = ["NO_GROUP", "OTHER_GROUP", "StackFolder", "frame_key"]

@@ -25,7 +25,7 @@ from types import CodeType
 
 from pyinstrument.session import Session
 
-from .stack_sampler import Sample, Stack
+from .inflight import Sample, Stack
 
 __all__ = ["UNSAMPLED", "build_session", "frame_identifier", "stack_identifiers"]
 

@@ -1,40 +1,26 @@
-"""The request thread's side of the agent: register, compare, queue, return.
+"""The request thread's side of the agent, and what it shares with the sampler and the writer.
 
-:meth:`Recorder.begin` registers a request with the stack sampler (one object, one dict store);
-:meth:`Recorder.end` unregisters it, compares its duration with its endpoint's threshold and
-queues one plain tuple. The writer thread drains :attr:`Recorder.queue`, keeps the running
-statistics and publishes fresh thresholds back into :attr:`Recorder.thresholds_ns`; nothing here
-blocks or does I/O.
+A monitored request costs one :data:`~.inflight.Record` (a plain list): the request thread
+builds it and puts it in :attr:`Recorder.inflight` for the stack sampler when the request
+begins, and when it ends takes it out, compares the duration with the threshold it carries and
+appends the same list to :attr:`Recorder.queue`. That code is inlined in the Flask hooks
+(``flamewatch.flask_plugin.hooks``), where every call and lookup counts;
+:meth:`Recorder.end` is the same step for the rarer ways a request ends (a streamed body, an
+exception) and for other callers. The writer thread drains the queue, keeps the running
+statistics and publishes fresh thresholds back into :attr:`Recorder.thresholds_ns`; nothing
+here blocks or does I/O.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
-from threading import get_ident
-from typing import Any
+from collections.abc import Callable
 
-from .stack_sampler import InFlight, StackSampler
+from .inflight import DURATION, OUTLIER, REQUEST, SAMPLING, T0, THREAD, THRESHOLD, Queued, Record
+from .stack_sampler import StackSampler
 
-__all__ = ["FlushMarker", "RawRecord", "Recorder"]
-
-#: what :meth:`Recorder.end` queues: (endpoint, rule, method, status, t0_ns, duration_ns, group,
-#: client_ip, threshold_ns, is_outlier, slot of an outlier to capture or None) -- a plain tuple,
-#: the cheapest thing to build.
-RawRecord = tuple[
-    str,
-    "str | None",
-    str,
-    int,
-    int,
-    int,
-    "object",
-    "str | None",
-    "int | None",
-    bool,
-    "InFlight | None",
-]
+__all__ = ["FlushMarker", "Recorder"]
 
 
 class FlushMarker:
@@ -57,19 +43,19 @@ class Recorder:
 
     def __init__(self, queue_size: int, monitored_default: Callable[[str], bool]) -> None:
         self.queue_size = queue_size
-        self.queue: deque[RawRecord | FlushMarker] = deque()
+        self.queue: deque[Queued | FlushMarker] = deque()
         #: endpoint -> threshold in ns; absent while the endpoint warms up
         self.thresholds_ns: dict[str, int] = {}
         #: endpoint -> monitored? (replaced wholesale by the writer; filled lazily here)
         self.monitored: dict[str, bool] = {}
         self.monitored_default = monitored_default
         #: thread id -> the request it is serving, for the sampler
-        self.inflight: dict[int, InFlight] = {}
+        self.inflight: dict[int, Record] = {}
         self.sampler: StackSampler | None = None
         #: endpoints whose outlier captures reached the hourly cap (kept by the writer)
         self.capped: set[str] = set()
-        #: requests begun so far (approximate under threads; the sampler reads it as activity)
-        self.begun = 0
+        #: records the writer has taken from the queue so far (counted on its thread)
+        self.drained = 0
         self.dropped = 0
         self._drop_lock = threading.Lock()
 
@@ -84,50 +70,36 @@ class Recorder:
         default = self.monitored_default
         self.monitored = {name: flag and default(name) for name, flag in stored.items()}
 
-    def begin(self, endpoint: str, rule: str | None, t0: int) -> InFlight:
-        """Register a request of a monitored endpoint that started at ``t0`` (perf_counter_ns)."""
-        slot = InFlight(endpoint, rule, t0, get_ident(), self.thresholds_ns.get(endpoint))
+    def activity(self) -> int:
+        """A number that changes whenever requests end: the sampler polls while it does."""
+        return self.drained + len(self.queue)
+
+    def begin(self, record: Record) -> None:
+        """Register a request's record with the sampler (the hooks inline this)."""
+        self.inflight[record[THREAD]] = record
         sampler = self.sampler
-        if sampler is not None:
-            if endpoint not in self.capped:
-                slot.samples = []
-            self.inflight[slot.thread_id] = slot
-            self.begun += 1
-            if sampler.idle:  # only after a quiet second: rare under traffic
-                sampler.wake()
-        return slot
+        if sampler is not None and sampler.idle:
+            sampler.wake()
 
-    def end(self, slot: InFlight, end_ns: int, environ: Mapping[str, Any]) -> bool:
-        """Queue a finished request; return whether it is an outlier.
+    def end(self, record: Record, end_ns: int) -> bool:
+        """Queue a finished request that ended at ``end_ns``; return whether it is an outlier.
 
-        ``environ`` is the request's WSGI environ (its method and client address are read).
+        The hooks inline this for the common case; a change here is a change there.
         """
         inflight = self.inflight
-        if inflight.get(slot.thread_id) is slot:
-            del inflight[slot.thread_id]
-        t0 = slot.t0
-        threshold = slot.threshold_ns
-        outlier = threshold is not None and end_ns - t0 > threshold
-        queue = self.queue
-        if len(queue) < self.queue_size:
-            queue.append(
-                (
-                    slot.endpoint,
-                    slot.rule,
-                    environ.get("REQUEST_METHOD", ""),
-                    slot.status,
-                    t0,
-                    end_ns - t0,
-                    slot.group,
-                    environ.get("REMOTE_ADDR"),
-                    threshold,
-                    outlier,
-                    slot if outlier else None,
-                )
-            )
+        if inflight.get(record[THREAD]) is record:
+            del inflight[record[THREAD]]
+        duration = record[DURATION] = end_ns - record[T0]
+        threshold = record[THRESHOLD]
+        outlier = threshold is not None and duration > threshold
+        if outlier:
+            record[OUTLIER] = True
+        else:  # only an outlier's request facts and samples are read, later
+            record[REQUEST] = record[SAMPLING] = None
+        if len(self.queue) < self.queue_size:
+            self.queue.append(tuple(record))  # a tuple of atoms: the garbage collector skips it
         else:
-            with self._drop_lock:
-                self.dropped += 1
+            self.count_dropped(1)
         return outlier
 
     def flush_marker(self) -> FlushMarker:
@@ -144,5 +116,6 @@ class Recorder:
         self.queue.clear()
         self.inflight.clear()
         self.sampler = None
+        self.drained = 0
         self.dropped = 0
         self._drop_lock = threading.Lock()

@@ -1,7 +1,9 @@
 """The stack-sampling thread: what each in-flight request is doing, cheaply, until it matters.
 
-One thread per process knows every in-flight request through :class:`InFlight` slots that the
-request threads register in a shared dict (``thread id -> slot``). It samples each request's
+One thread per process knows every in-flight request through the records (:mod:`.inflight`) that
+the request threads register in a shared dict (``thread id -> record``); it keeps what it needs
+per request in a :class:`~.inflight.Sampling` it creates itself, the first time it finds the
+request in flight. It samples each request's
 thread with :func:`sys._current_frames` at a low rate from the request's start, takes a sample
 at the very moment the request crosses its endpoint's outlier threshold, and samples at a high
 rate after that, so an outlier's profile covers the whole request and is detailed where the time
@@ -16,7 +18,8 @@ due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` fr
 
 With a :class:`~.folding.StackFolder`, the thread also keeps aggregated profiles: when a request
 it sampled has ended, it folds that request's samples (see :mod:`.folding`). Requests of an
-endpoint whose outlier captures reached their cap (``samples is None``) are then still sampled,
+endpoint whose outlier captures reached their cap (``Sampling.samples is None``) are then still
+sampled,
 at the low rate only, into a list of the sampler's own, so that every request is folded. And a
 request then gets a sample for the folder alone as soon as a round of the sampler finds it in
 flight, rather than one interval after its start (an outlier's profile keeps its own schedule),
@@ -34,68 +37,31 @@ from __future__ import annotations
 import sys
 import threading
 from time import perf_counter_ns
-from types import CodeType, FrameType
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .inflight import (
+    ENDPOINT,
+    GROUP,
+    SAMPLING,
+    T0,
+    THREAD,
+    THRESHOLD,
+    Record,
+    Sample,
+    Sampling,
+    Stack,
+)
 from .logs import log_swallowed
 from .worker import Worker
 
 if TYPE_CHECKING:
     from .folding import StackFolder
 
-__all__ = ["MAX_DEPTH", "InFlight", "Sample", "StackSampler"]
+__all__ = ["MAX_DEPTH", "StackSampler", "thin", "walk_stack"]
 
 #: frames kept per sample, from the thread's root; deeper stacks end in a ``[truncated]`` frame
 MAX_DEPTH = 200
-
-Stack = tuple[tuple[CodeType, int], ...]  # root first
-#: (taken at, perf_counter ns; the interval that was due, ns; the stack)
-Sample = tuple[int, int, Stack]
-
-
-class InFlight:
-    """One request in flight, shared by its thread, the sampler and (for outliers) the writer."""
-
-    __slots__ = (
-        "crossed",
-        "endpoint",
-        "group",
-        "interval_ns",
-        "next_due",
-        "params",
-        "request",
-        "rule",
-        "samples",
-        "status",
-        "streamed",
-        "t0",
-        "thread_id",
-        "threshold_ns",
-    )
-
-    def __init__(
-        self,
-        endpoint: str,
-        rule: str | None,
-        t0: int,
-        thread_id: int,
-        threshold_ns: int | None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.rule = rule
-        self.t0 = t0
-        self.thread_id = thread_id
-        self.threshold_ns = threshold_ns
-        self.status = 500  # until the app answers otherwise
-        self.streamed = False
-        self.group: Any = None
-        self.request: Any = None  # the framework's request object, for an outlier's facts
-        self.params: dict[str, Any] | None = None  # request facts taken in the request thread
-        #: samples, or None when this request is not sampled (sampler off, hourly cap reached)
-        self.samples: list[Sample] | None = None
-        self.crossed: Stack | None = None  # the stack when the threshold was crossed
-        self.next_due = 0  # set by the sampler
-        self.interval_ns = 0
 
 
 class StackSampler(Worker):
@@ -105,7 +71,7 @@ class StackSampler(Worker):
 
     def __init__(
         self,
-        inflight: dict[int, InFlight],
+        inflight: dict[int, Record],
         *,
         interval_s: float = 0.01,
         outlier_interval_s: float = 0.001,
@@ -114,6 +80,7 @@ class StackSampler(Worker):
         activity: Any = None,
         idle_after_s: float = 1.0,
         folder: StackFolder | None = None,
+        capped: set[str] | None = None,
     ) -> None:
         super().__init__()
         self.inflight = inflight
@@ -121,25 +88,28 @@ class StackSampler(Worker):
         self.high_ns = int(outlier_interval_s * 1e9)
         self.max_samples = max_samples
         self.on_tick = on_tick  # called about once a second while requests come in
-        #: a callable counting the requests begun so far: activity that keeps the thread polling
+        #: a callable whose value changes as requests end: activity that keeps the thread polling
         self.activity = activity if activity is not None else (lambda: 0)
         self.idle_after_ns = int(idle_after_s * 1e9)
+        #: endpoints whose outlier captures reached their hourly cap (kept by the writer): their
+        #: requests are sampled for the folder only
+        self.capped: set[str] = capped if capped is not None else set()
         self.idle = True
         self.samples_taken = 0
         self._own_id = 0
         self.folder = folder
-        #: requests being sampled for the folder -> their samples (``slot.samples``, or the
-        #: sampler's own list for a request whose endpoint is not captured now), the start
-        #: each request's samples are weighed from,
-        #: and a sample for the folder alone, taken when a round first found the request
-        self._folding: dict[InFlight, tuple[list[Sample], int, Sample | None]] = {}
-        self._seen: dict[InFlight, int] = {}  # the last round that found each in flight
+        #: requests being sampled for the folder, by ``id(record)`` -> the record, its samples
+        #: (``Sampling.samples``, or the sampler's own list for a request whose endpoint is not
+        #: captured now), the start its samples are weighed from, and a sample for the folder
+        #: alone, taken when a round first found the request
+        self._folding: dict[int, tuple[Record, list[Sample], int, Sample | None]] = {}
+        self._seen: dict[int, int] = {}  # the last round that found each in flight
         self._last_round = 0  # perf_counter ns of the previous round
 
     # -- control ------------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Called by a request thread that registered a slot while the sampler slept."""
+        """Called by a request thread that registered a request while the sampler slept."""
         self.idle = False
         self._wake.set()
 
@@ -165,6 +135,7 @@ class StackSampler(Worker):
                 self._wake.clear()
                 self.idle = False
                 last_active = perf_counter_ns()
+                last_count = self.activity()
                 self._last_round = last_active - self.low_ns  # not the time it slept
                 continue
             if self.on_tick is not None and now >= next_tick:
@@ -183,85 +154,100 @@ class StackSampler(Worker):
             self._fold_finished()
 
     def sample_due(self, now: int) -> int:
-        """Sample every slot that is due; return the ns until the next one is."""
+        """Sample every request that is due; return the ns until the next one is."""
         frames = sys._current_frames()
-        next_due = now + self.low_ns
+        low = self.low_ns
+        next_due = now + low
         folding = self._folding if self.folder is not None else None
+        capped = self.capped
         # what a first sample stands for: the gap since the previous round, at most 10 intervals
-        since = max(self._last_round, now - 10 * self.low_ns)
+        since = max(self._last_round, now - 10 * low)
         self._last_round = now
-        for slot in list(self.inflight.values()):
-            samples = slot.samples
-            if slot.next_due == 0:
-                if samples is None and folding is None:
+        for record in list(self.inflight.values()):
+            state: Sampling | None = record[SAMPLING]
+            if state is None:
+                captured = record[ENDPOINT] not in capped
+                if not captured and folding is None:
                     continue
-                slot.interval_ns = self.low_ns
-                slot.next_due = slot.t0 + self.low_ns
-                if slot.threshold_ns is not None and samples is not None:
-                    slot.next_due = min(slot.next_due, slot.t0 + slot.threshold_ns)
+                t0, threshold = record[T0], record[THRESHOLD]
+                due = t0 + low
+                if threshold is not None and captured:
+                    due = min(due, t0 + threshold)
+                state = record[SAMPLING] = Sampling([] if captured else None, low, due)
+                samples = state.samples if state.samples is not None else []
                 if folding is not None:
-                    samples = [] if samples is None else samples
-                    folding[slot] = (samples, since, self._first_sample(slot, frames, now))
-                assert samples is not None
-            elif samples is None:
-                found = None if folding is None else folding.get(slot)
+                    first = self._first_sample(record, state, frames, now)
+                    folding[id(record)] = (record, samples, since, first)
+            elif state.samples is None:
+                found = None if folding is None else folding.get(id(record))
                 if found is None:
                     continue
-                samples = found[0]
+                samples = found[1]
+            else:
+                samples = state.samples
             if folding is not None:
-                self._seen[slot] = now
-            if slot.next_due <= now:
-                frame = frames.get(slot.thread_id)
-                if frame is not None and slot.thread_id != self._own_id:
-                    self._sample(slot, samples, frame, now)
-            next_due = min(next_due, slot.next_due)
+                self._seen[id(record)] = now
+            if state.next_due <= now:
+                thread_id = record[THREAD]
+                frame = frames.get(thread_id)
+                if frame is not None and thread_id != self._own_id:
+                    self._sample(record, state, samples, frame, now)
+            next_due = min(next_due, state.next_due)
         if folding:
             self._fold_finished()
         return next_due - perf_counter_ns()
 
     def _fold_finished(self) -> None:
         """Fold the samples of the requests that are no longer in flight."""
-        folder, inflight = self.folder, self.inflight
+        folder, inflight, folding = self.folder, self.inflight, self._folding
         assert folder is not None
-        done = [slot for slot in self._folding if inflight.get(slot.thread_id) is not slot]
-        for slot in done:
-            samples, start, first = self._folding.pop(slot)
-            end = self._seen.pop(slot, 0)
+        done = [key for key, found in folding.items() if not _in_flight(found[0], inflight)]
+        for key in done:
+            record, samples, start, first = folding.pop(key)
+            end = self._seen.pop(key, 0)
             if first is not None:
                 samples = [first, *samples]
             if samples:
                 try:
-                    folder.fold(slot.endpoint, slot.group, samples, start, end)
+                    folder.fold(record[ENDPOINT], record[GROUP], samples, start, end)
                 except Exception:
                     log_swallowed("folding a request's samples")
 
     def _first_sample(
-        self, slot: InFlight, frames: dict[int, FrameType], now: int
+        self, record: Record, state: Sampling, frames: dict[int, FrameType], now: int
     ) -> Sample | None:
         """A sample for the folder alone, of a request not due for its first sample yet (the
         profile of an outlier keeps its own schedule)."""
-        if slot.next_due <= now or slot.thread_id == self._own_id:
+        thread_id = record[THREAD]
+        if state.next_due <= now or thread_id == self._own_id:
             return None  # due in this very round
-        frame = frames.get(slot.thread_id)
+        frame = frames.get(thread_id)
         return None if frame is None else (now, self.low_ns, walk_stack(frame))
 
-    def _sample(self, slot: InFlight, samples: list[Sample], frame: FrameType, now: int) -> None:
+    def _sample(
+        self, record: Record, state: Sampling, samples: list[Sample], frame: FrameType, now: int
+    ) -> None:
         stack = walk_stack(frame)
         if samples and samples[-1][2] == stack:
             stack = samples[-1][2]  # share the tuple: a stuck request costs little memory
-        samples.append((now, slot.interval_ns, stack))
+        samples.append((now, state.interval_ns, stack))
         self.samples_taken += 1
         # a request sampled only for the aggregated profiles stays at the low rate
-        threshold = slot.threshold_ns if samples is slot.samples else None
-        if slot.crossed is None and threshold is not None and now - slot.t0 >= threshold:
-            slot.crossed = stack  # the first sample past the threshold: switch to the high rate
-            slot.interval_ns = self.high_ns
-        slot.next_due = now + slot.interval_ns
-        if slot.crossed is None and threshold is not None:
-            slot.next_due = min(slot.next_due, slot.t0 + threshold)
+        threshold = record[THRESHOLD] if samples is state.samples else None
+        t0 = record[T0]
+        if state.crossed is None and threshold is not None and now - t0 >= threshold:
+            state.crossed = stack  # the first sample past the threshold: switch to the high rate
+            state.interval_ns = self.high_ns
+        state.next_due = now + state.interval_ns
+        if state.crossed is None and threshold is not None:
+            state.next_due = min(state.next_due, t0 + threshold)
         if len(samples) >= self.max_samples:
             thin(samples)
-            slot.interval_ns *= 2
+            state.interval_ns *= 2
+
+
+def _in_flight(record: Record, inflight: dict[int, Record]) -> bool:
+    return inflight.get(record[THREAD]) is record
 
 
 def walk_stack(frame: FrameType | None) -> Stack:

@@ -21,9 +21,21 @@ from collections.abc import Callable, Sequence
 
 from .capture import Capturer
 from .folding import StackFolder
+from .inflight import (
+    CLIENT_IP,
+    DURATION,
+    ENDPOINT,
+    GROUP,
+    METHOD,
+    OUTLIER,
+    RULE,
+    STATUS,
+    T0,
+    THRESHOLD,
+    Queued,
+)
 from .logs import log_swallowed
-from .recorder import FlushMarker, RawRecord, Recorder
-from .stack_sampler import InFlight
+from .recorder import FlushMarker, Recorder
 from .stats import OutlierRule, RunningStats
 from .store import ProcessInfo, ProfileStack, RequestRecord, RouteInfo, Store
 from .store.connection import connection_of
@@ -163,10 +175,10 @@ class Writer(Worker):
             if isinstance(item, FlushMarker):
                 self._markers.append(item)
                 continue
+            self.recorder.drained += 1
             record = _to_record(item, offset_ns)
-            slot = item[10]
-            if slot is not None and self.capturer is not None and self._may_capture(record):
-                record = self._capture(record, slot, item[5])
+            if item[OUTLIER] and self.capturer is not None and self._may_capture(record):
+                record = self._capture(record, item)
             pending.append(record)
             endpoint = record.endpoint
             endpoint_stats = stats.get(endpoint)
@@ -201,7 +213,7 @@ class Writer(Worker):
             self.recorder.capped.add(record.endpoint)  # the sampler skips it until next hour
         return True
 
-    def _capture(self, record: RequestRecord, slot: InFlight, duration_ns: int) -> RequestRecord:
+    def _capture(self, record: RequestRecord, raw: Queued) -> RequestRecord:
         assert self.capturer is not None
         facts = {
             "endpoint": record.endpoint,
@@ -218,8 +230,8 @@ class Writer(Worker):
         }
         try:
             capture = self.capturer.capture(
-                slot,
-                slot.t0 + duration_ns,
+                raw,
+                raw[T0] + raw[DURATION],
                 started_at=record.started_at,
                 facts=facts,
                 description=f"{record.method} {record.rule or record.endpoint}"
@@ -401,17 +413,17 @@ class Writer(Worker):
         self._connected = False
 
 
-def _to_record(raw: RawRecord, offset_ns: int) -> RequestRecord:
-    (endpoint, rule, method, status, t0, duration_ns, group, client_ip, threshold, outlier, _) = raw
+def _to_record(raw: Queued, offset_ns: int) -> RequestRecord:
+    group, client_ip, threshold = raw[GROUP], raw[CLIENT_IP], raw[THRESHOLD]
     return RequestRecord(
-        endpoint,
-        rule,
-        method,
-        status,
-        (t0 + offset_ns) / 1e9,
-        duration_ns / 1e6,
+        raw[ENDPOINT],
+        raw[RULE],
+        raw[METHOD],
+        raw[STATUS],
+        (raw[T0] + offset_ns) / 1e9,
+        raw[DURATION] / 1e6,
         client_ip if group is None else str(group),
         client_ip,
-        outlier,
+        raw[OUTLIER],
         None if threshold is None else threshold / 1e6,
     )

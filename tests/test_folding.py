@@ -16,7 +16,7 @@ from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.flames import FlameReport
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.folding import NO_GROUP, OTHER_GROUP, StackFolder, frame_key
-from flamewatch.sampler.stack_sampler import Sample, Stack
+from flamewatch.sampler.inflight import Sample, Stack
 from flamewatch.sampler.store import (
     ProcessInfo,
     ProfileStack,

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 from urllib.request import urlopen
 
@@ -126,7 +127,7 @@ class Gunicorn:
             with urlopen(f"{self.base}/work/{rid}?s={seconds}", timeout=60) as response:
                 body = response.read().decode()
                 status = response.status
-        except OSError:  # refused or reset: no answer
+        except (OSError, HTTPException):  # refused, reset or cut short by a kill: no answer
             return Answer(rid, 0, 0, time.time())
         echoed, pid = body.split()
         assert echoed == rid

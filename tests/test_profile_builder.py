@@ -9,12 +9,13 @@ import pytest
 from pyinstrument.session import Session
 
 from flamewatch.sampler.capture import Capturer, CaptureSettings
+from flamewatch.sampler.inflight import SAMPLING, Sample, Sampling, new_record
 from flamewatch.sampler.profile_builder import (
     UNSAMPLED,
     build_session,
     frame_identifier,
 )
-from flamewatch.sampler.stack_sampler import MAX_DEPTH, InFlight, Sample, thin, walk_stack
+from flamewatch.sampler.stack_sampler import MAX_DEPTH, thin, walk_stack
 
 MS = 1_000_000
 
@@ -133,12 +134,12 @@ def test_profile_over_the_size_cap_is_thinned_until_it_fits() -> None:
         return recurse(n - 1) if n else sys._getframe()
 
     stacks = [walk_stack(recurse(depth)) for depth in range(1, 150)]
-    slot = InFlight("e", "/e", 0, 1, MS)
-    slot.samples = []
-    slot.samples.extend((i * MS, MS, stacks[i % len(stacks)]) for i in range(1, 2001))
+    record = new_record("e", "/e", 0, 1, MS)
+    samples = [(i * MS, MS, stacks[i % len(stacks)]) for i in range(1, 2001)]
+    record[SAMPLING] = Sampling(samples, MS, 0)
     settings = CaptureSettings(max_profile_bytes=16 * 1024)
     capture = Capturer(settings, None, None).capture(
-        slot, 2001 * MS, started_at=0.0, facts={}, description="x"
+        record, 2001 * MS, started_at=0.0, facts={}, description="x"
     )
     assert capture.profile is not None
     assert len(capture.profile) <= 16 * 1024
@@ -147,12 +148,20 @@ def test_profile_over_the_size_cap_is_thinned_until_it_fits() -> None:
     assert capture.sample_count < 2000
 
 
-def test_an_outlier_the_sampler_never_reached_has_no_profile() -> None:
-    slot = InFlight("e", "/e", 0, 1, MS)
-    slot.samples = []
+@pytest.mark.parametrize("sampling", [None, Sampling([], MS, MS)], ids=["unseen", "not-due"])
+def test_an_outlier_the_sampler_never_reached_has_no_profile(sampling: Sampling | None) -> None:
+    record = new_record("e", "/e", 0, 1, MS)
+    record[SAMPLING] = sampling
     capture = Capturer(CaptureSettings(), None, None).capture(
-        slot, 6 * MS, started_at=0.0, facts={"path": "/e"}, description="x"
+        record, 6 * MS, started_at=0.0, facts={"path": "/e"}, description="x"
     )
     assert capture.profile is None
     assert capture.note == "no sample: the request ended before the sampler came by"
     assert capture.request == {"path": "/e"}
+
+
+def test_an_outlier_without_a_sampler_is_not_sampled() -> None:
+    record = new_record("e", "/e", 0, 1, MS)
+    capturer = Capturer(CaptureSettings(), None, None, sampling=False)
+    capture = capturer.capture(record, 6 * MS, started_at=0.0, facts={}, description="x")
+    assert (capture.profile, capture.note) == (None, "not sampled")
