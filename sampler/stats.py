@@ -8,6 +8,7 @@ current threshold for the request threads (and the stack sampler) to compare aga
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["OutlierRule", "RunningStats"]
@@ -90,17 +91,24 @@ class RunningStats:
         return math.sqrt(self.variance)
 
     def add(self, value: float) -> None:
-        self.count += 1
-        delta = value - self.mean
-        if self.count <= self.window:
-            self.mean += delta / self.count
-            self._m2 += delta * (value - self.mean)
-        else:
-            alpha = 1.0 / self.window
-            self.mean += alpha * delta
-            # exponentially weighted variance (West 1979), kept as variance * window
-            variance = (1.0 - alpha) * (self.variance + alpha * delta * delta)
-            self._m2 = variance * self.window
+        self.add_all((value,))
+
+    def add_all(self, values: Iterable[float], cap: float | None = None) -> None:
+        """:meth:`add` each of ``values`` in turn, each at most ``cap`` when it is given."""
+        count, mean, m2, window = self.count, self.mean, self._m2, self.window
+        alpha = 1.0 / window
+        for given in values:
+            value = given if cap is None or given <= cap else cap
+            count += 1
+            delta = value - mean
+            if count <= window:
+                mean += delta / count
+                m2 += delta * (value - mean)
+            else:
+                mean += alpha * delta
+                # exponentially weighted variance (West 1979), kept as variance * window
+                m2 = (1.0 - alpha) * (m2 / window + alpha * delta * delta) * window
+        self.count, self.mean, self._m2 = count, mean, m2
 
     def __repr__(self) -> str:
         return f"RunningStats(count={self.count}, mean={self.mean:.3f}, stddev={self.stddev:.3f})"

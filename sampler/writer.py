@@ -22,16 +22,8 @@ from collections.abc import Callable, Sequence
 from .capture import Capturer
 from .folding import StackFolder
 from .inflight import (
-    CLIENT_IP,
     DURATION,
-    ENDPOINT,
-    GROUP,
-    METHOD,
-    OUTLIER,
-    RULE,
-    STATUS,
     T0,
-    THRESHOLD,
     Queued,
 )
 from .logs import log_swallowed
@@ -166,37 +158,65 @@ class Writer(Worker):
         where the request threads count what no longer fits as dropped. Returns whether
         records were held back in the queue for that reason.
         """
+        # This loop runs for every request, holding the GIL the app's threads want: the
+        # queued tuple is unpacked once, RequestRecord built without its Python __new__, and
+        # the statistics updated once per endpoint with the durations gathered here.
         queue, pending, cap = self.recorder.queue, self._pending, self.recorder.queue_size
-        rule, stats = self.rule, self.stats
-        in_force: dict[str, float | None] = {}  # thresholds, computed once per endpoint per drain
+        capturer, make = self.capturer, tuple.__new__
+        durations: dict[str, list[float]] = {}
+        taken = 0
         offset_ns = time.time_ns() - time.perf_counter_ns()  # wall clock of the perf counter
         while queue and not (self._failures and len(pending) >= cap):
             item = queue.popleft()
             if isinstance(item, FlushMarker):
                 self._markers.append(item)
                 continue
-            self.recorder.drained += 1
-            record = _to_record(item, offset_ns)
-            if item[OUTLIER] and self.capturer is not None and self._may_capture(record):
+            taken += 1
+            # the layout of flamewatch.sampler.inflight
+            (endpoint, rule, method, status, t0, duration_ns, group, client_ip, threshold_ns,
+             outlier, _, _, _, _, _) = item  # fmt: skip
+            duration = duration_ns / 1e6
+            record: RequestRecord = make(
+                RequestRecord,
+                (
+                    endpoint,
+                    rule,
+                    method,
+                    status,
+                    (t0 + offset_ns) / 1e9,
+                    duration,
+                    client_ip if group is None else str(group),
+                    client_ip,
+                    outlier,
+                    None if threshold_ns is None else threshold_ns / 1e6,
+                    None,
+                ),
+            )
+            if outlier and capturer is not None and self._may_capture(record):
                 record = self._capture(record, item)
             pending.append(record)
-            endpoint = record.endpoint
+            found = durations.get(endpoint)
+            if found is None:
+                durations[endpoint] = [duration]
+            else:
+                found.append(duration)
+        self.recorder.drained += taken
+        self._update_thresholds(durations)
+        return bool(queue) and bool(self._failures)
+
+    def _update_thresholds(self, durations: dict[str, list[float]]) -> None:
+        """Feed each endpoint's new durations to its statistics; publish its threshold."""
+        rule, stats, thresholds = self.rule, self.stats, self.recorder.thresholds_ns
+        for endpoint, values in durations.items():
             endpoint_stats = stats.get(endpoint)
             if endpoint_stats is None:
                 endpoint_stats = stats[endpoint] = RunningStats(rule.window)
-            if endpoint in in_force:
-                threshold = in_force[endpoint]
-            else:
-                threshold = in_force[endpoint] = rule.threshold_ms(endpoint_stats)
-            duration = record.duration_ms
-            # winsorized: a burst of slow requests cannot raise the bar it is measured against
-            endpoint_stats.add(duration if threshold is None or duration < threshold else threshold)
-        thresholds = self.recorder.thresholds_ns
-        for endpoint in in_force:
-            threshold = rule.threshold_ms(stats[endpoint])
+            # winsorized at the threshold in force: a burst of slow requests cannot raise the
+            # bar it is measured against
+            endpoint_stats.add_all(values, cap=rule.threshold_ms(endpoint_stats))
+            threshold = rule.threshold_ms(endpoint_stats)
             if threshold is not None:
                 thresholds[endpoint] = int(threshold * 1e6)
-        return bool(queue) and bool(self._failures)
 
     def _may_capture(self, record: RequestRecord) -> bool:
         """At most ``captures_per_hour`` captures per endpoint (this process's version)."""
@@ -387,20 +407,21 @@ class Writer(Worker):
     def _shutdown(self) -> None:
         # what a failing store held back in the queue, or came in after the last drain, is
         # lost as well -- and counted
+        lost = len(self._pending)
         for item in self.recorder.queue:
             if isinstance(item, FlushMarker):
                 self._markers.append(item)
             else:
-                self._pending.append(_to_record(item, 0))
+                lost += 1
         self.recorder.queue.clear()
-        if self._pending:
+        self._pending.clear()
+        if lost:
             log.error(
                 "flamewatch: %d records could not be written to %s and are lost",
-                len(self._pending),
+                lost,
                 self.store.url,
             )
-            self.recorder.count_dropped(len(self._pending))
-            self._pending.clear()
+            self.recorder.count_dropped(lost)
         self._answer_markers()
         if self._connected and self._process_id is not None:
             try:
@@ -411,19 +432,3 @@ class Writer(Worker):
                 log.debug("flamewatch: final process update failed: %s", exc)
         self.store.close()
         self._connected = False
-
-
-def _to_record(raw: Queued, offset_ns: int) -> RequestRecord:
-    group, client_ip, threshold = raw[GROUP], raw[CLIENT_IP], raw[THRESHOLD]
-    return RequestRecord(
-        raw[ENDPOINT],
-        raw[RULE],
-        raw[METHOD],
-        raw[STATUS],
-        (raw[T0] + offset_ns) / 1e9,
-        raw[DURATION] / 1e6,
-        client_ip if group is None else str(group),
-        client_ip,
-        raw[OUTLIER],
-        None if threshold is None else threshold / 1e6,
-    )

@@ -30,6 +30,25 @@ def test_running_stats_forget_the_distant_past_after_the_window() -> None:
     assert stats.stddev < 0.5
 
 
+def test_adding_a_batch_with_a_cap_equals_adding_each_capped_value() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(0, 1) for _ in range(300)]
+    one_by_one, batched = RunningStats(window=100), RunningStats(window=100)
+    for value in values:
+        one_by_one.add(min(value, 2.5))
+    batched.add_all(values[:150], cap=2.5)
+    batched.add_all(values[150:], cap=2.5)
+    assert (batched.count, batched.mean, batched.variance) == (
+        one_by_one.count,
+        one_by_one.mean,
+        one_by_one.variance,
+    )
+    assert max(values) > 2.5  # the cap did something
+    uncapped = RunningStats(window=100)
+    uncapped.add_all(values)
+    assert uncapped.mean > batched.mean
+
+
 def test_seeded_stats_continue_like_the_original() -> None:
     rng = random.Random(2)
     values = [rng.gauss(50, 5) for _ in range(200)]

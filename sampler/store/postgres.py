@@ -138,14 +138,13 @@ class PostgresStore(SQLStore["psycopg.Connection[Any]", "psycopg.Cursor[Any]"]):
             return
         new = NewIds()
         with self.conn.cursor() as names:  # autocommit: each new name committed on its own
-            rows, last_accessed = self._request_rows(names, new, process_id, records)
+            rows, captured, last_accessed = self._request_rows(names, new, process_id, records)
         self._remember(new)
         with self._transaction() as cur:
             with cur.copy(f"COPY requests ({REQUEST_COLUMNS}) FROM STDIN") as copy:
-                for row, r in zip(rows, records, strict=True):
-                    if r.capture is None:
-                        copy.write_row(row)
-            self._insert_outliers(cur, rows, records)
+                for row in rows:
+                    copy.write_row(row)
+            self._insert_outliers(cur, captured)
             # shared rows last, in id order: workers writing together never wait in a cycle
             cur.executemany(
                 "UPDATE endpoints SET last_accessed = %s WHERE id = %s"

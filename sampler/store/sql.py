@@ -83,6 +83,9 @@ def open_sql_stores() -> list[SQLStore[Any, Any]]:
     return [store for store in list(_open) if store._conn is not None]
 
 
+#: a row to insert
+Row = tuple[Any, ...]
+
 #: the columns of the rows :meth:`SQLStore._request_rows` makes, in their order
 REQUEST_COLUMNS = (
     "endpoint_id, rule_id, version_id, group_id, process_id, method, status, started_at,"
@@ -260,48 +263,65 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
 
     def _request_rows(
         self, cur: CursorT, new: NewIds, process_id: int, records: Sequence[RequestRecord]
-    ) -> tuple[list[tuple[Any, ...]], dict[int, float]]:
-        """The ``requests`` rows of a batch (:data:`REQUEST_COLUMNS`), the names'
-        ids found or inserted with ``cur``; and per endpoint id, its latest request's start."""
+    ) -> tuple[
+        list[tuple[Any, ...]], list[tuple[tuple[Any, ...], OutlierCapture]], dict[int, float]
+    ]:
+        """The ``requests`` rows of a batch (:data:`REQUEST_COLUMNS`), the names' ids found
+        or inserted with ``cur``: the rows without a capture, those with one (and their
+        capture), and per endpoint id, its latest request's start.
+
+        Runs on the writer thread for every record, holding the GIL the app's threads want:
+        the names' ids are looked up once per (endpoint, rule, group) and batch.
+        """
         version_id = self._process_versions[process_id]
         last_accessed: dict[int, float] = {}
-        rows: list[tuple[Any, ...]] = []
-        for r in records:
-            endpoint_id = self._endpoint_id(cur, new, r.endpoint, r.started_at)
-            rule_id = None
-            if r.rule is not None:
-                rule_id = self._rule_id(cur, new, endpoint_id, r.rule, r.started_at)
-            group_id = None
-            if r.group is not None:
-                group_id = self._group_id(cur, new, r.group)
-            if r.started_at > last_accessed.get(endpoint_id, 0.0):
-                last_accessed[endpoint_id] = r.started_at
-            rows.append(
-                (
-                    endpoint_id,
-                    rule_id,
-                    version_id,
-                    group_id,
-                    process_id,
-                    r.method,
-                    r.status,
-                    r.started_at,
-                    r.duration_ms,
-                    r.client_ip,
-                    int(r.is_outlier),
-                    r.threshold_ms,
-                )
+        rows: list[Row] = []
+        captured: list[tuple[Row, OutlierCapture]] = []
+        ids: dict[tuple[str, str | None, str | None], tuple[int, int | None, int | None]] = {}
+        for record in records:
+            (endpoint, rule, method, status, started, duration, group, client_ip, outlier,
+             threshold, capture) = record  # fmt: skip
+            key = (endpoint, rule, group)
+            found = ids.get(key)
+            if found is None:
+                endpoint_id = self._endpoint_id(cur, new, endpoint, started)
+                rule_id = None
+                if rule is not None:
+                    rule_id = self._rule_id(cur, new, endpoint_id, rule, started)
+                group_id = None
+                if group is not None:
+                    group_id = self._group_id(cur, new, group)
+                found = ids[key] = (endpoint_id, rule_id, group_id)
+            endpoint_id = found[0]
+            if started > last_accessed.get(endpoint_id, 0.0):
+                last_accessed[endpoint_id] = started
+            row = (
+                endpoint_id,
+                found[1],
+                version_id,
+                found[2],
+                process_id,
+                method,
+                status,
+                started,
+                duration,
+                client_ip,
+                1 if outlier else 0,
+                threshold,
             )
-        return rows, last_accessed
+            if capture is None:
+                rows.append(row)
+            else:
+                captured.append((row, capture))
+        return rows, captured, last_accessed
 
     def _insert_outliers(
-        self, cur: CursorT, rows: Sequence[tuple[Any, ...]], records: Sequence[RequestRecord]
+        self, cur: CursorT, captured: Sequence[tuple[Row, OutlierCapture]]
     ) -> None:
         """Insert the requests that carry a capture one by one, each with its outlier row."""
-        for row, r in zip(rows, records, strict=True):
-            if r.capture is not None:
-                request_id = self._insert_id(cur, INSERT_REQUEST, row)
-                self._insert_outlier(cur, request_id, r.capture)
+        for row, capture in captured:
+            request_id = self._insert_id(cur, INSERT_REQUEST, row)
+            self._insert_outlier(cur, request_id, capture)
 
     def _insert_outlier(self, cur: CursorT, request_id: int, capture: OutlierCapture) -> None:
         cur.execute(

@@ -102,10 +102,9 @@ class SQLiteStore(SQLStore[sqlite3.Connection, sqlite3.Cursor]):
             return
         new = NewIds()
         with self._transaction() as cur:
-            rows, last_accessed = self._request_rows(cur, new, process_id, records)
-            plain = [row for row, r in zip(rows, records, strict=True) if r.capture is None]
-            cur.executemany(INSERT_REQUEST, plain)
-            self._insert_outliers(cur, rows, records)
+            rows, captured, last_accessed = self._request_rows(cur, new, process_id, records)
+            cur.executemany(INSERT_REQUEST, rows)
+            self._insert_outliers(cur, captured)
             cur.executemany(
                 "UPDATE endpoints SET last_accessed = max(coalesce(last_accessed, 0), ?)"
                 " WHERE id = ?",
