@@ -61,10 +61,24 @@ def install(app: Flask, agent: Agent) -> None:
     """Put the middleware and the dispatch wrapper on ``app``."""
     app.wsgi_app = request_timer(app.wsgi_app, agent)  # type: ignore[method-assign,assignment]
     original = app.full_dispatch_request
-    app.full_dispatch_request = _dispatch_wrapper(original, agent)  # type: ignore[method-assign]
+    wrapper = _dispatch_wrapper(original, agent, _status_is_stored(app.response_class))
+    app.full_dispatch_request = wrapper  # type: ignore[method-assign]
 
 
-def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callable[[], Response]:
+def _status_is_stored(response_class: type[Response]) -> bool:
+    """Whether the app's responses keep their status code in ``_status_code``, as werkzeug's
+    do: reading it there costs ~20 CPU instructions, against ~1,000 for the Python property
+    ``status_code`` (a frame per request)."""
+    try:
+        response = response_class(status=299)
+        return getattr(response, "_status_code", None) == 299 == response.status_code
+    except Exception:
+        return False
+
+
+def _dispatch_wrapper(
+    original: Callable[[], Response], agent: Agent, status_is_stored: bool = False
+) -> Callable[[], Response]:
     # Everything the request thread does is inlined here and in the middleware, with the
     # shared state bound to locals: each extra call or lookup costs ~0.1-0.5 µs per request.
     recorder = agent.recorder
@@ -116,7 +130,7 @@ def _dispatch_wrapper(original: Callable[[], Response], agent: Agent) -> Callabl
             return original()
         try:
             response = original()
-            record[STATUS] = response.status_code
+            record[STATUS] = response._status_code if status_is_stored else response.status_code
             if not isinstance(response.response, _PRODUCED):
                 record[STREAMED] = True
             return response
