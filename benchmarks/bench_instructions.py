@@ -8,7 +8,9 @@ calls (no test client) in a child process run under ``valgrind --tool=callgrind
 ``N2 - N1`` is the per-request count, with start-up and imports cancelled out. Before counting,
 each child serves a few hundred requests and freezes what is alive then (``gc.freeze()``), so
 that a full collection of the process's long-lived objects, which falls in one run and not the
-other, does not move the difference. It is reported
+other, does not move the difference; for the same reason flamewatch's writer sleeps while the
+requests are served and stores them all at the end (in fewer, larger batches than it would
+live, so the all-threads figure is a little lower than its live cost). It is reported
 for the thread that serves the requests and for all threads (flamewatch's writer, FMD's
 per-request threads).
 
@@ -71,7 +73,11 @@ def child(variant: str, n: int) -> None:
         call = bo.wsgi_caller(setup.app, "/trivial")
         for _ in range(WARM_UP):
             call()
-        setup.drain()
+        # flamewatch's writer waits until the end: while it ran, its allocations would start
+        # collections on the serving thread at moments that differ from run to run
+        agent = setup.app.extensions.get("flamewatch") if variant == "flamewatch" else None
+        quiet = agent is not None and bo.quiet_writer(agent, True)
+        setup.drain()  # the writer's last round before the count; it then sleeps
         # The app's and the libraries' long-lived objects would otherwise be traversed by a
         # full collection every few thousand requests: a cost of any Flask app, and one that
         # lands in one run and not the other, moving the difference by ~1,000 instructions.
@@ -79,6 +85,8 @@ def child(variant: str, n: int) -> None:
         gc.freeze()
         for _ in range(n):
             call()
+        if quiet:
+            bo.quiet_writer(agent, False)
         setup.drain()
         setup.close()
     finally:

@@ -216,7 +216,7 @@ def fidelity(outliers: int) -> dict[str, Any]:
 
 
 def capture_cost(n: int) -> dict[str, float]:
-    """Micro-timings of the two halves of a capture, on a real outlier slot."""
+    """Micro-timings of the two halves of a capture, on a real outlier record."""
     from flamewatch.sampler.capture import Capturer, CaptureSettings
     from flamewatch.sampler.inflight import SAMPLING, Sampling, new_record
     from flamewatch.sampler.resources import ResourceMonitor
