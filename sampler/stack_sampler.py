@@ -7,9 +7,14 @@ request in flight. It samples each request's
 thread with :func:`sys._current_frames` at a low rate from the request's start, takes a sample
 at the very moment the request crosses its endpoint's outlier threshold, and samples at a high
 rate after that, so an outlier's profile covers the whole request and is detailed where the time
-went. A sample holds raw ``(code object, line)`` pairs -- strings are only built for outliers,
-by :mod:`.profile_builder`, off the request thread. With nothing in flight the thread sleeps on
-an event.
+went. A threshold shorter than the low interval is checked at the request's first sample, one
+interval after its start, rather than woken for: on an endpoint of 2 ms requests, waking at every
+request's threshold made a round every few ms, and each round takes the GIL from a busy request
+thread (paired runs of 2 ms CPU-bound requests: +36 µs (26-64) per request before, +12 µs (-8-38)
+after, against flamewatch without the sampler).
+A sample holds raw ``(code object, line)`` pairs -- strings are only built for outliers, by
+:mod:`.profile_builder`, off the request thread. With nothing in flight the thread sleeps on an
+event.
 
 Limits, handled by the profile builder rather than hidden: a thread running Python can only be
 sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in C
@@ -169,11 +174,10 @@ class StackSampler(Worker):
                 captured = record[ENDPOINT] not in capped
                 if not captured and folding is None:
                     continue
-                t0, threshold = record[T0], record[THRESHOLD]
-                due = t0 + low
-                if threshold is not None and captured:
-                    due = min(due, t0 + threshold)
-                state = record[SAMPLING] = Sampling([] if captured else None, low, due)
+                # the first sample one interval after the start, even when the threshold
+                # comes sooner (see the module's docstring); later ones wake for it
+                state = Sampling([] if captured else None, low, record[T0] + low)
+                record[SAMPLING] = state
                 samples = state.samples if state.samples is not None else []
                 if folding is not None:
                     first = self._first_sample(record, state, frames, now)
