@@ -39,6 +39,7 @@ stands for the time until the last round that still found the request in flight.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from time import perf_counter_ns
@@ -63,7 +64,7 @@ from .worker import Worker
 if TYPE_CHECKING:
     from .folding import StackFolder
 
-__all__ = ["MAX_DEPTH", "StackSampler", "thin", "walk_stack"]
+__all__ = ["MAX_DEPTH", "StackSampler", "current_frames", "thin", "walk_stack"]
 
 #: frames kept per sample, from the thread's root; deeper stacks end in a ``[truncated]`` frame
 MAX_DEPTH = 200
@@ -160,7 +161,7 @@ class StackSampler(Worker):
 
     def sample_due(self, now: int) -> int:
         """Sample every request that is due; return the ns until the next one is."""
-        frames = sys._current_frames()
+        frames = current_frames()
         low = self.low_ns
         next_due = now + low
         folding = self._folding if self.folder is not None else None
@@ -252,6 +253,25 @@ class StackSampler(Worker):
 
 def _in_flight(record: Record, inflight: dict[int, Record]) -> bool:
     return inflight.get(record[THREAD]) is record
+
+
+def current_frames() -> dict[int, FrameType]:
+    """:func:`sys._current_frames`, with the garbage collector paused while it runs.
+
+    CPython (3.11 and earlier 3.12 releases, gh-106883) builds that dict while holding the lock
+    on the list of threads; a collection starting inside it can run Python code (a weakref
+    callback), which may hand the GIL to a thread that then waits for that lock -- another
+    sampler, or a thread starting or ending -- while this one waits for the GIL: the whole
+    process hangs. It happened here with two apps' samplers in one process.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if paused:
+            gc.enable()
 
 
 def walk_stack(frame: FrameType | None) -> Stack:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+import threading
 from types import FrameType
 
 import pytest
@@ -15,7 +17,7 @@ from flamewatch.sampler.profile_builder import (
     build_session,
     frame_identifier,
 )
-from flamewatch.sampler.stack_sampler import MAX_DEPTH, thin, walk_stack
+from flamewatch.sampler.stack_sampler import MAX_DEPTH, current_frames, thin, walk_stack
 
 MS = 1_000_000
 
@@ -165,3 +167,27 @@ def test_an_outlier_without_a_sampler_is_not_sampled() -> None:
     capturer = Capturer(CaptureSettings(), None, None, sampling=False)
     capture = capturer.capture(record, 6 * MS, started_at=0.0, facts={}, description="x")
     assert (capture.profile, capture.note) == (None, "not sampled")
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["gc-on", "gc-off"])
+def test_current_frames_runs_with_the_collector_paused_and_restores_it(
+    enabled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a collection inside sys._current_frames() can hang the process (see current_frames)
+    seen: list[bool] = []
+
+    def recording() -> dict[int, FrameType]:
+        seen.append(gc.isenabled())
+        return {threading.get_ident(): sys._getframe()}
+
+    monkeypatch.setattr(sys, "_current_frames", recording)
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        frames = current_frames()
+        after = gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False]
+    assert after is enabled
+    assert threading.get_ident() in frames
