@@ -27,6 +27,8 @@ from .store import OutlierCapture
 
 __all__ = ["CaptureSettings", "Capturer"]
 
+_UNREACHED = "no sample: the request ended before the sampler came by"
+
 #: takes the framework's request object and whether its body may be read; returns raw facts
 Describe = Callable[[Any], dict[str, Any]]
 
@@ -78,16 +80,14 @@ class Capturer:
         t0, thread_id = record[T0], record[THREAD]
         resources = self.resources.load(t0) if self.resources is not None else {}
         state: Sampling | None = record[SAMPLING]
-        if state is None and self.sampling:
-            state = Sampling([], 0, 0)  # the request ended before the sampler's next round
-        crossed = (
-            None if state is None or state.crossed is None else stack_identifiers(state.crossed)
-        )
-        if state is None or state.samples is None:
+        if state is None:  # the sampler is off, or the request ended before it came by
+            why = _UNREACHED if self.sampling else "not sampled"
+            return OutlierCapture(request, resources, None, None, 0, why)
+        crossed = None if state.crossed is None else stack_identifiers(state.crossed)
+        if state.samples is None:
             return OutlierCapture(request, resources, crossed, None, 0, "not sampled")
         if not state.samples:
-            unreached = "no sample: the request ended before the sampler came by"
-            return OutlierCapture(request, resources, crossed, None, 0, unreached)
+            return OutlierCapture(request, resources, crossed, None, 0, _UNREACHED)
         samples = list(state.samples)
         note: str | None = None
         while True:

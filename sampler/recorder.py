@@ -3,12 +3,11 @@
 A monitored request costs one :data:`~.inflight.Record` (a plain list): the request thread
 builds it and puts it in :attr:`Recorder.inflight` for the stack sampler when the request
 begins, and when it ends takes it out, compares the duration with the threshold it carries and
-appends the same list to :attr:`Recorder.queue`. That code is inlined in the Flask hooks
-(``flamewatch.flask_plugin.hooks``), where every call and lookup counts;
-:meth:`Recorder.end` is the same step for the rarer ways a request ends (a streamed body, an
-exception) and for other callers. The writer thread drains the queue, keeps the running
-statistics and publishes fresh thresholds back into :attr:`Recorder.thresholds_ns`; nothing
-here blocks or does I/O.
+appends it to :attr:`Recorder.queue` as a tuple. The Flask hooks (``flamewatch.flask_plugin.
+hooks``) do this inline, where every call and lookup counts; :meth:`Recorder.end` is the same
+end step for the rarer ways a request ends (a streamed body, an exception). The writer thread
+drains the queue, keeps the running statistics and publishes fresh thresholds back into
+:attr:`Recorder.thresholds_ns`; nothing here blocks or does I/O.
 """
 
 from __future__ import annotations
@@ -73,13 +72,6 @@ class Recorder:
     def activity(self) -> int:
         """A number that changes whenever requests end: the sampler polls while it does."""
         return self.drained + len(self.queue)
-
-    def begin(self, record: Record) -> None:
-        """Register a request's record with the sampler (the hooks inline this)."""
-        self.inflight[record[THREAD]] = record
-        sampler = self.sampler
-        if sampler is not None and sampler.idle:
-            sampler.wake()
 
     def end(self, record: Record, end_ns: int) -> bool:
         """Queue a finished request that ended at ``end_ns``; return whether it is an outlier.

@@ -263,9 +263,7 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
 
     def _request_rows(
         self, cur: CursorT, new: NewIds, process_id: int, records: Sequence[RequestRecord]
-    ) -> tuple[
-        list[tuple[Any, ...]], list[tuple[tuple[Any, ...], OutlierCapture]], dict[int, float]
-    ]:
+    ) -> tuple[list[Row], list[tuple[Row, OutlierCapture]], dict[int, float]]:
         """The ``requests`` rows of a batch (:data:`REQUEST_COLUMNS`), the names' ids found
         or inserted with ``cur``: the rows without a capture, those with one (and their
         capture), and per endpoint id, its latest request's start.
