@@ -14,8 +14,8 @@ closed for a streamed one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from threading import get_ident
 from time import perf_counter_ns
 from types import CodeType
 from typing import TYPE_CHECKING
@@ -34,7 +34,6 @@ from flamewatch.sampler.inflight import (
     STATUS,
     STREAMED,
     T0,
-    THREAD,
     THRESHOLD,
     Record,
 )
@@ -48,9 +47,15 @@ if TYPE_CHECKING:
 
 __all__ = ["install", "request_timer"]
 
-#: environ keys shared between the middleware and the dispatch wrapper
-T0_KEY = "flamewatch.t0"
+#: the record of a request, from the dispatch wrapper to the middleware (set after Flask has
+#: read the environ's headers: a key added before would cost every request ~600 CPU
+#: instructions, as werkzeug looks for the cookie header through every key of the environ)
 RECORD_KEY = "flamewatch.record"
+
+#: the running thread's id; rebound when the agent starts, after gevent or eventlet patched
+#: threading (if they did) to give a greenlet's id: two greenlets of one thread must not share
+#: an entry of ``Recorder.starts``
+get_ident = threading.get_ident
 
 # Response bodies that are complete when the app returns. Flask turns an ``abort()`` or
 # other WSGI-callable result into a response around a ClosingIterator over a finished body.
@@ -83,6 +88,7 @@ def _dispatch_wrapper(
     # shared state bound to locals: each extra call or lookup costs ~0.1-0.5 µs per request.
     recorder = agent.recorder
     inflight = recorder.inflight
+    starts = recorder.starts
     thresholds = recorder.thresholds_ns
     monitored_default = recorder.monitored_default
     group_by = agent.settings.group_by
@@ -99,12 +105,11 @@ def _dispatch_wrapper(
                 flag = recorder.monitored.get(endpoint)
                 if flag is None:
                     flag = recorder.monitored[endpoint] = monitored_default(endpoint)
-                environ = request.environ
-                t0 = environ.get(T0_KEY)
+                thread_id = get_ident()
+                t0 = starts.pop(thread_id, None)  # None: called without the middleware
                 if flag and t0 is not None:
                     # the record (see flamewatch.sampler.inflight), registered for the sampler
-                    thread_id = get_ident()
-                    record = environ[RECORD_KEY] = inflight[thread_id] = [
+                    record = request.environ[RECORD_KEY] = inflight[thread_id] = [
                         endpoint,
                         rule.rule,
                         request.method,
@@ -157,6 +162,7 @@ def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
     """
     recorder = agent.recorder
     inflight = recorder.inflight
+    starts = recorder.starts
     queue = recorder.queue
     end = recorder.end
 
@@ -167,10 +173,12 @@ def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
             if agent.closed:
                 return wsgi_app(environ, start_response)
             _start(agent)
-        environ[T0_KEY] = perf_counter_ns()
+        thread_id = get_ident()
+        starts[thread_id] = perf_counter_ns()  # taken by the dispatch wrapper
         try:
             body = wsgi_app(environ, start_response)
         except BaseException:
+            starts.pop(thread_id, None)
             record = environ.pop(RECORD_KEY, None)
             if record is not None:
                 record[STATUS] = 500
@@ -178,13 +186,14 @@ def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
             raise
         record = environ.pop(RECORD_KEY, None)  # no cycle environ -> record -> environ
         if record is None:
+            starts.pop(thread_id, None)
             return body
         if record[STREAMED]:
             return TimedBody(body, end, record)
         try:
             # Recorder.end, inlined: the response is complete, on the thread that began it
             duration = record[DURATION] = perf_counter_ns() - record[T0]
-            inflight.pop(record[THREAD], None)
+            inflight.pop(thread_id, None)
             threshold = record[THRESHOLD]
             if threshold is not None and duration > threshold:
                 record[OUTLIER] = True
@@ -209,6 +218,8 @@ ENTRY_CODE: CodeType = next(
 
 
 def _start(agent: Agent) -> None:
+    global get_ident
+    get_ident = threading.get_ident
     try:
         agent.start()
     except Exception:

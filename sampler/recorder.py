@@ -1,9 +1,10 @@
 """The request thread's side of the agent, and what it shares with the sampler and the writer.
 
 A monitored request costs one :data:`~.inflight.Record` (a plain list): the request thread
-builds it and puts it in :attr:`Recorder.inflight` for the stack sampler when the request
-begins, and when it ends takes it out, compares the duration with the threshold it carries and
-appends it to :attr:`Recorder.queue` as a tuple. The Flask hooks (``flamewatch.flask_plugin.
+notes its start in :attr:`Recorder.starts`, builds the record when Flask dispatches the request
+and puts it in :attr:`Recorder.inflight` for the stack sampler, and when it ends takes it out,
+compares the duration with the threshold it carries and appends it to :attr:`Recorder.queue`
+as a tuple. The Flask hooks (``flamewatch.flask_plugin.
 hooks``) do this inline, where every call and lookup counts; :meth:`Recorder.end` is the same
 end step for the rarer ways a request ends (a streamed body, an exception). The writer thread
 drains the queue, keeps the running statistics and publishes fresh thresholds back into
@@ -50,6 +51,9 @@ class Recorder:
         self.monitored_default = monitored_default
         #: thread id -> the request it is serving, for the sampler
         self.inflight: dict[int, Record] = {}
+        #: thread id -> the start of the request it began, until the Flask hooks' dispatch
+        #: wrapper takes it (a request that never reaches it is removed when it ends)
+        self.starts: dict[int, int] = {}
         self.sampler: StackSampler | None = None
         #: endpoints whose outlier captures reached the hourly cap (kept by the writer)
         self.capped: set[str] = set()
@@ -107,6 +111,7 @@ class Recorder:
         """In a forked child: the parent's queued records and requests are the parent's."""
         self.queue.clear()
         self.inflight.clear()
+        self.starts.clear()
         self.sampler = None
         self.drained = 0
         self.dropped = 0

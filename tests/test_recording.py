@@ -9,9 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Blueprint, Flask, Response, abort, g, redirect, request, stream_with_context
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.wrappers import Request
 from helpers import fetch_concurrently, flush, rows, stored
 
 from flamewatch.flask_plugin import Flamewatch
@@ -133,6 +136,132 @@ def test_request_answered_by_before_request_is_recorded(
     assert app.test_client().get("/?deny=1").status_code == 401
     flush(app)
     assert [(r["endpoint"], r["status"]) for r in stored(db_path)] == [("index", 401)]
+
+
+def test_the_environ_holds_no_flamewatch_key_while_flask_reads_the_headers(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    # werkzeug looks for the cookie header through every key of the environ when the session
+    # opens: a key of flamewatch's there would cost every request ~600 CPU instructions
+    app = make_app(init=False)
+    seen: list[list[str]] = []
+
+    class Looking(SecureCookieSessionInterface):
+        def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+            seen.append([k for k in request.environ if k.startswith("flamewatch")])
+            return super().open_session(app, request)
+
+    app.session_interface = Looking()
+    Flamewatch(app)
+    app.test_client().get("/")
+    flush(app)
+    assert seen == [[]]
+    (row,) = stored(db_path)
+    assert row["endpoint"] == "index"
+
+
+def test_a_request_the_app_answers_before_dispatch_leaves_nothing_behind(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = make_app(init=False)
+    inner = app.wsgi_app
+
+    def maintenance(environ: dict[str, Any], start_response: Any) -> Any:
+        """A middleware under flamewatch's that answers some requests itself."""
+        if environ["PATH_INFO"] == "/down":
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"down"]
+        if environ["PATH_INFO"] == "/broken":
+            raise RuntimeError("broken before dispatch")
+        return inner(environ, start_response)
+
+    app.wsgi_app = maintenance  # type: ignore[method-assign]
+    Flamewatch(app)
+    client = app.test_client()
+    assert client.get("/down").status_code == 503
+    with pytest.raises(RuntimeError, match="broken before dispatch"):
+        client.get("/broken")
+    recorder = app.extensions["flamewatch"].recorder
+    assert recorder.starts == {}
+    time.sleep(0.05)  # a start left behind would make the next request look this slow
+    assert client.get("/").status_code == 200
+    flush(app)
+    (row,) = stored(db_path)
+    assert row["endpoint"] == "index"
+    assert row["duration_ms"] < 40
+    assert recorder.starts == {}
+    assert recorder.inflight == {}
+
+
+def test_dispatch_without_the_middleware_is_not_recorded(app: Flask, db_path: Path) -> None:
+    with app.test_request_context("/"):
+        response = app.full_dispatch_request()
+    assert response.get_data() == b"hello"
+    app.test_client().get("/items/3")
+    flush(app)
+    assert [r["endpoint"] for r in stored(db_path)] == ["item"]
+
+
+def test_a_request_made_inside_a_request_on_the_same_thread_is_recorded_too(
+    make_app: Callable[..., Flask], db_path: Path
+) -> None:
+    app = make_app(init=False)
+
+    @app.get("/outer")
+    def outer() -> str:
+        time.sleep(0.02)
+        inner = app.test_client().get("/items/5").get_data(as_text=True)
+        time.sleep(0.02)
+        return "outer around " + inner
+
+    Flamewatch(app)
+    assert app.test_client().get("/outer").status_code == 200
+    flush(app)
+    by_endpoint = {r["endpoint"]: r for r in stored(db_path)}
+    assert set(by_endpoint) == {"outer", "item"}
+    assert by_endpoint["outer"]["duration_ms"] >= 40 + by_endpoint["item"]["duration_ms"]
+    assert by_endpoint["outer"]["started_at"] <= by_endpoint["item"]["started_at"]
+    recorder = app.extensions["flamewatch"].recorder
+    assert recorder.starts == {}
+    assert recorder.inflight == {}
+
+
+def test_two_greenlets_of_one_thread_interleaved_are_both_recorded(
+    make_app: Callable[..., Flask], db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What gevent's monkey-patching does to threading.get_ident, for this test's thread only:
+    # a greenlet's id. Patched after flamewatch was imported, as it may be in an app.
+    real_ident, main = threading.get_ident, threading.get_ident()
+    greenlet = [0]
+
+    def get_ident() -> int:
+        return (greenlet[0] or main) if real_ident() == main else real_ident()
+
+    monkeypatch.setattr(threading, "get_ident", get_ident)
+    app = make_app(init=False)
+
+    class Switching(SecureCookieSessionInterface):
+        def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+            if request.path == "/" and not greenlet[0]:
+                # the first request waits here (a session store's I/O): another greenlet runs
+                greenlet[0] = 2
+                try:
+                    app.test_client().get("/items/9")
+                finally:
+                    greenlet[0] = 0
+            return super().open_session(app, request)
+
+    app.session_interface = Switching()
+    Flamewatch(app)
+    try:
+        assert app.test_client().get("/").status_code == 200
+    finally:
+        monkeypatch.undo()
+        threading._active.pop(2, None)  # type: ignore[attr-defined]
+    flush(app)
+    by_endpoint = {r["endpoint"]: r for r in stored(db_path)}
+    assert set(by_endpoint) == {"index", "item"}
+    assert by_endpoint["index"]["duration_ms"] >= by_endpoint["item"]["duration_ms"]
 
 
 def test_streamed_response_is_timed_until_the_stream_ends(
