@@ -4,8 +4,9 @@ Wall-clock overhead on a shared 2-core VM moves by a few µs from run to run -- 
 flamewatch's whole cost (``bench_overhead.py``). This benchmark counts the CPU instructions
 instead: each variant serves N1 and then N2 requests to the trivial view through direct WSGI
 calls (no test client) in a child process run under ``valgrind --tool=callgrind
---separate-threads=yes`` with ``PYTHONHASHSEED=0``; the difference of the two runs divided by
-``N2 - N1`` is the per-request count, with start-up and imports cancelled out. Before counting,
+--separate-threads=yes`` with ``PYTHONHASHSEED=0`` and address-space randomisation off
+(``setarch -R``); the difference of the two runs divided by ``N2 - N1`` is the per-request
+count, with start-up and imports cancelled out. Before counting,
 each child serves a few hundred requests and freezes what is alive then (``gc.freeze()``), so
 that a full collection of the process's long-lived objects, which falls in one run and not the
 other, does not move the difference; for the same reason flamewatch's writer sleeps while the
@@ -35,6 +36,7 @@ import argparse
 import gc
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -101,8 +103,12 @@ def count(variant: str, n: int, work: Path) -> tuple[int, int]:
     """(instructions of the serving thread, of all threads) for one child run."""
     out = work / f"{variant}-{n}.cg"
     env = dict(os.environ, PYTHONHASHSEED="0")
+    # Without address-space randomisation flamewatch's count repeats to within ~100
+    # instructions per request; with it, it moved by up to ~1,500 from run to run.
+    fixed_layout = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
     subprocess.run(
         [
+            *fixed_layout,
             "valgrind",
             "--tool=callgrind",
             "--separate-threads=yes",
