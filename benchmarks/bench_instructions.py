@@ -28,6 +28,7 @@ on a given machine, it estimates the added time there.
 Run from the repository root (needs ``valgrind``; about 5 minutes)::
 
     python benchmarks/bench_instructions.py
+    python benchmarks/bench_instructions.py --via client --variants flamewatch  # as bench_overhead
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ RUNS = {"bare": (1000, 3000), "floor": (1000, 3000), "flamewatch": (1000, 3000),
 WARM_UP = 200
 
 
-def child(variant: str, n: int) -> None:
+def child(variant: str, n: int, via: str = "wsgi") -> None:
     """Serve ``n`` trivial requests on ``variant`` (runs under valgrind)."""
     sys.path.insert(0, str(HERE))
     import bench_overhead as bo
@@ -76,7 +77,14 @@ def child(variant: str, n: int) -> None:
             if fmd is None:
                 raise SystemExit(f"FMD is not installed: {bo.FMD_INSTALL}")
             setup = fmd
-        call = bo.wsgi_caller(setup.app, "/trivial")
+        if via == "client":
+            client = setup.app.test_client()
+
+            def call() -> object:
+                return client.get("/trivial").get_data()
+
+        else:
+            call = bo.wsgi_caller(setup.app, "/trivial")
         for _ in range(WARM_UP):
             call()
         # flamewatch's writer waits until the end: while it ran, its allocations would start
@@ -99,7 +107,7 @@ def child(variant: str, n: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def count(variant: str, n: int, work: Path) -> tuple[int, int]:
+def count(variant: str, n: int, work: Path, via: str = "wsgi") -> tuple[int, int]:
     """(instructions of the serving thread, of all threads) for one child run."""
     out = work / f"{variant}-{n}.cg"
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -118,6 +126,7 @@ def count(variant: str, n: int, work: Path) -> tuple[int, int]:
             "--child",
             variant,
             str(n),
+            via,
         ],
         check=True,
         env=env,
@@ -142,13 +151,20 @@ def fmd_installed() -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "N", "VIA"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--via",
+        choices=("wsgi", "client"),
+        default="wsgi",
+        help="serve the requests by direct WSGI calls (the default) or through Flask's test"
+        " client, as bench_overhead.py does (twice the instructions per request)",
+    )
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS)
     )
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), args.child[2])
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -159,17 +175,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fw-instr-") as tmp:
         for variant in variants:
             n1, n2 = RUNS[variant]
-            main1, all1 = count(variant, n1, Path(tmp))
-            main2, all2 = count(variant, n2, Path(tmp))
+            main1, all1 = count(variant, n1, Path(tmp), args.via)
+            main2, all2 = count(variant, n2, Path(tmp), args.via)
             per_request[variant] = {
                 "serving_thread": (main2 - main1) / (n2 - n1),
                 "all_threads": (all2 - all1) / (n2 - n1),
             }
             print(f"  {variant:12} measured", flush=True)
     bare = per_request["bare"]
-    print("\nInstructions per trivial request (valgrind callgrind, direct WSGI calls)")
+    how = "direct WSGI calls" if args.via == "wsgi" else "Flask's test client"
+    print(f"\nInstructions per trivial request (valgrind callgrind, {how})")
     print(f"  {'variant':12} {'serving thread':>15} {'added':>10} {'share':>7} {'all threads':>12}")
-    result: dict[str, Any] = {"per_request": per_request, "added": {}}
+    result: dict[str, Any] = {"via": args.via, "per_request": per_request, "added": {}}
     for variant, figures in per_request.items():
         added = figures["serving_thread"] - bare["serving_thread"]
         added_all = figures["all_threads"] - bare["all_threads"]
@@ -186,7 +203,9 @@ def main() -> int:
             result[f"fmd_over_flamewatch_{scope}"] = ratio
             print(f"  FMD added / flamewatch added ({scope.replace('_', ' ')}): {ratio:,.0f}x")
     OUT_DIR.mkdir(exist_ok=True)
-    path = OUT_DIR / "bench_instructions.json"
+    path = OUT_DIR / (
+        "bench_instructions.json" if args.via == "wsgi" else "bench_instructions_client.json"
+    )
     path.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {path}")
     return 0

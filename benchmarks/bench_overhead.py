@@ -23,6 +23,12 @@ next batch. Reported: per-request medians over rounds, the interquartile range, 
 to ``bare`` (difference of medians, and the median of per-round paired differences with a
 distribution-free 95% confidence interval) and the ratio FMD-added / flamewatch-added.
 
+Phase 1b, request by request: the trivial view again, the variants (and a do-nothing middleware
++ dispatch wrapper, the floor of this hook design) alternating request by request, each request
+timed on its own and paired with the bare request of the same turn; background work drained
+between blocks of 20 turns. Pairs a millisecond apart instead of batches tens of milliseconds
+apart: the steadier figure for the trivial view.
+
 Phase 2, sustained: a few interleaved rounds of long batches of the trivial view per variant,
 timed until the background work is drained too: (batch + drain) / N is the whole cost of a
 request, including what the writer thread (flamewatch) or the per-request threads (FMD) spend.
@@ -88,6 +94,8 @@ class Plan:
     fmd_every: int  # FMD joins one round in this many
     sustained_rounds: int
     sustained_batch: int
+    by_request_blocks: int  # phase 1b: blocks of ...
+    by_request_block: int  # ... this many requests per variant, alternating request by request
     micro_calls: int  # calls per micro-benchmark measurement
     micro_repeats: int
     profile_requests: int
@@ -101,6 +109,8 @@ FULL = Plan(
     fmd_every=5,
     sustained_rounds=9,
     sustained_batch=1000,
+    by_request_blocks=500,
+    by_request_block=20,
     micro_calls=50_000,
     micro_repeats=9,
     profile_requests=3000,
@@ -113,6 +123,8 @@ QUICK = Plan(
     fmd_every=5,
     sustained_rounds=3,
     sustained_batch=200,
+    by_request_blocks=30,
+    by_request_block=20,
     micro_calls=10_000,
     micro_repeats=5,
     profile_requests=500,
@@ -322,6 +334,61 @@ def measure_request_path(variants: list[Variant], plan: Plan) -> tuple[Samples, 
         if rounds % 50 == 0:
             print(f"  {rounds} rounds", file=sys.stderr)
     return samples, bare_in_fmd_rounds, rounds
+
+
+def measure_by_request(variants: list[Variant], plan: Plan) -> tuple[Samples, Samples]:
+    """Phase 1b: the trivial view, the variants alternating request by request.
+
+    Each request is timed on its own and paired with the bare request of the same turn, a
+    millisecond or two apart, where phase 1 pairs batches tens of milliseconds apart: the
+    machine's drifts cancel better. A do-nothing middleware + dispatch wrapper (``floor``)
+    takes part, and a second bare app (``bare-2``) as a control: two copies of one app differ by
+    a few µs (where their objects lie in memory), a bias no interval here accounts for. FMD
+    joins one block in ``fmd_every``. Background work is drained between blocks.
+    """
+    floor = Variant("floor", passthrough_app(10), lambda: None, dict)
+    control = Variant("bare-2", make_app("bare_2_app", 10), lambda: None, dict)
+    members = [v for v in variants if v.name != "fmd"] + [floor, control]
+    fmd = [v for v in variants if v.name == "fmd"]
+    clients = {v.name: v.app.test_client() for v in [*members, *fmd]}
+    for client in clients.values():
+        for _ in range(plan.warmup["trivial"]):
+            client.get("/trivial").get_data()
+    gc.collect()
+    gc.freeze()
+    times: dict[str, list[float]] = {name: [] for name in clients}
+    bare_fmd: list[float] = []
+    clock = time.perf_counter_ns
+    for block in range(plan.by_request_blocks):
+        with_fmd = bool(fmd) and block % plan.fmd_every == 0
+        turn = members + fmd if with_fmd else members
+        shift = block % len(turn)
+        order = [(v.name, clients[v.name], times[v.name]) for v in turn[shift:] + turn[:shift]]
+        gc.collect()
+        for _ in range(plan.by_request_block):
+            for _name, client, out in order:
+                t0 = clock()
+                client.get("/trivial").get_data()
+                out.append(clock() - t0)
+            if with_fmd:
+                bare_fmd.append(times["bare"][-1])
+        for variant in turn:
+            variant.drain()
+            variant.sent["trivial"] += plan.by_request_block
+    for variant in [*members, *fmd]:
+        variant.sent["trivial"] += plan.warmup["trivial"]
+    return {"trivial": times}, {"trivial": {"bare": bare_fmd}}
+
+
+def print_by_request(summary: Figures, plan: Plan) -> None:
+    print(
+        f"\nPhase 1b, request path, request by request: test client, trivial view,"
+        f" {plan.by_request_blocks} blocks of {plan.by_request_block} turns, each variant one"
+        f" request per turn (FMD in 1 block of {plan.fmd_every}); 'batches' = requests,"
+        " paired = with the bare request of the same turn; floor = a do-nothing middleware +"
+        " dispatch wrapper; bare-2 = a second copy of the bare app, the control"
+    )
+    print_table(summary)
 
 
 def measure_sustained(variants: list[Variant], plan: Plan) -> tuple[Samples, int]:
@@ -739,10 +806,16 @@ def write_json(payload: dict[str, Any]) -> Path:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run, well under a minute")
+    parser.add_argument(
+        "--by-request-only",
+        action="store_true",
+        help="phase 1b alone, about a minute: run it a few times, each process lays out"
+        " memory its own way, which moves the figure more than its interval says",
+    )
     return parser.parse_args()
 
 
-def run(plan: Plan, tmp: Path) -> dict[str, Any]:
+def run(plan: Plan, tmp: Path, by_request_only: bool = False) -> dict[str, Any]:
     busy_iterations = calibrate_busy_loop(BUSY_TARGET_NS)
     bare = setup_bare(busy_iterations)
     fw = setup_flamewatch(tmp, busy_iterations)
@@ -754,11 +827,17 @@ def run(plan: Plan, tmp: Path) -> dict[str, Any]:
     else:
         variants.append(fmd)
     try:
+        if by_request_only:
+            by_request = summarise(*measure_by_request(variants, plan))
+            print_by_request(by_request, plan)
+            return {"request_path_by_request_us": by_request, "rows": count_rows(variants)}
         print(f"busy view: {busy_iterations} loop iterations (~2 ms); warming up ...")
         warm_up(variants, plan)
         samples, bare_fmd, rounds = measure_request_path(variants, plan)
         summary = summarise(samples, bare_fmd)
         print_request_path(summary, plan, rounds)
+        by_request = summarise(*measure_by_request(variants, plan))
+        print_by_request(by_request, plan)
         sustained = summarise(*measure_sustained(variants, plan))
         print_sustained(sustained, plan)
         rows = count_rows(variants)
@@ -773,6 +852,7 @@ def run(plan: Plan, tmp: Path) -> dict[str, Any]:
         "busy_iterations": busy_iterations,
         "rounds": rounds,
         "request_path_us": summary,
+        "request_path_by_request_us": by_request,
         "sustained_us": sustained,
         "rows": rows,
         "hot_path": hot,
@@ -786,7 +866,7 @@ def main() -> int:
     env = environment()
     print(", ".join(f"{k} {v}" for k, v in env.items()))
     with tempfile.TemporaryDirectory(prefix="flamewatch-bench-") as tmp:
-        results = run(plan, Path(tmp))
+        results = run(plan, Path(tmp), args.by_request_only)
     path = write_json(
         {
             "benchmark": NAME,
