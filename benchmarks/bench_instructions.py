@@ -112,7 +112,9 @@ def count(variant: str, n: int, work: Path, via: str = "wsgi") -> tuple[int, int
     out = work / f"{variant}-{n}.cg"
     env = dict(os.environ, PYTHONHASHSEED="0")
     # Without address-space randomisation flamewatch's count repeats to within ~100
-    # instructions per request; with it, it moved by up to ~1,500 from run to run.
+    # instructions per request; with it, it moved by up to ~1,500 from run to run. (Only for
+    # the same code: a change to anything the child imports moves the layout, and even bare
+    # Flask's count by up to ~1,000; compare a change by function, with callgrind_annotate.)
     fixed_layout = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
     subprocess.run(
         [
