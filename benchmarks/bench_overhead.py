@@ -830,7 +830,9 @@ def run(plan: Plan, tmp: Path, by_request_only: bool = False) -> dict[str, Any]:
         if by_request_only:
             by_request = summarise(*measure_by_request(variants, plan))
             print_by_request(by_request, plan)
-            return {"request_path_by_request_us": by_request, "rows": count_rows(variants)}
+            rows = count_rows(variants)
+            print_rows(rows)
+            return {"request_path_by_request_us": by_request, "rows": rows}
         print(f"busy view: {busy_iterations} loop iterations (~2 ms); warming up ...")
         warm_up(variants, plan)
         samples, bare_fmd, rounds = measure_request_path(variants, plan)
