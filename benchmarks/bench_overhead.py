@@ -24,10 +24,11 @@ to ``bare`` (difference of medians, and the median of per-round paired differenc
 distribution-free 95% confidence interval) and the ratio FMD-added / flamewatch-added.
 
 Phase 1b, request by request: the trivial view again, the variants (and a do-nothing middleware
-+ dispatch wrapper, the floor of this hook design) alternating request by request, each request
-timed on its own and paired with the bare request of the same turn; background work drained
-between blocks of 20 turns. Pairs a millisecond apart instead of batches tens of milliseconds
-apart: the steadier figure for the trivial view.
++ dispatch wrapper, the floor of this hook design, and a second copy of the bare app as a
+control) alternating request by request, each request timed on its own and paired with the bare
+request of the same turn; background work drained between blocks of 20 turns. Pairs a
+millisecond apart instead of batches tens of milliseconds apart: the steadier figure for the
+trivial view.
 
 Phase 2, sustained: a few interleaved rounds of long batches of the trivial view per variant,
 timed until the background work is drained too: (batch + drain) / N is the whole cost of a
@@ -35,11 +36,11 @@ request, including what the writer thread (flamewatch) or the per-request thread
 
 At the end every stored row is counted: lost = requests sent - rows stored.
 
-Phase 3, where flamewatch's time goes, without the test client: direct WSGI calls of the
-trivial view, paired with the bare app, for flamewatch, for flamewatch with its writer asleep
-during the timing, and for a do-nothing middleware + dispatch wrapper (the floor of this hook
-design), and for flamewatch with ``sampler=False``; the cost of the clocks and of the
-recorder's begin + end; objects per request left in reference cycles; and a cProfile listing of
+Phase 3, where flamewatch's time goes, without the test client: direct WSGI calls of the trivial
+view, paired with the bare app, for flamewatch, for flamewatch with its writer asleep during the
+timing, and for a do-nothing middleware + dispatch wrapper (the floor of this hook design), and
+for flamewatch with ``sampler=False``; the cost of the clocks and of the recorder's round trip
+(register + end); objects per request left in reference cycles; and a cProfile listing of
 flamewatch's functions per request. Only public API is used, except to put the writer to sleep.
 
 Run from the repository root::
@@ -363,10 +364,10 @@ def measure_by_request(variants: list[Variant], plan: Plan) -> tuple[Samples, Sa
         with_fmd = bool(fmd) and block % plan.fmd_every == 0
         turn = members + fmd if with_fmd else members
         shift = block % len(turn)
-        order = [(v.name, clients[v.name], times[v.name]) for v in turn[shift:] + turn[:shift]]
+        order = [(clients[v.name], times[v.name]) for v in turn[shift:] + turn[:shift]]
         gc.collect()
         for _ in range(plan.by_request_block):
-            for _name, client, out in order:
+            for client, out in order:
                 t0 = clock()
                 client.get("/trivial").get_data()
                 out.append(clock() - t0)

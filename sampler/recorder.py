@@ -4,9 +4,9 @@ A monitored request costs one :data:`~.inflight.Record` (a plain list): the requ
 notes its start in :attr:`Recorder.starts`, builds the record when Flask dispatches the request
 and puts it in :attr:`Recorder.inflight` for the stack sampler, and when it ends takes it out,
 compares the duration with the threshold it carries and appends it to :attr:`Recorder.queue`
-as a tuple. The Flask hooks (``flamewatch.flask_plugin.
-hooks``) do this inline, where every call and lookup counts; :meth:`Recorder.end` is the same
-end step for the rarer ways a request ends (a streamed body, an exception). The writer thread
+as a tuple. The Flask hooks (``flamewatch.flask_plugin.hooks``) do this inline, where every
+call and lookup counts; :meth:`Recorder.end` is the same end step for the rarer ways a request
+ends (a streamed body, an exception). The writer thread
 drains the queue, keeps the running statistics and publishes fresh thresholds back into
 :attr:`Recorder.thresholds_ns`; nothing here blocks or does I/O.
 """
