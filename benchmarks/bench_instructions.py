@@ -18,7 +18,9 @@ per-request threads).
 Variants: ``bare`` Flask; ``flamewatch`` with its stack sampler off (under valgrind everything
 runs ~50x slower, so a sampler ticking every 10 ms would wake about once per request instead of
 once per ~75: its share would be overstated; ``bench_sampler.py`` measures it); ``floor``, a
-do-nothing middleware and dispatch wrapper (the price of this hook design); and
+do-nothing middleware and dispatch wrapper (the price of this hook design); ``sketch``, the
+issue's sketch of the request thread's work (two clock reads, a dict update and a queue put, in
+a middleware that knows only the environ: ``bench_overhead.sketch_app``); and
 Flask-MonitoringDashboard 5.1 at level 1 when it is installed.
 
 Instructions are not time (cache misses and thread hand-offs are not counted), so the added
@@ -48,9 +50,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE.parent / "bench-out"
-VARIANTS = ("bare", "floor", "flamewatch", "fmd")
+VARIANTS = ("bare", "floor", "sketch", "flamewatch", "fmd")
 #: requests in the short and the long run of each variant (FMD starts a thread per request)
-RUNS = {"bare": (1000, 3000), "floor": (1000, 3000), "flamewatch": (1000, 3000), "fmd": (100, 300)}
+RUNS = {
+    "bare": (1000, 3000),
+    "floor": (1000, 3000),
+    "sketch": (1000, 3000),
+    "flamewatch": (1000, 3000),
+    "fmd": (100, 300),
+}
 #: requests served before counting starts (caches filled, bytecode specialised, then gc.freeze)
 WARM_UP = 200
 
@@ -66,6 +74,9 @@ def child(variant: str, n: int, via: str = "wsgi") -> None:
             setup = bo.setup_bare(10)
         elif variant == "floor":
             setup = bo.Variant("floor", bo.passthrough_app(10), lambda: None, dict)
+        elif variant == "sketch":
+            sketch, drain = bo.sketch_app(10)
+            setup = bo.Variant("sketch", sketch, drain, dict)
         elif variant == "flamewatch":
             # Under valgrind a request takes ~50x longer and its duration varies with the
             # machine: a few would be flagged as outliers (their facts read on the request

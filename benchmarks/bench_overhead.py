@@ -24,11 +24,12 @@ to ``bare`` (difference of medians, and the median of per-round paired differenc
 distribution-free 95% confidence interval) and the ratio FMD-added / flamewatch-added.
 
 Phase 1b, request by request: the trivial view again, the variants (and a do-nothing middleware
-+ dispatch wrapper, the floor of this hook design, and a second copy of the bare app as a
-control) alternating request by request, each request timed on its own and paired with the bare
-request of the same turn; background work drained between blocks of 20 turns. Pairs a
-millisecond apart instead of batches tens of milliseconds apart: the steadier figure for the
-trivial view.
++ dispatch wrapper, the floor of this hook design; the issue's sketch of the request thread's
+work, two clock reads, a dict update and a queue put in a middleware that knows only the
+environ; and a second copy of the bare app as a control) alternating request by request, each
+request timed on its own and paired with the bare request of the same turn; background work
+drained between blocks of 20 turns. Pairs a millisecond apart instead of batches tens of
+milliseconds apart: the steadier figure for the trivial view.
 
 Phase 2, sustained: a few interleaved rounds of long batches of the trivial view per variant,
 timed until the background work is drained too: (batch + drain) / N is the whole cost of a
@@ -68,6 +69,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 from flask import Flask, Response
@@ -343,13 +345,19 @@ def measure_by_request(variants: list[Variant], plan: Plan) -> tuple[Samples, Sa
     Each request is timed on its own and paired with the bare request of the same turn, a
     millisecond or two apart, where phase 1 pairs batches tens of milliseconds apart: the
     machine's drifts cancel better. A do-nothing middleware + dispatch wrapper (``floor``)
-    takes part, and a second bare app (``bare-2``) as a control: two copies of one app differ by
-    a few µs (where their objects lie in memory), a bias no interval here accounts for. FMD
-    joins one block in ``fmd_every``. Background work is drained between blocks.
+    takes part, the issue's sketch of the request thread's work (``sketch``, see
+    :func:`sketch_app`), and a second bare app (``bare-2``) as a control: two copies of one app
+    differ by a few µs (where their objects lie in memory), a bias no interval here accounts
+    for. FMD joins one block in ``fmd_every``. Background work is drained between blocks.
     """
     floor = Variant("floor", passthrough_app(10), lambda: None, dict)
     control = Variant("bare-2", make_app("bare_2_app", 10), lambda: None, dict)
-    members = [v for v in variants if v.name != "fmd"] + [floor, control]
+    sketch, drain_sketch = sketch_app(10)
+    members = [v for v in variants if v.name != "fmd"] + [
+        floor,
+        Variant("sketch", sketch, drain_sketch, dict),
+        control,
+    ]
     fmd = [v for v in variants if v.name == "fmd"]
     clients = {v.name: v.app.test_client() for v in [*members, *fmd]}
     for client in clients.values():
@@ -387,7 +395,8 @@ def print_by_request(summary: Figures, plan: Plan) -> None:
         f" {plan.by_request_blocks} blocks of {plan.by_request_block} turns, each variant one"
         f" request per turn (FMD in 1 block of {plan.fmd_every}); 'batches' = requests,"
         " paired = with the bare request of the same turn; floor = a do-nothing middleware +"
-        " dispatch wrapper; bare-2 = a second copy of the bare app, the control"
+        " dispatch wrapper; sketch = the issue's sketch (two clock reads, a dict update, a"
+        " queue put; environ only); bare-2 = a second copy of the bare app, the control"
     )
     print_table(summary)
 
@@ -605,6 +614,34 @@ def passthrough_app(busy_iterations: int) -> Flask:
     app.wsgi_app = middleware  # type: ignore[method-assign]
     app.full_dispatch_request = full_dispatch_request  # type: ignore[method-assign]
     return app
+
+
+def sketch_app(busy_iterations: int) -> tuple[Flask, Callable[[], None]]:
+    """The issue's sketch of what the request thread does -- two clock reads, a dict update and
+    a queue put -- as a WSGI middleware that knows only the environ (no endpoint, status or
+    user), as FACTS.md timed such a middleware (+2-5 µs, when a bare test-client request took
+    115-155 µs): a yardstick measured side by side with flamewatch. Returns the app and the
+    function that empties its queue (between timings)."""
+    app = make_app("sketch_app", busy_iterations)
+    inner = app.wsgi_app
+    queue: SimpleQueue[tuple[str, int, int]] = SimpleQueue()
+    last_seen: dict[str, int] = {}
+    clock = time.perf_counter_ns
+
+    def middleware(environ: Any, start_response: Any) -> Any:
+        t0 = clock()
+        body = inner(environ, start_response)
+        path = environ["PATH_INFO"]
+        last_seen[path] = t0
+        queue.put((path, t0, clock()))
+        return body
+
+    def drain() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    return app, drain
 
 
 def recorder_round_trip(recorder: Any) -> Callable[[], object]:
