@@ -12,7 +12,9 @@ that a µs figure measured today can be set against the target it is meant for:
 * walking a 36-deep stack collecting ``(code, line)``, and ``traceback.extract_stack`` from
   36 frames deep -- Python-heavy work that touches many objects, as a request does.
 
-Medians of ``--repeats`` rounds. Run from the repository root::
+Each figure is the median of ``--repeats`` rounds; within a round, a call's cost is the fastest
+of five ``timeit`` repeats (``FACTS.md`` quotes medians, so the ratios here lean a little low)
+and the request's the median of 3,000. Run from the repository root::
 
     python benchmarks/bench_machine.py
 """
