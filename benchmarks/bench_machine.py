@@ -96,13 +96,10 @@ def bare_request_us(requests: int = 3000) -> float:
 
 
 def measure() -> dict[str, float]:
-    from time import perf_counter_ns
-    from time import time as wall
-
     nothing = at_depth(DEPTH, lambda: None)
     return {
-        "perf_counter_ns": per_call_us(perf_counter_ns),
-        "time.time": per_call_us(wall),
+        "perf_counter_ns": per_call_us(time.perf_counter_ns),
+        "time.time": per_call_us(time.time),
         "bare test-client request": bare_request_us(),
         f"walk a {DEPTH}-deep stack": per_call_us(at_depth(DEPTH, walk_stack), nothing),
         "traceback.extract_stack": per_call_us(at_depth(DEPTH, traceback.extract_stack), nothing),
