@@ -27,8 +27,9 @@ from flamewatch.sampler.folding import StackFolder
 from flamewatch.sampler.logs import log, log_swallowed
 from flamewatch.sampler.resources import ResourceMonitor
 from flamewatch.sampler.stack_sampler import StackSampler
-from flamewatch.sampler.store import ProcessInfo, RouteInfo, Store, make_store
+from flamewatch.sampler.store import Baseline, ProcessInfo, RouteInfo, Store, make_store
 from flamewatch.sampler.version import VersionInfo
+from flamewatch.sampler.writer import seed_statistics
 
 from .config import Settings
 from .hooks import ENTRY_CODE
@@ -49,8 +50,10 @@ class Agent:
     def __init__(self, app: Flask, settings: Settings, version: VersionInfo) -> None:
         self.settings = settings
         self.version = version
-        self.recorder = Recorder(settings.queue_size, self._monitored_default)
+        self.recorder = Recorder(settings.queue_size, self._monitored_default, settings.outlier)
         self._app_ref = weakref.ref(app)
+        #: what the store held for this version when the app was set up (see :meth:`seed`)
+        self._baselines: dict[str, Baseline] = {}
         self._writer: Writer | None = None
         self._sampler: StackSampler | None = None
         self._lock = threading.Lock()
@@ -74,6 +77,34 @@ class Agent:
             for rule in list(app.url_map.iter_rules())
             if not rule.endpoint.startswith("flamewatch.")  # the dashboard is not the app's
         ]
+
+    def seed(self) -> None:
+        """Read the outlier statistics this version starts from, and publish its thresholds.
+
+        Called when the app is set up, off any request: the threshold of an endpoint that the
+        store knows (this version's own recent requests after a restart, the previous
+        version's after a deploy; see :func:`~flamewatch.sampler.writer.seed_statistics`) is
+        in force from the process's very first request, which the writer -- started by that
+        request -- could not promise. A store that does not exist yet is not created here; a
+        store that cannot be read leaves the writer to seed once it connects.
+        """
+        url = self.settings.database
+        if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
+            return
+        store = make_store(url)
+        try:
+            store.open()
+            self._baselines = store.baselines(self.version.label, self.settings.outlier.window)
+        except Exception as exc:
+            log.info("flamewatch: no thresholds read from %s yet: %s", store.url, exc)
+            return
+        finally:
+            store.close()
+        rule, thresholds = self.settings.outlier, self.recorder.thresholds_ns
+        for endpoint, stats in seed_statistics(self._baselines, rule).items():
+            threshold = rule.threshold_ms(stats)
+            if threshold is not None:
+                thresholds[endpoint] = int(threshold * 1e6)
 
     def start(self) -> None:
         """Start the background threads in this process (idempotent; the first request does)."""
@@ -124,6 +155,7 @@ class Agent:
                 retention_days=settings.retention_days,
                 folder=folder,
                 profile_interval=settings.aggregate_flush_interval,
+                stats=seed_statistics(self._baselines, settings.outlier),
             )
             self._writer.start()
             if settings.sampler and green:

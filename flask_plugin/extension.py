@@ -47,6 +47,7 @@ class Flamewatch:
             agent.closed = True
             log.info("flamewatch: disabled on %s (FLAMEWATCH_ENABLED is false)", app.name)
             return
+        agent.seed()
         install(app, agent)
         register_dashboard(app, agent)
         _register_cli(app)

@@ -14,7 +14,9 @@ closed for a streamed one.
 
 from __future__ import annotations
 
+import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter_ns
 from types import CodeType
@@ -26,6 +28,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from flamewatch.sampler.inflight import (
     DURATION,
+    ENDPOINT,
     GROUP,
     OUTLIER,
     PARAMS,
@@ -63,8 +66,16 @@ _PRODUCED = (list, tuple, ClosingIterator)
 
 
 def install(app: Flask, agent: Agent) -> None:
-    """Put the middleware and the dispatch wrapper on ``app``."""
-    app.wsgi_app = request_timer(app.wsgi_app, agent)  # type: ignore[method-assign,assignment]
+    """Put the middleware and the dispatch wrapper on ``app``.
+
+    Neither holds the app: both replace methods of the app with attributes of its own, and a
+    wrapper holding the bound method it replaces would make a cycle (app -> wrapper -> bound
+    method -> app) that only the cyclic garbage collector could free -- an app dropped by its
+    last reference must be freed at once, as Flask's own tests check.
+    """
+    app.wsgi_app = request_timer(  # type: ignore[method-assign,assignment]
+        app.wsgi_app, agent, app=app
+    )
     original = app.full_dispatch_request
     wrapper = _dispatch_wrapper(original, agent, _status_is_stored(app.response_class))
     app.full_dispatch_request = wrapper  # type: ignore[method-assign]
@@ -94,11 +105,19 @@ def _dispatch_wrapper(
     group_by = agent.settings.group_by
     describe = agent.describe_request
     current = _cv_request.get
+    # the app's own method is called with the app of the request context (see install);
+    # another library's replacement is its own to hold
+    dispatch: Callable[[Flask], Response]
+    if isinstance(getattr(original, "__self__", None), Flask) and hasattr(original, "__func__"):
+        dispatch = original.__func__
+    else:
+        dispatch = _ignoring_app(original)
 
     def full_dispatch_request() -> Response:
         record = None
+        context = current()
         try:
-            request = current().request
+            request = context.request
             rule = request.url_rule
             if rule is not None:
                 endpoint = rule.endpoint
@@ -132,9 +151,9 @@ def _dispatch_wrapper(
         except Exception:
             log_swallowed("reading the request's endpoint")
         if record is None:
-            return original()
+            return dispatch(context.app)
         try:
-            response = original()
+            response = dispatch(context.app)
             record[STATUS] = response._status_code if status_is_stored else response.status_code
             if not isinstance(response.response, _PRODUCED):
                 record[STREAMED] = True
@@ -150,33 +169,47 @@ def _dispatch_wrapper(
             except Exception:
                 log_swallowed("the group_by callable or the request's facts")
 
-    full_dispatch_request.__wrapped__ = original  # type: ignore[attr-defined]
+    if not isinstance(getattr(original, "__self__", None), Flask):  # not a cycle (see install)
+        full_dispatch_request.__wrapped__ = original  # type: ignore[attr-defined]
     return full_dispatch_request
 
 
-def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
+def request_timer(
+    wsgi_app: WSGIApplication, agent: Agent, *, app: Flask | None = None
+) -> WSGIApplication:
     """The WSGI middleware: starts the clock, and stops it when the response is complete.
 
     A closure rather than an object with ``__call__``: its state is in local cells, which is
     measurably cheaper per request than attribute lookups (see ``benchmarks/bench_overhead.py``).
+    When ``wsgi_app`` is ``app``'s own bound method, the middleware holds the app weakly (see
+    :func:`install`): it calls the method's function with the app from a weak reference.
     """
+    # target() is the first argument of call: the app, weakly, or the callable itself -- from
+    # C-level callables either way, so no Python frame is added per request
+    call: Callable[..., Iterable[bytes]]
+    target: Callable[[], object]
+    if app is not None and getattr(wsgi_app, "__self__", None) is app:
+        call, target = wsgi_app.__func__, weakref.ref(app)  # type: ignore[attr-defined]
+    else:
+        call, target = type(wsgi_app).__call__, itertools.repeat(wsgi_app).__next__
     recorder = agent.recorder
     inflight = recorder.inflight
     starts = recorder.starts
     queue = recorder.queue
     end = recorder.end
+    warm_up = recorder.warm_up
 
     def flamewatch_timer(
         environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         if not agent.running:
             if agent.closed:
-                return wsgi_app(environ, start_response)
+                return call(target(), environ, start_response)
             _start(agent)
         thread_id = get_ident()
         starts[thread_id] = perf_counter_ns()  # taken by the dispatch wrapper
         try:
-            body = wsgi_app(environ, start_response)
+            body = call(target(), environ, start_response)
         except BaseException:
             starts.pop(thread_id, None)
             record = environ.pop(RECORD_KEY, None)
@@ -195,7 +228,10 @@ def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
             duration = record[DURATION] = perf_counter_ns() - record[T0]
             inflight.pop(thread_id, None)
             threshold = record[THRESHOLD]
-            if threshold is not None and duration > threshold:
+            if threshold is None:  # the endpoint warms up (see Recorder.warm_up)
+                record[REQUEST] = record[SAMPLING] = None
+                warm_up(record[ENDPOINT], duration)
+            elif duration > threshold:
                 record[OUTLIER] = True
             else:  # only an outlier's request facts and samples are read, later
                 record[REQUEST] = record[SAMPLING] = None
@@ -207,7 +243,8 @@ def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
             log_swallowed("recording a request")
         return body
 
-    flamewatch_timer.wsgi_app = wsgi_app  # type: ignore[attr-defined]
+    if app is None or getattr(wsgi_app, "__self__", None) is not app:  # no cycle (see install)
+        flamewatch_timer.wsgi_app = wsgi_app  # type: ignore[attr-defined]
     return flamewatch_timer
 
 
@@ -215,6 +252,13 @@ def request_timer(wsgi_app: WSGIApplication, agent: Agent) -> WSGIApplication:
 ENTRY_CODE: CodeType = next(
     c for c in request_timer.__code__.co_consts if getattr(c, "co_name", "") == "flamewatch_timer"
 )
+
+
+def _ignoring_app(dispatch: Callable[[], Response]) -> Callable[[Flask], Response]:
+    def call(app: Flask) -> Response:
+        return dispatch()
+
+    return call
 
 
 def _start(agent: Agent) -> None:

@@ -9,6 +9,14 @@ call and lookup counts; :meth:`Recorder.end` is the same end step for the rarer 
 ends (a streamed body, an exception). The writer thread
 drains the queue, keeps the running statistics and publishes fresh thresholds back into
 :attr:`Recorder.thresholds_ns`; nothing here blocks or does I/O.
+
+Only the writer's cadence would leave an endpoint without a threshold for up to a
+``flush_interval`` after its warm-up -- a burst of quick requests followed at once by a slow one
+would go unflagged. So a request that ended without a threshold (one of an endpoint's first
+``warmup`` requests in this process, unless the store gave a prior) feeds
+:meth:`Recorder.warm_up` on its own thread: the request that completes the warm-up publishes the
+endpoint's first threshold, and the very next request is measured against it. A request with a
+threshold never comes here, so the steady state costs nothing more.
 """
 
 from __future__ import annotations
@@ -17,8 +25,20 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from .inflight import DURATION, OUTLIER, REQUEST, SAMPLING, T0, THREAD, THRESHOLD, Queued, Record
+from .inflight import (
+    DURATION,
+    ENDPOINT,
+    OUTLIER,
+    REQUEST,
+    SAMPLING,
+    T0,
+    THREAD,
+    THRESHOLD,
+    Queued,
+    Record,
+)
 from .stack_sampler import StackSampler
+from .stats import OutlierRule, RunningStats
 
 __all__ = ["FlushMarker", "Recorder"]
 
@@ -41,8 +61,15 @@ class FlushMarker:
 class Recorder:
     """The shared state between request threads, the sampler and the writer of one process."""
 
-    def __init__(self, queue_size: int, monitored_default: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        queue_size: int,
+        monitored_default: Callable[[str], bool],
+        rule: OutlierRule | None = None,
+    ) -> None:
         self.queue_size = queue_size
+        #: the outlier rule, for the warm-up on request threads (None: the writer's alone)
+        self.rule = rule
         self.queue: deque[Queued | FlushMarker] = deque()
         #: endpoint -> threshold in ns; absent while the endpoint warms up
         self.thresholds_ns: dict[str, int] = {}
@@ -61,6 +88,9 @@ class Recorder:
         self.drained = 0
         self.dropped = 0
         self._drop_lock = threading.Lock()
+        #: endpoint -> the statistics of its warm-up requests, until it has a threshold
+        self._warming: dict[str, RunningStats] = {}
+        self._warm_lock = threading.Lock()
 
     def is_monitored(self, endpoint: str) -> bool:
         flag = self.monitored.get(endpoint)
@@ -92,11 +122,37 @@ class Recorder:
             record[OUTLIER] = True
         else:  # only an outlier's request facts and samples are read, later
             record[REQUEST] = record[SAMPLING] = None
+            if threshold is None:
+                self.warm_up(record[ENDPOINT], duration)
         if len(self.queue) < self.queue_size:
             self.queue.append(tuple(record))  # a tuple of atoms: the garbage collector skips it
         else:
             self.count_dropped(1)
         return outlier
+
+    def warm_up(self, endpoint: str, duration_ns: int) -> None:
+        """Count a request of ``endpoint`` that ended without a threshold; publish the
+        endpoint's first threshold once its warm-up is complete (see the module's docstring).
+
+        The writer's statistics see the same requests and take over at its next drain; until
+        then this threshold is the same rule over the same durations.
+        """
+        rule = self.rule
+        if rule is None:
+            return
+        if endpoint in self.thresholds_ns:  # the writer published one since the request began
+            self._warming.pop(endpoint, None)
+            return
+        with self._warm_lock:
+            stats = self._warming.get(endpoint)
+            if stats is None:
+                stats = self._warming[endpoint] = RunningStats(rule.window)
+            stats.add(duration_ns / 1e6)
+            threshold = rule.threshold_ms(stats)
+            if threshold is None:
+                return
+            del self._warming[endpoint]
+        self.thresholds_ns.setdefault(endpoint, int(threshold * 1e6))
 
     def flush_marker(self) -> FlushMarker:
         marker = FlushMarker()
@@ -116,3 +172,5 @@ class Recorder:
         self.drained = 0
         self.dropped = 0
         self._drop_lock = threading.Lock()
+        self._warming.clear()
+        self._warm_lock = threading.Lock()

@@ -19,7 +19,11 @@ event.
 Limits, handled by the profile builder rather than hidden: a thread running Python can only be
 sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in C
 that holds the GIL yields no sample at all. Each sample therefore records the interval that was
-due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` frame.
+due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` frame. So that a
+CPU-bound outlier is sampled as densely as one that sleeps, the sampler lowers the switch
+interval to a quarter of the high-rate interval while an outlier is sampled past its threshold
+(:class:`FastSwitching`), and restores it as soon as none is: with no outlier in flight the
+interpreter runs exactly as without flamewatch.
 
 With a :class:`~.folding.StackFolder`, the thread also keeps aggregated profiles: when a request
 it sampled has ended, it folds that request's samples (see :mod:`.folding`). Requests of an
@@ -40,6 +44,7 @@ stands for the time until the last round that still found the request in flight.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 from time import perf_counter_ns
@@ -64,7 +69,7 @@ from .worker import Worker
 if TYPE_CHECKING:
     from .folding import StackFolder
 
-__all__ = ["MAX_DEPTH", "StackSampler", "current_frames", "thin", "walk_stack"]
+__all__ = ["MAX_DEPTH", "FastSwitching", "StackSampler", "current_frames", "thin", "walk_stack"]
 
 #: frames kept per sample, from the thread's root; deeper stacks end in a ``[truncated]`` frame
 MAX_DEPTH = 200
@@ -111,6 +116,8 @@ class StackSampler(Worker):
         self._folding: dict[int, tuple[Record, list[Sample], int, Sample | None]] = {}
         self._seen: dict[int, int] = {}  # the last round that found each in flight
         self._last_round = 0  # perf_counter ns of the previous round
+        #: whether this sampler holds the switch interval low (an outlier past its threshold)
+        self._fast = False
 
     # -- control ------------------------------------------------------------------------------
 
@@ -150,12 +157,14 @@ class StackSampler(Worker):
             if self.inflight:
                 wait_ns = self.sample_due(now)
             else:
+                self._switch_fast(False)
                 wait_ns = self.low_ns
                 self._last_round = now
                 if self._folding:
                     self._fold_finished()
             self._wake.wait(max(wait_ns, 200_000) / 1e9)
             self._wake.clear()
+        self._switch_fast(False)
         if self._folding:
             self._fold_finished()
 
@@ -169,6 +178,7 @@ class StackSampler(Worker):
         # what a first sample stands for: the gap since the previous round, at most 10 intervals
         since = max(self._last_round, now - 10 * low)
         self._last_round = now
+        fast = False  # an outlier is sampled at the high rate
         for record in list(self.inflight.values()):
             state: Sampling | None = record[SAMPLING]
             if state is None:
@@ -197,10 +207,21 @@ class StackSampler(Worker):
                 frame = frames.get(thread_id)
                 if frame is not None and thread_id != self._own_id:
                     self._sample(record, state, samples, frame, now)
+            if state.crossed is not None:
+                fast = True
             next_due = min(next_due, state.next_due)
+        self._switch_fast(fast)
         if folding:
             self._fold_finished()
         return next_due - perf_counter_ns()
+
+    def _switch_fast(self, fast: bool) -> None:
+        if fast != self._fast:
+            self._fast = fast
+            if fast:
+                FAST_SWITCHING.lower(self.high_ns / 4e9)
+            else:
+                FAST_SWITCHING.restore()
 
     def _fold_finished(self) -> None:
         """Fold the samples of the requests that are no longer in flight."""
@@ -243,12 +264,73 @@ class StackSampler(Worker):
         if state.crossed is None and threshold is not None and now - t0 >= threshold:
             state.crossed = stack  # the first sample past the threshold: switch to the high rate
             state.interval_ns = self.high_ns
-        state.next_due = now + state.interval_ns
+        # at a fixed rate: one interval after this sample was due, not after it was taken, so
+        # that waiting for the GIL does not push every later sample back (but never two
+        # samples within half an interval)
+        state.next_due = max(state.next_due + state.interval_ns, now + state.interval_ns // 2)
         if state.crossed is None and threshold is not None:
             state.next_due = min(state.next_due, t0 + threshold)
         if len(samples) >= self.max_samples:
             thin(samples)
             state.interval_ns *= 2
+
+
+class FastSwitching:
+    """The interpreter's switch interval, lowered while any sampler samples an outlier.
+
+    A sampler waiting for the GIL gets it from a thread running Python only after
+    ``sys.getswitchinterval()`` (5 ms by default): a CPU-bound outlier sampled every 1 ms would
+    get a sample every ~6 ms. The setting is process-wide, so the samplers of every app in
+    the process share one count: the first lowers it, the last one done restores what it
+    found -- unless somebody else changed it meanwhile, whose setting is then kept. A forked
+    child, whose samplers are gone, gets the saved interval back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._saved: float | None = None  # the interval found by the first holder
+        self._set: float | None = None  # what it was lowered to
+
+    @property
+    def lowered(self) -> bool:
+        return self._holders > 0
+
+    def lower(self, interval_s: float) -> None:
+        with self._lock:
+            current = sys.getswitchinterval()
+            if self._holders == 0:
+                self._saved, self._set = current, None
+            self._holders += 1
+            target = max(interval_s, 0.000_05)
+            if target < current:
+                sys.setswitchinterval(target)
+                self._set = sys.getswitchinterval()  # as the interpreter rounded it
+
+    def restore(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                return
+            self._holders -= 1
+            if self._holders == 0:
+                self._put_back()
+
+    def _put_back(self) -> None:
+        saved, lowered = self._saved, self._set
+        self._saved = self._set = None
+        if saved is not None and lowered is not None and sys.getswitchinterval() == lowered:
+            sys.setswitchinterval(saved)
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        if self._holders:
+            self._holders = 0
+            self._put_back()
+
+
+#: the one switch-interval keeper of the process
+FAST_SWITCHING = FastSwitching()
+os.register_at_fork(after_in_child=FAST_SWITCHING.reset_after_fork)
 
 
 def _in_flight(record: Record, inflight: dict[int, Record]) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .capture import Capturer
 from .folding import StackFolder
@@ -29,12 +29,12 @@ from .inflight import (
 from .logs import log_swallowed
 from .recorder import FlushMarker, Recorder
 from .stats import OutlierRule, RunningStats
-from .store import ProcessInfo, ProfileStack, RequestRecord, RouteInfo, Store
+from .store import Baseline, ProcessInfo, ProfileStack, RequestRecord, RouteInfo, Store
 from .store.connection import connection_of
 from .store.retention import claim_retention_run, prune
 from .worker import Worker
 
-__all__ = ["Writer"]
+__all__ = ["Writer", "seed_statistics"]
 
 log = logging.getLogger("flamewatch")
 
@@ -42,6 +42,28 @@ BATCH_SIZE = 5000
 MAX_RETRY_INTERVAL = 30.0
 RETENTION_INTERVAL = 3600.0
 RETENTION_BATCHES_PER_ROUND = 2  # each of up to 5,000 rows: the writer stays responsive
+
+
+def seed_statistics(
+    baselines: Mapping[str, Baseline], rule: OutlierRule
+) -> dict[str, RunningStats]:
+    """Each endpoint's statistics to start from, read back from the store.
+
+    A version that ran before (a restart) goes on from its own recent requests. A new version
+    of an endpoint starts from the previous version's as a *prior* weighing ``rule.warmup``
+    requests: in force from the first request of a deploy (deploys are when regressions
+    happen), and outweighed by the version's own requests as they come -- after ``n`` of them
+    the prior weighs ``warmup / (warmup + n)``. A new endpoint has no prior and warms up.
+    """
+    seeded = {}
+    for endpoint, baseline in baselines.items():
+        samples = baseline.samples
+        if baseline.prior_version is not None:
+            samples = min(samples, rule.warmup)
+        seeded[endpoint] = RunningStats.seed(
+            samples, baseline.mean_ms, baseline.variance, rule.window
+        )
+    return seeded
 
 
 class Writer(Worker):
@@ -65,6 +87,7 @@ class Writer(Worker):
         retention_interval: float = RETENTION_INTERVAL,
         folder: StackFolder | None = None,
         profile_interval: float = 10.0,
+        stats: Mapping[str, RunningStats] | None = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -78,7 +101,8 @@ class Writer(Worker):
         self.captures_per_hour = captures_per_hour
         self.captured = 0
         self._capture_counts: dict[str, tuple[int, int]] = {}  # endpoint -> (hour, count)
-        self.stats: dict[str, RunningStats] = {}
+        #: endpoint -> its running statistics (``stats``: seeded before the thread started)
+        self.stats: dict[str, RunningStats] = dict(stats or {})
         self.written = 0
         self._process_id: int | None = None
         self._connected = False
@@ -282,16 +306,14 @@ class Writer(Worker):
 
     def _seed(self) -> None:
         baselines = self.store.baselines(self.process.version, self.rule.window)
-        for endpoint, baseline in baselines.items():
+        seeded = seed_statistics(baselines, self.rule)
+        for endpoint, stats in seeded.items():
             if endpoint in self.stats:
-                continue
-            stats = RunningStats.seed(
-                baseline.samples, baseline.mean_ms, baseline.variance, self.rule.window
-            )
+                continue  # seeded before the process started, or already warmed up here
             self.stats[endpoint] = stats
             threshold = self.rule.threshold_ms(stats)
             if threshold is not None:
-                self.recorder.thresholds_ns[endpoint] = int(threshold * 1e6)
+                self.recorder.thresholds_ns.setdefault(endpoint, int(threshold * 1e6))
 
     def _sync_if_due(self, force: bool = False) -> None:
         now = time.monotonic()

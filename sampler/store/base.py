@@ -85,6 +85,9 @@ class Baseline(NamedTuple):
     samples: int
     mean_ms: float
     variance: float
+    #: the earlier version these statistics are from, when the version asked for has no
+    #: requests of the endpoint yet (a prior for a new deploy); None: the version's own
+    prior_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def baselines(self, version: str, window: int) -> dict[str, Baseline]:
-        """Per endpoint, statistics of the last ``window`` normal requests of ``version``."""
+        """Per endpoint, statistics of the last ``window`` normal requests of ``version``;
+        for an endpoint ``version`` has none of, those of the latest version deployed before
+        it that has some (``Baseline.prior_version`` says which)."""
 
     @abc.abstractmethod
     def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:

@@ -182,7 +182,8 @@ class PostgresStore(SQLStore["psycopg.Connection[Any]", "psycopg.Cursor[Any]"]):
         cur.execute(
             "INSERT INTO versions AS t (name, source, first_seen, last_seen)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE"
-            " SET last_seen = GREATEST(t.last_seen, excluded.last_seen) RETURNING id",
+            " SET first_seen = LEAST(t.first_seen, excluded.first_seen),"
+            " last_seen = GREATEST(t.last_seen, excluded.last_seen) RETURNING id",
             (name, source, now, now),
         )
         return fetch_id(cur)

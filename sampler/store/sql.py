@@ -228,8 +228,11 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
 
     def register_process(self, process: ProcessInfo) -> int:
         with self._transaction() as cur:
+            # a version's first_seen is its first process's start, taken on the thread that
+            # served its first request -- never this writer's first drain, which races with
+            # other processes' (and other apps') writers
             version_id = self._upsert_version(
-                cur, process.version, process.version_source, time.time()
+                cur, process.version, process.version_source, process.started_at
             )
             process_id = self._insert_id(
                 cur,
@@ -423,23 +426,27 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
 
     def baselines(self, version: str, window: int) -> dict[str, Baseline]:
         sql = self._sql
-        row = self.conn.execute(
-            sql("SELECT id FROM versions WHERE name = ?"), (version,)
-        ).fetchone()
-        if row is None:
-            return {}
+        versions = self.conn.execute(
+            "SELECT id, name, first_seen FROM versions ORDER BY first_seen DESC, id DESC"
+        ).fetchall()
+        own = next((row for row in versions if row[1] == version), None)
+        # the versions deployed before this one, latest first (all of them for a new version)
+        earlier = [row for row in versions if own is None or row[2] < own[2]]
         result: dict[str, Baseline] = {}
         for endpoint_id, name in self.conn.execute("SELECT id, name FROM endpoints").fetchall():
-            count, mean, mean_sq = self.conn.execute(
-                sql(
-                    "SELECT count(*), avg(d), avg(d * d) FROM (SELECT duration_ms AS d"
-                    " FROM requests WHERE endpoint_id = ? AND version_id = ?"
-                    " AND is_outlier = 0 ORDER BY id DESC LIMIT ?) recent"
-                ),
-                (endpoint_id, row[0], window),
-            ).fetchone()
-            if count:
-                result[name] = Baseline(count, mean, max(mean_sq - mean * mean, 0.0))
+            for version_id, version_name, _ in ([own] if own else []) + earlier:
+                count, mean, mean_sq = self.conn.execute(
+                    sql(
+                        "SELECT count(*), avg(d), avg(d * d) FROM (SELECT duration_ms AS d"
+                        " FROM requests WHERE endpoint_id = ? AND version_id = ?"
+                        " AND is_outlier = 0 ORDER BY id DESC LIMIT ?) recent"
+                    ),
+                    (endpoint_id, version_id, window),
+                ).fetchone()
+                if count:
+                    prior = None if own is not None and version_id == own[0] else version_name
+                    result[name] = Baseline(count, mean, max(mean_sq - mean * mean, 0.0), prior)
+                    break
         return result
 
 

@@ -137,7 +137,8 @@ class SQLiteStore(SQLStore[sqlite3.Connection, sqlite3.Cursor]):
     def _upsert_version(self, cur: sqlite3.Cursor, name: str, source: str, now: float) -> int:
         cur.execute(
             "INSERT INTO versions (name, source, first_seen, last_seen) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+            " ON CONFLICT (name) DO UPDATE SET first_seen = min(first_seen, excluded.first_seen),"
+            " last_seen = max(last_seen, excluded.last_seen)",
             (name, source, now, now),
         )
         return fetch_id(cur.execute("SELECT id FROM versions WHERE name = ?", (name,)))
