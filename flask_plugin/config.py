@@ -133,7 +133,8 @@ OPTIONS: tuple[Option, ...] = (
         "outlier_warmup",
         30,
         "an integer from 2 to 30",
-        "Requests of an endpoint (in this version) seen before any can be an outlier.",
+        "Requests of a new endpoint seen before any can be an outlier (a new version of a known"
+        " endpoint starts from the previous version's statistics instead).",
     ),
     Option(
         "outlier_window",
