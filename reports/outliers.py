@@ -1,4 +1,11 @@
-"""Reading captured outliers and their profiles back from a store."""
+"""Reading captured outliers and their profiles back from a store.
+
+A listing (:func:`list_outliers`) is read a few rows at a time and keeps each outlier's version,
+group, method and path cut to :data:`~.text.LIMIT` characters (marked), its endpoint whole but
+one copy per endpoint: an outlier's stored request may hold megabytes (its params, its group),
+and a site lists every outlier, so what a listing holds must not grow with what each one
+stored. :func:`load_outlier` reads one outlier whole.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +23,20 @@ from flamewatch.sampler.store import StoreError
 from flamewatch.sampler.store.connection import StoreConnection
 
 from .summary import open_readonly
+from .text import shorten
 
 __all__ = ["OutlierRow", "list_outliers", "load_outlier", "load_session", "session_of"]
 
 Database = str | StoreConnection  # a path or URL, or a connection already open
+#: outliers read from the store at a time by a listing
+_LISTING_BATCH = 32
 
 
 @dataclass(frozen=True)
 class OutlierRow:
+    """One captured outlier as listed: the endpoint whole (pages are found by it), the other
+    names and the path cut to :data:`~.text.LIMIT` (marked)."""
+
     id: int
     started_at: float
     endpoint: str
@@ -76,7 +89,8 @@ def list_outliers(
     version: str | None = None,
     limit: int | None = None,
 ) -> list[OutlierRow]:
-    """Captured outliers, newest first, optionally of one endpoint and/or version."""
+    """Captured outliers, newest first, optionally of one endpoint and/or version; read
+    :data:`_LISTING_BATCH` at a time, so only their bounded rows are ever held together."""
     where, args = [], []
     if endpoint is not None:
         where.append("e.name = ?")
@@ -89,26 +103,27 @@ def list_outliers(
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     with _reading(database) as conn:
-        return [_row(values) for values in conn.execute(sql, args).fetchall()]
+        endpoints: dict[str, str] = {}  # one copy of each name, not one per row
+        return [_row(values, endpoints) for values in conn.stream(sql, args, size=_LISTING_BATCH)]
 
 
-def _row(values: tuple[Any, ...]) -> OutlierRow:
+def _row(values: tuple[Any, ...], endpoints: dict[str, str] | None = None) -> OutlierRow:
     (id_, started_at, endpoint, version, group, method, status, duration, threshold) = values[:9]
     sample_count, profile_bytes, request_json = values[9:12]
     path = orjson.loads(request_json).get("path")
     return OutlierRow(
         id=id_,
         started_at=started_at,
-        endpoint=endpoint,
-        version=version,
-        group=group,
-        method=method,
+        endpoint=endpoint if endpoints is None else endpoints.setdefault(endpoint, endpoint),
+        version=shorten(version),
+        group=None if group is None else shorten(group),
+        method=shorten(method),
         status=status,
         duration_ms=duration,
         threshold_ms=threshold,
         sample_count=sample_count,
         profile_bytes=profile_bytes,
-        path=path if isinstance(path, str) else None,
+        path=shorten(path) if isinstance(path, str) else None,
     )
 
 
