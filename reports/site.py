@@ -608,8 +608,8 @@ def _environment(tz: ZoneInfo) -> Environment:
         share=lambda v: f"{v:.0%}",
         ms=lambda v: NONE if v is None else f"{v:,.2f}" if v < 100 else f"{v:,.0f}",
         ratio=lambda v: f"{TIMES}{v:.2f}",
-        pct=lambda v: NONE if v is None else f"{v:.0f} %",
-        mib=lambda v: NONE if v is None else f"{v / 2**20:,.0f} MiB",
+        pct=lambda v: f"{v:.0f} %" if _is_number(v) else NONE,
+        mib=lambda v: f"{v / 2**20:,.0f} MiB" if _is_number(v) else NONE,
         pretty=lambda v: Markup(escape(bounded_json(v))),  # bounded already, shown whole
         whole=lambda v: Markup(escape(v)),  # a form's value: the stored name, not cut
         frame_label=_frame_label,
@@ -617,6 +617,11 @@ def _environment(tz: ZoneInfo) -> Environment:
         endpoint_page=endpoint_page,
     )
     return env
+
+
+def _is_number(value: Any) -> bool:
+    """Whether a stored load figure is there to show (it may be missing, or not a number)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _finalize(value: Any) -> Any:
