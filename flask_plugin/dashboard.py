@@ -14,7 +14,8 @@ not be framed. The one exception to the policy is pyinstrument's profile viewer,
 inline script and style: it gets a policy of its own allowing exactly its own inline blocks (by
 hash) and nothing else -- no network, no forms -- and may be framed by the dashboard only.
 Ids and file names in URLs are matched by converters and looked up in the store's data; no URL
-names a file.
+names a file, and a download's offered file name is built from safe characters only
+(:func:`~flamewatch.reports.export.content_disposition`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, Flask, Response, abort, current_app, g, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 
+from flamewatch.reports.export import content_disposition
 from flamewatch.reports.site import (
     ASSETS,
     PROFILE_FILES,
@@ -190,11 +192,11 @@ class Dashboard:
         download = f"flamewatch-outlier-{outlier_id}{file_name.removeprefix('profile')}"
         response = Response(body, content_type=_MEDIA_TYPES[fmt])
         if fmt == "html":  # framed by the outlier page; its link's `download` attribute saves it
-            response.headers["Content-Disposition"] = f'inline; filename="{download}"'
+            response.headers["Content-Disposition"] = content_disposition("inline", download)
             response.headers["Content-Security-Policy"] = _viewer_policy(body)
             response.headers["X-Frame-Options"] = "SAMEORIGIN"
         else:
-            response.headers["Content-Disposition"] = f'attachment; filename="{download}"'
+            response.headers["Content-Disposition"] = content_disposition("attachment", download)
         return response
 
     def _endpoint_profile(self, folder: str, file_name: str) -> Response:
@@ -206,7 +208,7 @@ class Dashboard:
         kind = "speedscope" if file_name.endswith(".speedscope.json") else "collapsed"
         response = Response(body, content_type=_MEDIA_TYPES[kind])
         download = f"flamewatch-{folder}-{file_name}"
-        response.headers["Content-Disposition"] = f'attachment; filename="{download}"'
+        response.headers["Content-Disposition"] = content_disposition("attachment", download)
         return response
 
     def _asset(self, name: str) -> Response:

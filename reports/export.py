@@ -27,7 +27,15 @@ from pyinstrument.renderers import html as renderers_html
 from pyinstrument.renderers.html import JSONForHTMLRenderer
 from pyinstrument.session import Session
 
-__all__ = ["FORMATS", "export_profile", "to_html", "to_pyisession", "to_speedscope"]
+__all__ = [
+    "FORMATS",
+    "content_disposition",
+    "download_name",
+    "export_profile",
+    "to_html",
+    "to_pyisession",
+    "to_speedscope",
+]
 
 FORMATS = ("pyisession", "speedscope", "html")
 
@@ -43,6 +51,26 @@ _CLASS_MARKER = "c"
 _THREAD_FILE = "<thread>"
 
 _FrameKey = tuple[str, str | None, int | None]
+
+#: the longest file name a download is offered under
+_DOWNLOAD_NAME_LIMIT = 120
+_UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def download_name(name: str) -> str:
+    """``name`` as a file name safe on every filesystem and in a ``Content-Disposition``
+    header: letters, digits, ``_``, ``.`` and ``-`` only (any other run becomes ``-``), no
+    leading dot, at most :data:`_DOWNLOAD_NAME_LIMIT` characters; never empty."""
+    safe = _UNSAFE_IN_FILE_NAMES.sub("-", name).lstrip(".-")[:_DOWNLOAD_NAME_LIMIT]
+    return safe or "flamewatch-download"
+
+
+def content_disposition(disposition: str, name: str) -> str:
+    """A ``Content-Disposition`` header value (``inline`` or ``attachment``) offering the file
+    as :func:`download_name` of ``name``: nothing in it can end the quoted file name."""
+    if disposition not in ("inline", "attachment"):
+        raise ValueError(f"disposition must be 'inline' or 'attachment', not {disposition!r}")
+    return f'{disposition}; filename="{download_name(name)}"'
 
 
 def export_profile(session: Session, fmt: str) -> bytes:

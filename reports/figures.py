@@ -3,7 +3,11 @@
 Each function returns a plain figure dict (``{"data": [...], "layout": {...}}``) for the
 site's JSON data blocks. Box plots are drawn from precomputed quartiles and whiskers, so a
 figure's size depends on the number of boxes, not on the number of requests. The layout uses an
-empty template: plotly's default one would add ~10 KB to every chart.
+empty template: plotly's default one would add ~10 KB to every chart. Every name in a figure
+(endpoint, version, user or group) goes through :func:`~.text.plotly_text`: plotly draws
+``<b>``, ``<br>``, ``<a href>`` and ``<span style>`` in tick labels, legends and hover text, and a
+name is data; it is also cut to a chart label's length, so a figure's size never depends on how
+long the stored names are.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .model import Box, HourlyHits
+from .text import plotly_text
 
 __all__ = ["box_figure", "grouped_box_figure", "hits_per_day_figure", "hour_heatmap_figure"]
 
@@ -42,8 +47,8 @@ def _layout(title: str | None = None, **extra: Any) -> dict[str, Any]:
 def _box_trace(name: str, labels: Sequence[str], boxes: Sequence[Box]) -> dict[str, Any]:
     return {
         "type": "box",
-        "name": name,
-        "x": list(labels),
+        "name": plotly_text(name),
+        "x": [plotly_text(label) for label in labels],
         "q1": [b.q1 for b in boxes],
         "median": [b.median for b in boxes],
         "q3": [b.q3 for b in boxes],
@@ -65,7 +70,11 @@ def box_figure(items: Sequence[tuple[str, Box]], *, x_title: str) -> Figure:
     return {
         "data": [trace],
         "layout": _layout(
-            xaxis={"title": {"text": x_title}, "type": "category", "automargin": True},
+            xaxis={
+                "title": {"text": plotly_text(x_title)},
+                "type": "category",
+                "automargin": True,
+            },
             yaxis={"title": {"text": "ms"}, "rangemode": "tozero", "automargin": True},
             showlegend=False,
         ),
@@ -86,10 +95,10 @@ def grouped_box_figure(
         "layout": _layout(
             boxmode="group",
             xaxis={
-                "title": {"text": x_title},
+                "title": {"text": plotly_text(x_title)},
                 "type": "category",
                 "categoryorder": "array",
-                "categoryarray": list(x_order),
+                "categoryarray": [plotly_text(label) for label in x_order],
                 "automargin": True,
             },
             yaxis={"title": {"text": "ms"}, "rangemode": "tozero", "automargin": True},
@@ -115,7 +124,7 @@ def hits_per_day_figure(
     data = [
         {
             "type": "bar",
-            "name": endpoint,
+            "name": plotly_text(endpoint),
             "x": order,
             "y": [counts.get(day, 0) for day in order],
             "hovertemplate": "%{x}: %{y} requests<extra>%{fullData.name}</extra>",

@@ -5,7 +5,9 @@ Figures are plain plotly dicts for the site's JSON data blocks (see :mod:`.figur
 stack prefix; the single-child stem every request shares (server, WSGI, Flask's dispatch) is
 skipped so the chart opens at the first frame where requests differ, and nodes below
 :data:`MIN_NODE_SHARE` of the time in both profiles are folded into their parent. Labels go
-through :func:`_text`: plotly reads tags and entities in text, and a function's name is data.
+through :func:`~.text.plotly_text`: plotly reads tags and entities in text, and a function's
+name is data (and may be of any length: a frame's label is cut to a chart label's length, its
+hover text a little longer).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 
 from .flames import Function, Profile, share, signed_ms
+from .text import LIMIT, plotly_text, shorten
 
 __all__ = [
     "MIN_NODE_SHARE",
@@ -31,11 +34,6 @@ MIN_NODE_SHARE = 0.002
 
 
 # -- figures -----------------------------------------------------------------------------------
-
-
-def _text(value: str) -> str:
-    """Plotly reads ``<tags>`` and ``&entities;`` in labels: show a function's name as is."""
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class _Tree:
@@ -114,11 +112,11 @@ def flame_figure(
     labels, hover = [], []
     for node in order:
         function = functions[tree.frame[node]]
-        labels.append(_text(function.short))
+        labels.append(plotly_text(function.short))
         value = tree.inclusive[node][0]
         hover.append(
             [
-                _text(function.label),
+                plotly_text(function.label, LIMIT),
                 f"{value:,.2f}",
                 f"{share(value, mean_ms):.1%}",
             ]
@@ -162,11 +160,11 @@ def diff_figure(
         function = functions[tree.frame[node]]
         old, new = tree.inclusive[node]
         old_share, new_share = share(old, before_mean_ms), share(new, after_mean_ms)
-        labels.append(_text(function.short))
+        labels.append(plotly_text(function.short))
         colors.append(round((new_share - old_share) * 100, 2))
         hover.append(
             [
-                _text(function.label),
+                plotly_text(function.label, LIMIT),
                 f"{old:,.2f} \u2192 {new:,.2f}",
                 f"{old_share:.0%} \u2192 {new_share:.0%}",
                 signed_ms(new - old),
@@ -216,7 +214,11 @@ def _flame_layout() -> dict[str, Any]:
 
 
 def speedscope_document(profile: Profile, functions: dict[int, Function], name: str) -> bytes:
-    """The profile as a speedscope "sampled" profile: one weighted sample per stack (ms)."""
+    """The profile as a speedscope "sampled" profile: one weighted sample per stack (ms).
+
+    ``name``, the profile's title, is cut to a page's length (it names an endpoint and a
+    version, which may be of any length); the frames keep their names whole: it is data."""
+    name = shorten(name, LIMIT)
     frame_index: dict[int, int] = {}
     frames: list[dict[str, Any]] = []
     samples, weights = [], []

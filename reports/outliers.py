@@ -1,4 +1,11 @@
-"""Reading captured outliers and their profiles back from a store."""
+"""Reading captured outliers and their profiles back from a store.
+
+A listing (:func:`list_outliers`) is read a few rows at a time and keeps each outlier's version,
+group, method and path cut to :data:`~.text.LIMIT` characters (marked), its endpoint whole but
+one copy per endpoint: an outlier's stored request may hold megabytes (its params, its group),
+and a site lists every outlier, so what a listing holds must not grow with what each one
+stored. :func:`load_outlier` reads one outlier whole.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +23,20 @@ from flamewatch.sampler.store import StoreError
 from flamewatch.sampler.store.connection import StoreConnection
 
 from .summary import open_readonly
+from .text import shorten
 
 __all__ = ["OutlierRow", "list_outliers", "load_outlier", "load_session", "session_of"]
 
 Database = str | StoreConnection  # a path or URL, or a connection already open
+#: outliers read from the store at a time by a listing
+_LISTING_BATCH = 16
 
 
 @dataclass(frozen=True)
 class OutlierRow:
+    """One captured outlier as listed: the endpoint whole (pages are found by it), the other
+    names and the path cut to :data:`~.text.LIMIT` (marked)."""
+
     id: int
     started_at: float
     endpoint: str
@@ -49,8 +62,15 @@ class OutlierRow:
 
 _COLUMNS = """
 SELECT o.id, r.started_at, e.name, v.name, g.name, r.method, r.status, r.duration_ms,
-       r.threshold_ms, o.sample_count, o.profile_bytes, o.request_json"""
-_DETAILS = ", o.resources_json, o.threshold_stack_json, o.profile, o.note"
+       r.threshold_ms, o.sample_count, o.profile_bytes"""
+_DETAILS = ", o.request_json, o.resources_json, o.threshold_stack_json, o.profile, o.note"
+#: the stored request's path, as JSON text (NULL when there is none), read in the database: a
+#: listing never reads a whole stored request, which may be megabytes. PostgreSQL's ``->``
+#: keeps the text as stored (``->>`` would refuse a path holding ``\u0000``).
+_PATH = {
+    "sqlite": ", o.request_json -> '$.path'",
+    "postgresql": ", (o.request_json::json -> 'path')::text",
+}
 _FROM = """
 FROM outliers o
 JOIN requests r ON r.id = o.request_id
@@ -76,7 +96,10 @@ def list_outliers(
     version: str | None = None,
     limit: int | None = None,
 ) -> list[OutlierRow]:
-    """Captured outliers, newest first, optionally of one endpoint and/or version."""
+    """Captured outliers, newest first, optionally of one endpoint and/or version.
+
+    Their order is read first (ids only: the database sorts nothing bigger), then the rows
+    :data:`_LISTING_BATCH` at a time, so only their bounded rows are ever held together."""
     where, args = [], []
     if endpoint is not None:
         where.append("e.name = ?")
@@ -84,31 +107,47 @@ def list_outliers(
     if version is not None:
         where.append("v.name = ?")
         args.append(version)
-    sql = _COLUMNS + _FROM + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY r.started_at DESC, o.id DESC"
+    order = "SELECT o.id" + _FROM + ((" WHERE " + " AND ".join(where)) if where else "")
+    order += " ORDER BY r.started_at DESC, o.id DESC"
     if limit is not None:
-        sql += f" LIMIT {int(limit)}"
+        order += f" LIMIT {int(limit)}"
     with _reading(database) as conn:
-        return [_row(values) for values in conn.execute(sql, args).fetchall()]
+        ids = [row[0] for row in conn.execute(order, args).fetchall()]
+        endpoints: dict[str, str] = {}  # one copy of each name, not one per row
+        listed: list[OutlierRow] = []
+        for start in range(0, len(ids), _LISTING_BATCH):
+            batch = ids[start : start + _LISTING_BATCH]
+            sql = _COLUMNS + _PATH[conn.dialect] + _FROM
+            sql += f" WHERE o.id IN ({', '.join('?' * len(batch))})"
+            found = {
+                values[0]: _row(values[:11], _path(values[11]), endpoints)
+                for values in conn.execute(sql, batch).fetchall()
+            }
+            listed += [found[i] for i in batch if i in found]
+        return listed
 
 
-def _row(values: tuple[Any, ...]) -> OutlierRow:
+def _path(stored: str | None) -> Any:
+    return None if stored is None else orjson.loads(stored)
+
+
+def _row(values: tuple[Any, ...], path: Any, endpoints: dict[str, str] | None = None) -> OutlierRow:
+    """An outlier's listed row from its columns and its stored path (what JSON holds)."""
     (id_, started_at, endpoint, version, group, method, status, duration, threshold) = values[:9]
-    sample_count, profile_bytes, request_json = values[9:12]
-    path = orjson.loads(request_json).get("path")
+    sample_count, profile_bytes = values[9:11]
     return OutlierRow(
         id=id_,
         started_at=started_at,
-        endpoint=endpoint,
-        version=version,
-        group=group,
-        method=method,
+        endpoint=endpoint if endpoints is None else endpoints.setdefault(endpoint, endpoint),
+        version=shorten(version),
+        group=None if group is None else shorten(group),
+        method=shorten(method),
         status=status,
         duration_ms=duration,
         threshold_ms=threshold,
         sample_count=sample_count,
         profile_bytes=profile_bytes,
-        path=path if isinstance(path, str) else None,
+        path=shorten(path) if isinstance(path, str) else None,
     )
 
 
@@ -122,9 +161,10 @@ def load_outlier(database: Database, outlier_id: int) -> dict[str, Any]:
         label = database.label if isinstance(database, StoreConnection) else database
         raise StoreError(f"no outlier with id {outlier_id} in {label}")
     request_json, resources_json, stack_json, profile, note = values[11:]
+    request = orjson.loads(request_json)
     return {
-        "row": _row(values[:12]),
-        "request": orjson.loads(request_json),
+        "row": _row(values[:11], request.get("path")),
+        "request": request,
         "resources": orjson.loads(resources_json),
         "threshold_stack": orjson.loads(stack_json) if stack_json else None,
         "profile": None if profile is None else bytes(profile),

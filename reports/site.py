@@ -6,7 +6,10 @@ writes them all into a folder that opens from ``file://``, and the live dashboar
 (``flamewatch.flask_plugin.dashboard``) renders the page a request asks for -- the same templates
 and figures, one code path. Links are relative (the static site) or under a ``root`` prefix (the
 dashboard's URL prefix). Templates render with autoescaping on (every value from a request is
-escaped) and embed each plotly figure as a JSON data block drawn by ``assets/site.js``; plotly.js
+escaped) and every string a template shows is first bounded and made visible
+(:func:`~.text.shown`, as jinja's ``finalize``), so a page's size does not depend on how long
+the stored strings are; each plotly figure is embedded as a JSON data block (``<``, ``>`` and
+``&`` written as escapes, so no value can end the block) drawn by ``assets/site.js``; plotly.js
 comes from the installed plotly package (never a CDN); each outlier's profile is exported as
 ``.pyisession``, ``.speedscope.json`` and pyinstrument's HTML page.
 """
@@ -34,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from .aggregate import ReportData
 from .export import export_profile, to_speedscope
@@ -44,6 +48,7 @@ from .hosts import HostRow, ProcessRow, host_rows, process_rows
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers, load_outlier, session_of
 from .summary import open_readonly
+from .text import LIMIT, bounded_json, shorten, shown
 
 __all__ = [
     "ASSETS",
@@ -73,6 +78,8 @@ PROFILE_FILES = {
 }
 #: pages a live site keeps rendered (the most recently shown)
 KEPT_PAGES = 64
+#: an outlier page shows this many frames of a deeper stack at its threshold (root and leaf ends)
+STACK_FRAMES_SHOWN = (20, 80)
 #: the pages every site has, besides one per endpoint and one per outlier
 FIXED_PAGES = ("index.html", "utilization.html", "performance.html", "versions.html")
 
@@ -498,7 +505,7 @@ def _write_outlier(site: Site, output: Path, outlier: OutlierRow) -> None:
 
 def _export(session: Any, fmt: str, outlier: OutlierRow) -> bytes:
     if fmt == "speedscope":
-        return to_speedscope(session, f"outlier #{outlier.id} ({outlier.endpoint})")
+        return to_speedscope(session, f"outlier #{outlier.id} ({shorten(outlier.endpoint)})")
     return export_profile(session, fmt)
 
 
@@ -577,8 +584,6 @@ def _profile_folder(endpoint: str) -> str:
 
 def _json_for_script(figure: Any) -> Any:
     """JSON safe inside a ``<script type="application/json">``: no ``<`` can end the block."""
-    from markupsafe import Markup
-
     text = orjson.dumps(figure).decode()
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
@@ -587,6 +592,7 @@ def _environment(tz: ZoneInfo) -> Environment:
     env = Environment(
         loader=FileSystemLoader(_HERE / "templates"),
         autoescape=select_autoescape(["html"], default=True),
+        finalize=_finalize,
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -602,13 +608,38 @@ def _environment(tz: ZoneInfo) -> Environment:
         share=lambda v: f"{v:.0%}",
         ms=lambda v: NONE if v is None else f"{v:,.2f}" if v < 100 else f"{v:,.0f}",
         ratio=lambda v: f"{TIMES}{v:.2f}",
-        pct=lambda v: NONE if v is None else f"{v:.0f} %",
-        mib=lambda v: NONE if v is None else f"{v / 2**20:,.0f} MiB",
-        pretty=lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2).decode(),
+        pct=lambda v: f"{v:.0f} %" if _is_number(v) else NONE,
+        mib=lambda v: f"{v / 2**20:,.0f} MiB" if _is_number(v) else NONE,
+        pretty=lambda v: Markup(escape(bounded_json(v))),  # bounded already, shown whole
+        whole=lambda v: Markup(escape(v)),  # a form's value: the stored name, not cut
         frame_label=_frame_label,
+        frames_shown=_frames_shown,
         endpoint_page=endpoint_page,
     )
     return env
+
+
+def _is_number(value: Any) -> bool:
+    """Whether a stored load figure is there to show (it may be missing, or not a number)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _finalize(value: Any) -> Any:
+    """What every ``{{ expression }}`` shows, before autoescaping: a string is cut to
+    :data:`~.text.LIMIT` with a mark and its invisible characters written out; markup that a
+    filter or macro made (``pretty``, ``whole``, a chart's JSON) is left as it is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return shown(value, LIMIT)
+    return value
+
+
+def _frames_shown(frames: list[str]) -> list[str]:
+    """A stack's frames as an outlier page lists them: the ends of a deep one, with a mark."""
+    head, tail = STACK_FRAMES_SHOWN
+    if len(frames) <= head + tail:
+        return frames
+    left_out = len(frames) - head - tail
+    return [*frames[:head], f"\u2026 {left_out:,} frames left out \u2026", *frames[-tail:]]
 
 
 def _frame_label(identifier: str) -> str:
