@@ -137,7 +137,8 @@ HOSTILE_PARAM = "</script><script>alert('param')</script>"
 #: the captured outliers that are slow checkouts, by id (with :data:`SLOW_CHECKOUT_MS`)
 SLOW_OUTLIERS_SQL = (
     "SELECT o.id FROM outliers o JOIN requests r ON r.id = o.request_id"
-    " WHERE r.duration_ms >= ? ORDER BY o.id"
+    " JOIN endpoints e ON e.id = r.endpoint_id"
+    " WHERE e.name = 'checkout' AND r.duration_ms >= ? ORDER BY o.id"
 )
 #: the duration (ms) above which a request of :func:`make_history` is one of its slow checkouts
 SLOW_CHECKOUT_MS = 120
