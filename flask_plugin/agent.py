@@ -113,7 +113,7 @@ class Agent:
                 sampling=sampling,
             )
             self._writer = Writer(
-                make_store(settings.database),
+                make_store(settings.database, settings.limits),
                 self.recorder,
                 settings.outlier,
                 process,

@@ -146,6 +146,15 @@ class Store(abc.ABC):
     def baselines(self, version: str, window: int) -> dict[str, Baseline]:
         """Per endpoint, statistics of the last ``window`` normal requests of ``version``."""
 
+    def replaced(self) -> str | None:
+        """Why the open connection no longer writes to the store the URL names (its file was
+        deleted or replaced), or None. Cheap: the writer asks before and after each batch."""
+        return None
+
+    def forget(self) -> None:
+        """Drop what is cached of the store's contents (ids): the store was replaced."""
+        return
+
     @abc.abstractmethod
     def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:
         """Add folded stacks to the aggregated profiles of the process's version, in one
