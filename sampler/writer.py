@@ -464,8 +464,16 @@ class Writer(Worker):
         try:
             self.store.write_profiles(self._process_id, self._profiles)
         except Exception as exc:
-            self._failed("write aggregated profiles to", exc)
-            return
+            if is_store_away(exc):
+                self._failed("write aggregated profiles to", exc)
+                return
+            # refused: retrying the same stacks would hold up every later write
+            self._losses.add(
+                f"of aggregated profiles (stacks) refused by the store {self.store.url} and"
+                f" dropped ({failure_reason(exc)})",
+                len(self._profiles),
+            )
+            self._losses.report()
         self._profiles = []
 
     def _answer_markers(self) -> None:
