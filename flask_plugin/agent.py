@@ -91,7 +91,7 @@ class Agent:
         url = self.settings.database
         if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
             return
-        store = make_store(url)
+        store = make_store(url, self.settings.limits)
         try:
             store.open()
             self._baselines = store.baselines(self.version.label, self.settings.outlier.window)
@@ -144,7 +144,7 @@ class Agent:
                 sampling=sampling,
             )
             self._writer = Writer(
-                make_store(settings.database),
+                make_store(settings.database, settings.limits),
                 self.recorder,
                 settings.outlier,
                 process,

@@ -19,7 +19,9 @@ from typing import Any
 
 from flamewatch.sampler import OutlierRule
 from flamewatch.sampler.redact import Redactor
+from flamewatch.sampler.storable import MIN_NAME_CHARS, Limits
 from flamewatch.sampler.store import resolve_database
+from flamewatch.sampler.store.connection import safe_url
 
 __all__ = [
     "DEFAULT_CAPTURE_HEADERS",
@@ -213,6 +215,20 @@ OPTIONS: tuple[Option, ...] = (
         "Largest request body (form or JSON) an outlier's facts read.",
     ),
     Option(
+        "max_name_chars",
+        256,
+        f"an integer from {MIN_NAME_CHARS} to 600",
+        "Longest endpoint, rule, group, method, client address or version label stored; a"
+        " longer one is cut to it, ending in `…[+N chars]` (see docs/limits.md).",
+    ),
+    Option(
+        "max_capture_kb",
+        64,
+        "an integer from 1 to 16,384",
+        "Largest request facts (params, headers, path...) stored with one outlier, as JSON;"
+        " over it, the bulkiest are replaced by a note of their size.",
+    ),
+    Option(
         "capture_headers",
         DEFAULT_CAPTURE_HEADERS,
         "a list of header names (or a comma-separated string)",
@@ -316,7 +332,7 @@ class Settings:
     """Validated settings of flamewatch on one app."""
 
     enabled: bool
-    database: str  # a store URL
+    database: str = field(repr=False)  # a store URL, which may hold a password
     version: str | None
     git: Path | None
     group_by: GroupBy | None
@@ -339,6 +355,13 @@ class Settings:
     flush_interval: float
     dashboard: DashboardSettings
     retention_days: float | None = None
+    max_name_chars: int = 256
+    max_capture_kb: int = 64
+
+    @property
+    def limits(self) -> Limits:
+        """The caps the store applies to what it writes."""
+        return Limits(name_chars=self.max_name_chars, capture_bytes=self.max_capture_kb * 1024)
 
     def is_excluded(self, endpoint: str) -> bool:
         from fnmatch import fnmatchcase
@@ -375,8 +398,9 @@ def load_settings(
         except (ValueError, TypeError) as exc:
             accepts = _BY_NAME[name].accepts
             detail = f" ({exc})" if str(exc) else ""
+            shown = safe_url(value) if name == "database" and isinstance(value, str) else value
             raise ConfigError(
-                f"{where} must be {accepts}; got {value!r}{detail}".replace(
+                f"{where} must be {accepts}; got {shown!r}{detail}".replace(
                     "= (keyword argument) must", " (keyword argument) must"
                 )
             ) from None
@@ -417,6 +441,8 @@ def load_settings(
         flush_interval=get("flush_interval", _number(0.01, 60)),
         dashboard=_dashboard_settings(get),
         retention_days=get("retention_days", _optional(_number(0.01, 36_500))),
+        max_name_chars=get("max_name_chars", _integer(MIN_NAME_CHARS, 600)),
+        max_capture_kb=get("max_capture_kb", _integer(1, 16_384)),
     )
 
 

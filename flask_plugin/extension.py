@@ -9,6 +9,7 @@ from flask import Flask
 
 from flamewatch.sampler import detect_version
 from flamewatch.sampler.logs import log
+from flamewatch.sampler.store.connection import safe_url
 
 from .agent import Agent
 from .config import check_option_names, load_settings
@@ -56,7 +57,7 @@ class Flamewatch:
             app.name,
             version.label,
             version.source,
-            settings.database,
+            safe_url(settings.database),
         )
 
     #: the paper's name for :meth:`init_app`

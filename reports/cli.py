@@ -196,7 +196,12 @@ def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> N
     import time
 
     from flamewatch.sampler.store import make_store, resolve_database
-    from flamewatch.sampler.store.connection import connection_of, driver_errors, sqlite_file
+    from flamewatch.sampler.store.connection import (
+        connection_of,
+        driver_errors,
+        safe_url,
+        sqlite_file,
+    )
     from flamewatch.sampler.store.retention import prune as prune_store
 
     try:
@@ -212,7 +217,7 @@ def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> N
         finally:
             store.close()
     except ValueError as exc:
-        raise click.ClickException(f"{database}: {exc}") from None
+        raise click.ClickException(f"{safe_url(database)}: {exc}") from None
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     except driver_errors() as exc:  # what was deleted in earlier batches stays deleted

@@ -9,6 +9,11 @@ aggregated profiles (:mod:`.folding`). A store that fails
 is logged once, retried with back-off, and never blocks a request: records wait in memory up
 to the queue's cap and are counted as dropped beyond it. A store whose server went away
 (PostgreSQL) is the same case: closed, reopened with back-off, and what waited is written.
+A batch the store *refuses* (a value it cannot take; :mod:`.store.failures` tells the two
+apart) is split until every record it can take is written; the records it refused are
+counted as dropped. A SQLite file deleted or replaced under the writer is noticed before and
+after each batch and opened again (a new file gets the schema). Every record lost is logged,
+with its count and why, at most once a minute per reason (:class:`.logs.LossReport`).
 With ``retention_days`` set, the writer also deletes old rows (:mod:`.store.retention`),
 hourly, a few batches per round, at most one process per hour.
 """
@@ -26,11 +31,12 @@ from .inflight import (
     T0,
     Queued,
 )
-from .logs import log_swallowed
+from .logs import LossReport, log_swallowed
 from .recorder import FlushMarker, Recorder
 from .stats import OutlierRule, RunningStats
 from .store import Baseline, ProcessInfo, ProfileStack, RequestRecord, RouteInfo, Store
 from .store.connection import connection_of
+from .store.failures import failure_reason, is_store_away
 from .store.retention import claim_retention_run, prune
 from .worker import Worker
 
@@ -124,6 +130,9 @@ class Writer(Worker):
         #: folded stacks taken from the folder but not written yet (the store failed); while
         #: they wait, the folder keeps folding into its own bounded tables
         self._profiles: list[ProfileStack] = []
+        self.refused = 0  # records the store refused (counted as dropped too)
+        self._losses = LossReport()
+        self._dropped_seen = 0  # of the recorder's dropped count, what _losses has been told
 
     # -- control, from any thread -------------------------------------------------------------
 
@@ -337,20 +346,106 @@ class Writer(Worker):
             self._failed("sync with", exc)
 
     def _write_pending(self) -> None:
-        assert self._process_id is not None
+        if self._reopened_if_replaced() and not self._connected:
+            return
         while self._pending:
             batch = self._pending[:BATCH_SIZE]
-            try:
-                self.store.write_requests(self._process_id, batch)
-            except Exception as exc:
-                self._failed("write to", exc)
+            done, refused, away = self._write_batch(batch)
+            if away is None and self._reopened_if_replaced():
+                if not self._connected:
+                    return  # the batch waits for the store to open again
+                continue  # it went to a file that is gone: write it again, to the new one
+            del self._pending[:done]
+            self.written += done - len(refused)
+            self._refuse(refused)
+            if away is not None:
+                self._failed("write to", away)
                 return
-            del self._pending[: len(batch)]
-            self.written += len(batch)
         if self._failures:
             log.warning("flamewatch: the store %s is writable again", self.store.url)
             self._failures = 0
             self._retry_at = 0.0
+        self._report_losses()
+
+    def _write_batch(
+        self, batch: Sequence[RequestRecord]
+    ) -> tuple[int, list[Exception], Exception | None]:
+        """Write a batch, halving the parts the store refuses down to single records.
+
+        Parts are written in order, so what is handled is always the batch's first records.
+        Returns how many those are (written or refused), the error of each record refused,
+        and the error of a store found away (the rest of the batch waits for it). A batch
+        with ``k`` bad records among ``n`` costs about ``2 k log2(n)`` writes.
+        """
+        assert self._process_id is not None
+        refused: list[Exception] = []
+        parts = [(0, len(batch))]
+        done = 0
+        while parts:
+            start, end = parts.pop()
+            try:
+                self.store.write_requests(self._process_id, batch[start:end])
+            except Exception as exc:
+                if is_store_away(exc):
+                    return done, refused, exc
+                if end - start > 1:
+                    middle = (start + end) // 2
+                    parts += [(middle, end), (start, middle)]  # the first half first
+                    continue
+                refused.append(exc)
+            done = end
+        return done, refused, None
+
+    def _refuse(self, errors: Sequence[Exception]) -> None:
+        """Count records the store refused as dropped; say why (never what they held)."""
+        by_reason: dict[str, int] = {}
+        for exc in errors:
+            reason = failure_reason(exc)
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        for reason, count in by_reason.items():
+            self.refused += count
+            self._drop(count, f"refused by the store {self.store.url} and dropped ({reason})")
+
+    def _reopened_if_replaced(self) -> bool:
+        """Whether the store was replaced under the writer (its file deleted or swapped for
+        another); if so it is opened again -- a new file gets the schema -- and this process
+        registered in it. ``_connected`` says whether that worked (else it is retried)."""
+        why = self.store.replaced()
+        if why is None:
+            return False
+        log.error(
+            "flamewatch: the store %s is not the one this process opened: %s; it is opened"
+            " again (a new file gets the schema), and requests are written to it from now on",
+            self.store.url,
+            why,
+        )
+        self.store.close()
+        self.store.forget()
+        self._connected = False
+        self._process_id = None  # registered again, in the new store
+        self._last_routes = frozenset()
+        if self._ready(force=True):
+            self._sync_if_due(force=True)
+        return True
+
+    def _drop(self, count: int, reason: str) -> None:
+        """Count records the writer lost as dropped, and report them."""
+        self.recorder.count_dropped(count)
+        self._dropped_seen += count
+        self._losses.add(reason, count)
+
+    def _report_losses(self, *, force: bool = False) -> None:
+        """Log the records lost since the last report (rate-limited), with those the request
+        threads dropped because the queue was full."""
+        dropped = self.recorder.dropped
+        if dropped > self._dropped_seen:
+            self._losses.add(
+                f"dropped because the queue was full (queue_size {self.recorder.queue_size})"
+                f" while the store {self.store.url} was slow or failing",
+                dropped - self._dropped_seen,
+            )
+            self._dropped_seen = dropped
+        self._losses.report(force=force)
 
     def _retain_if_due(self) -> None:
         """A few batches of retention, when it is due and this process claimed the run."""
@@ -391,8 +486,16 @@ class Writer(Worker):
         try:
             self.store.write_profiles(self._process_id, self._profiles)
         except Exception as exc:
-            self._failed("write aggregated profiles to", exc)
-            return
+            if is_store_away(exc):
+                self._failed("write aggregated profiles to", exc)
+                return
+            # refused: retrying the same stacks would hold up every later write
+            self._losses.add(
+                f"of aggregated profiles (stacks) refused by the store {self.store.url} and"
+                f" dropped ({failure_reason(exc)})",
+                len(self._profiles),
+            )
+            self._losses.report()
         self._profiles = []
 
     def _answer_markers(self) -> None:
@@ -418,13 +521,18 @@ class Writer(Worker):
         self._connected = False
         self.store.close()  # reopened on the next attempt
         self._shed_excess()
+        self._report_losses()
 
     def _shed_excess(self) -> None:
         """While the store fails, hold at most ``queue_size`` records; count the rest."""
         excess = len(self._pending) - self.recorder.queue_size
         if excess > 0:
             del self._pending[:excess]
-            self.recorder.count_dropped(excess)
+            self._drop(
+                excess,
+                f"dropped: more than queue_size ({self.recorder.queue_size}) waited while the"
+                f" store {self.store.url} failed",
+            )
 
     def _shutdown(self) -> None:
         # what a failing store held back in the queue, or came in after the last drain, is
@@ -444,6 +552,8 @@ class Writer(Worker):
                 self.store.url,
             )
             self.recorder.count_dropped(lost)
+            self._dropped_seen += lost  # said just above
+        self._report_losses(force=True)
         self._answer_markers()
         if self._connected and self._process_id is not None:
             try:

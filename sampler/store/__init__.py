@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flamewatch.sampler.storable import Limits
+
 from .base import (
     Baseline,
     OutlierCapture,
@@ -15,6 +17,7 @@ from .base import (
     Store,
     StoreError,
 )
+from .connection import safe_url, scrub_secrets
 from .schema import SCHEMA_VERSION
 from .sql import open_sql_stores
 from .sqlite import SQLiteStore, connect_sqlite
@@ -59,8 +62,8 @@ def _postgres_url(text: str) -> str:
     url = "postgresql://" + text.split("://", 1)[1]
     try:
         conninfo_to_dict(url)
-    except psycopg.Error as exc:  # with libpq's own words
-        raise ValueError(f"not a valid PostgreSQL URL: {exc}") from None
+    except psycopg.Error as exc:  # with libpq's own words, which may quote the password
+        raise ValueError(f"not a valid PostgreSQL URL: {scrub_secrets(str(exc), url)}") from None
     return url
 
 
@@ -104,12 +107,13 @@ def open_stores() -> list[Store]:
     return list(open_sql_stores())
 
 
-def make_store(url: str) -> Store:
-    """The store for a URL made by :func:`resolve_database` (not opened yet)."""
+def make_store(url: str, limits: Limits | None = None) -> Store:
+    """The store for a URL made by :func:`resolve_database` (not opened yet), writing within
+    ``limits`` (the defaults when None)."""
     if url.startswith("sqlite:///"):
-        return SQLiteStore(url[len("sqlite:///") :])
+        return SQLiteStore(url[len("sqlite:///") :], limits)
     if is_postgres(url):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
-    raise StoreError(f"unsupported store URL {url!r}")
+        return PostgresStore(url, limits)
+    raise StoreError(f"unsupported store URL {safe_url(url)!r}")

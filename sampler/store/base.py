@@ -151,6 +151,15 @@ class Store(abc.ABC):
         for an endpoint ``version`` has none of, those of the latest version deployed before
         it that has some (``Baseline.prior_version`` says which)."""
 
+    def replaced(self) -> str | None:
+        """Why the open connection no longer writes to the store the URL names (its file was
+        deleted or replaced), or None. Cheap: the writer asks before and after each batch."""
+        return None
+
+    def forget(self) -> None:
+        """Drop what is cached of the store's contents (ids): the store was replaced."""
+        return
+
     @abc.abstractmethod
     def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:
         """Add folded stacks to the aggregated profiles of the process's version, in one

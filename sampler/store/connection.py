@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from .base import StoreError
 
@@ -26,9 +27,15 @@ __all__ = [
     "driver_errors",
     "open_connection",
     "safe_url",
+    "scrub_secrets",
 ]
 
 _STRING = re.compile(r"('(?:[^']|'')*')")
+# user:password@ after the scheme; the password may hold '/', ':' or '@' that were not
+# percent-encoded (libpq takes the last '@' before the host)
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):[^?#]*@(?=[^@]*$)")
+# password=, sslpassword= and what a typo makes of them (pasword=, passwd=, pw=)
+_QUERY_SECRET = re.compile(r"(?i)([?&][a-z_]*(?:pas+w|pw|secret|token)[a-z_]*=)[^&#]*")
 
 
 class Rows(Protocol):
@@ -56,8 +63,27 @@ def driver_errors() -> tuple[type[Exception], ...]:
 
 
 def safe_url(url: str) -> str:
-    """A store URL without its password, for messages and pages."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """A store URL without its password (in the user part or a ``password=`` query
+    parameter), for messages, logs and pages."""
+    if "@" in url.split("?", 1)[0]:
+        url = _USERINFO.sub(r"\1:***@", url, count=1)
+    return _QUERY_SECRET.sub(r"\1***", url)
+
+
+def scrub_secrets(text: str, url: str) -> str:
+    """``text`` (a driver's message about ``url``) with the URL's secrets masked: libpq quotes
+    the token it could not parse, which may be the password."""
+    secrets: list[str] = []
+    found = _USERINFO.match(url)
+    if found is not None:
+        secrets.append(url[len(found.group(1)) + 1 : found.end() - 1])
+    secrets += [url[m.end(1) : m.end()] for m in _QUERY_SECRET.finditer(url)]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+        decoded = unquote(secret)
+        if decoded != secret:
+            text = text.replace(decoded, "***")
+    return safe_url(text)
 
 
 def _pyformat(sql: str) -> str:

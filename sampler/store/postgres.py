@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from flamewatch.sampler.storable import Limits
+
 from .base import ProfileStack, RequestRecord, RouteInfo, StoreError
-from .connection import safe_url
+from .connection import safe_url, scrub_secrets
 from .schema import UPSERT_PROFILE_STACK
 from .sql import REQUEST_COLUMNS, NewIds, SQLStore, apply_migrations, fetch_id
 
@@ -93,8 +95,8 @@ def migrate_postgres(conn: psycopg.Connection[Any]) -> int:
 class PostgresStore(SQLStore["psycopg.Connection[Any]", "psycopg.Cursor[Any]"]):
     """A :class:`Store` in a PostgreSQL database (``postgresql://user@host:port/dbname``)."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__()
+    def __init__(self, url: str, limits: Limits | None = None) -> None:
+        super().__init__(limits)
         self.url = safe_url(url)  # what logs and pages show: never the password
         self._conninfo = url
 
@@ -109,7 +111,8 @@ class PostgresStore(SQLStore["psycopg.Connection[Any]", "psycopg.Cursor[Any]"]):
         try:
             return connect_postgres(self._conninfo)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to {self.url}: {exc}".strip()) from exc
+            reason = scrub_secrets(str(exc), self._conninfo)
+            raise StoreError(f"cannot connect to {self.url}: {reason}".strip()) from exc
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         migrate_postgres(conn)

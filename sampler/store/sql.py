@@ -20,6 +20,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
+from flamewatch.sampler.storable import Limits, capture_json, storable, storable_json
+
 from .base import (
     Baseline,
     FrameKey,
@@ -74,6 +76,12 @@ _K = TypeVar("_K")
 
 #: frames and stacks whose ids are kept in memory, at most (then the cache starts afresh)
 _MAX_CACHED_IDS = 200_000
+#: endpoints, rules and groups whose ids are kept in memory, at most (then the cache starts
+#: afresh); each name is at most ``Limits.name_chars`` long, so the caches stay bounded however
+#: many distinct groups hostile requests make up
+_MAX_CACHED_NAMES = 50_000
+#: a frame's function and file names (from code objects: long only in odd code)
+_FRAME_CHARS = 2048
 
 _open: weakref.WeakSet[SQLStore[Any, Any]] = weakref.WeakSet()
 
@@ -85,6 +93,9 @@ def open_sql_stores() -> list[SQLStore[Any, Any]]:
 
 #: a row to insert
 Row = tuple[Any, ...]
+#: what :meth:`SQLStore._request_rows` finds once per batch for a (endpoint, rule, group,
+#: method, client address): the three ids, the method and the client address as stored
+_Found = tuple[int, int | None, int | None, str, str | None]
 
 #: the columns of the rows :meth:`SQLStore._request_rows` makes, in their order
 REQUEST_COLUMNS = (
@@ -152,7 +163,9 @@ class NewIds:
 class SQLStore(Store, Generic[ConnT, CursorT]):
     """A :class:`Store` in a SQL database, over one connection of the backend's driver."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        #: what is cut or replaced before it is written (:mod:`flamewatch.sampler.storable`)
+        self.limits = limits or Limits()
         self._conn: ConnT | None = None
         # name -> id caches; only ever filled from committed rows
         self._endpoint_ids: dict[str, int] = {}
@@ -218,6 +231,18 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
             _open.discard(self)
             conn.close()
 
+    def forget(self) -> None:
+        """Drop every cached id: the store behind this object was replaced by a new one."""
+        for cache in (
+            self._endpoint_ids,
+            self._rule_ids,
+            self._group_ids,
+            self._process_versions,
+            self._frame_ids,
+            self._stack_ids,
+        ):
+            cache.clear()
+
     @property
     def conn(self) -> ConnT:
         if self._conn is None:
@@ -227,21 +252,25 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
     # -- writing -----------------------------------------------------------------------------
 
     def register_process(self, process: ProcessInfo) -> int:
+        cap = self.limits.name_chars
         with self._transaction() as cur:
             # a version's first_seen is its first process's start, taken on the thread that
             # served its first request -- never this writer's first drain, which races with
             # other processes' (and other apps') writers
             version_id = self._upsert_version(
-                cur, process.version, process.version_source, process.started_at
+                cur,
+                storable(process.version, cap),
+                storable(process.version_source, cap),
+                process.started_at,
             )
             process_id = self._insert_id(
                 cur,
                 _INSERT_PROCESS,
                 (
-                    process.hostname,
+                    storable(process.hostname, cap),
                     process.pid,
                     version_id,
-                    process.agent,
+                    storable(process.agent, cap),
                     process.started_at,
                     process.started_at,
                 ),
@@ -250,6 +279,7 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
         return process_id
 
     def set_monitored(self, endpoint: str, monitored: bool) -> None:
+        endpoint = storable(endpoint, self.limits.name_chars)
         with self._transaction() as cur:
             self._upsert_endpoint(cur, endpoint, monitored, time.time())
             cur.execute(
@@ -272,17 +302,19 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
         capture), and per endpoint id, its latest request's start.
 
         Runs on the writer thread for every record, holding the GIL the app's threads want:
-        the names' ids are looked up once per (endpoint, rule, group) and batch.
+        the names' ids are looked up, and the method and client address made storable, once
+        per (endpoint, rule, group, method, client address) and batch.
         """
         version_id = self._process_versions[process_id]
+        cap = self.limits.name_chars
         last_accessed: dict[int, float] = {}
         rows: list[Row] = []
         captured: list[tuple[Row, OutlierCapture]] = []
-        ids: dict[tuple[str, str | None, str | None], tuple[int, int | None, int | None]] = {}
+        ids: dict[tuple[str, str | None, str | None, str, str | None], _Found] = {}
         for record in records:
             (endpoint, rule, method, status, started, duration, group, client_ip, outlier,
              threshold, capture) = record  # fmt: skip
-            key = (endpoint, rule, group)
+            key = (endpoint, rule, group, method, client_ip)
             found = ids.get(key)
             if found is None:
                 endpoint_id = self._endpoint_id(cur, new, endpoint, started)
@@ -292,7 +324,13 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
                 group_id = None
                 if group is not None:
                     group_id = self._group_id(cur, new, group)
-                found = ids[key] = (endpoint_id, rule_id, group_id)
+                found = ids[key] = (
+                    endpoint_id,
+                    rule_id,
+                    group_id,
+                    storable(method, cap),
+                    None if client_ip is None else storable(client_ip, cap),
+                )
             endpoint_id = found[0]
             if started > last_accessed.get(endpoint_id, 0.0):
                 last_accessed[endpoint_id] = started
@@ -302,11 +340,11 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
                 version_id,
                 found[2],
                 process_id,
-                method,
+                found[3],
                 status,
                 started,
                 duration,
-                client_ip,
+                found[4],
                 1 if outlier else 0,
                 threshold,
             )
@@ -325,19 +363,22 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
             self._insert_outlier(cur, request_id, capture)
 
     def _insert_outlier(self, cur: CursorT, request_id: int, capture: OutlierCapture) -> None:
+        """One outlier row; its texts made storable and its request facts capped
+        (:func:`~flamewatch.sampler.storable.capture_json`)."""
+        cap = self.limits.name_chars
+        stack = capture.threshold_stack
+        stack_json = None if stack is None else orjson.dumps(storable_json(stack, _FRAME_CHARS))
         cur.execute(
             self._sql(_INSERT_OUTLIER),
             (
                 request_id,
-                orjson.dumps(capture.request).decode(),
-                orjson.dumps(capture.resources).decode(),
-                None
-                if capture.threshold_stack is None
-                else orjson.dumps(capture.threshold_stack).decode(),
+                capture_json(capture.request, self.limits),
+                orjson.dumps(storable_json(capture.resources, cap)).decode(),
+                None if stack_json is None else stack_json.decode(),
                 capture.profile,
                 len(capture.profile or b""),
                 capture.sample_count,
-                capture.note,
+                None if capture.note is None else storable(capture.note, _FRAME_CHARS),
             ),
         )
 
@@ -348,6 +389,8 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
         found or inserted with ``cur``."""
         version_id = self._process_versions[process_id]
         now = time.time()
+        cap = self.limits.name_chars
+        groups: dict[str, str] = {}  # as given -> as stored
         rows: list[tuple[Any, ...]] = []
         for s in stacks:
             endpoint_id = self._endpoint_id(cur, new, s.endpoint, now)
@@ -355,8 +398,12 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
             for frame in s.frames:
                 frame_id = self._frame_ids.get(frame) or new.frames.get(frame)
                 if frame_id is None:
+                    name, filename, line = frame
                     frame_id = new.frames[frame] = self._insert_select(
-                        cur, INSERT_FRAME, SELECT_FRAME, frame
+                        cur,
+                        INSERT_FRAME,
+                        SELECT_FRAME,
+                        (storable(name, _FRAME_CHARS), storable(filename, _FRAME_CHARS), line),
                     )
                 frame_ids.append(frame_id)
             joined = ",".join(map(str, frame_ids))
@@ -365,7 +412,10 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
                 stack_id = new.stacks[joined] = self._insert_select(
                     cur, INSERT_STACK, SELECT_STACK, (joined,)
                 )
-            rows.append((endpoint_id, version_id, s.group, stack_id, s.samples, s.time_ms))
+            group = groups.get(s.group)
+            if group is None:
+                group = groups[s.group] = storable(s.group, cap)
+            rows.append((endpoint_id, version_id, group, stack_id, s.samples, s.time_ms))
         return rows
 
     def _record_routes(
@@ -377,39 +427,52 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
         now: float,
     ) -> None:
         """Upsert each route's endpoint and rule, in the order given."""
+        cap = self.limits.name_chars
         for route in routes:
             monitored = monitored_default(route.endpoint)
-            endpoint_id = self._upsert_endpoint(cur, route.endpoint, monitored, now)
-            new.endpoints[route.endpoint] = endpoint_id
-            key = (endpoint_id, route.rule)
-            new.rules[key] = self._upsert_rule(cur, endpoint_id, route.rule, route.methods, now)
+            endpoint = _cut(route.endpoint, cap)
+            endpoint_id = self._upsert_endpoint(cur, storable(endpoint, cap), monitored, now)
+            new.endpoints[endpoint] = endpoint_id
+            rule = _cut(route.rule, cap)
+            methods = tuple(storable(method, cap) for method in route.methods)
+            new.rules[(endpoint_id, rule)] = self._upsert_rule(
+                cur, endpoint_id, storable(rule, cap), methods, now
+            )
 
     def _remember(self, new: NewIds) -> None:
         """Cache the ids a batch found, once its names are committed."""
-        self._endpoint_ids.update(new.endpoints)
-        self._rule_ids.update(new.rules)
-        self._group_ids.update(new.groups)
+        _bounded_update(self._endpoint_ids, new.endpoints, _MAX_CACHED_NAMES)
+        _bounded_update(self._rule_ids, new.rules, _MAX_CACHED_NAMES)
+        _bounded_update(self._group_ids, new.groups, _MAX_CACHED_NAMES)
         _bounded_update(self._frame_ids, new.frames)
         _bounded_update(self._stack_ids, new.stacks)
 
-    # ids of names: from the cache, from this batch, or upserted with ``cur``
+    # Ids of names: from the cache, from this batch, or upserted with ``cur``. A name is cached
+    # as given (a name in the cache is known to be storable) or, when longer than the cap, cut
+    # first, so that no cache key is longer than the cap; it is made storable only when it is
+    # not in the cache.
     def _endpoint_id(self, cur: CursorT, new: NewIds, name: str, now: float) -> int:
+        name = _cut(name, self.limits.name_chars)
         found = self._endpoint_ids.get(name) or new.endpoints.get(name)
         if found is None:
-            found = new.endpoints[name] = self._upsert_endpoint(cur, name, True, now)
+            stored = storable(name, self.limits.name_chars)
+            found = new.endpoints[name] = self._upsert_endpoint(cur, stored, True, now)
         return found
 
     def _rule_id(self, cur: CursorT, new: NewIds, endpoint_id: int, rule: str, now: float) -> int:
-        key = (endpoint_id, rule)
+        key = (endpoint_id, _cut(rule, self.limits.name_chars))
         found = self._rule_ids.get(key) or new.rules.get(key)
         if found is None:
-            found = new.rules[key] = self._upsert_rule(cur, endpoint_id, rule, (), now)
+            stored = storable(key[1], self.limits.name_chars)
+            found = new.rules[key] = self._upsert_rule(cur, endpoint_id, stored, (), now)
         return found
 
     def _group_id(self, cur: CursorT, new: NewIds, name: str) -> int:
+        name = _cut(name, self.limits.name_chars)
         found = self._group_ids.get(name) or new.groups.get(name)
         if found is None:
-            found = new.groups[name] = self._upsert_group(cur, name)
+            stored = storable(name, self.limits.name_chars)
+            found = new.groups[name] = self._upsert_group(cur, stored)
         return found
 
     def _insert_select(
@@ -426,6 +489,7 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
 
     def baselines(self, version: str, window: int) -> dict[str, Baseline]:
         sql = self._sql
+        version = storable(version, self.limits.name_chars)  # as register_process stored it
         versions = self.conn.execute(
             "SELECT id, name, first_seen FROM versions ORDER BY first_seen DESC, id DESC"
         ).fetchall()
@@ -450,10 +514,15 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
         return result
 
 
-def _bounded_update(cache: dict[_K, int], new: dict[_K, int]) -> None:
-    if len(cache) + len(new) > _MAX_CACHED_IDS:
+def _bounded_update(cache: dict[_K, int], new: dict[_K, int], cap: int = _MAX_CACHED_IDS) -> None:
+    if len(cache) + len(new) > cap:
         cache.clear()
     cache.update(new)
+
+
+def _cut(name: str, cap: int) -> str:
+    """A name no longer than the cap (as :func:`storable` cuts it), for a cache key."""
+    return name if len(name) <= cap else storable(name, cap)
 
 
 def read_monitor_flags(conn: Any) -> dict[str, bool]:

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from flamewatch.sampler.storable import Limits
+
 from .base import ProfileStack, RequestRecord, RouteInfo, StoreError
 from .schema import UPSERT_PROFILE_STACK
 from .sql import INSERT_REQUEST, NewIds, SQLStore, apply_migrations, fetch_id
@@ -59,10 +61,13 @@ def _set_wal(conn: sqlite3.Connection) -> None:
 class SQLiteStore(SQLStore[sqlite3.Connection, sqlite3.Cursor]):
     """A :class:`Store` in one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__()
+    def __init__(self, path: str | os.PathLike[str], limits: Limits | None = None) -> None:
+        super().__init__(limits)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        #: (device, inode) of the file the connection opened: a deleted or replaced file is
+        #: noticed by comparing it with what the path names now
+        self._identity: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -72,9 +77,26 @@ class SQLiteStore(SQLStore[sqlite3.Connection, sqlite3.Cursor]):
     def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            return connect_sqlite(self.path)
+            conn = connect_sqlite(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the SQLite store {str(self.path)!r}: {exc}") from exc
+        try:
+            self._identity = _identity(self.path)
+        except OSError as exc:  # deleted while it was being opened
+            conn.close()
+            raise StoreError(f"cannot open the SQLite store {str(self.path)!r}: {exc}") from exc
+        return conn
+
+    def replaced(self) -> str | None:
+        if self._conn is None or self._identity is None:
+            return None
+        try:
+            found = _identity(self.path)
+        except FileNotFoundError:
+            return "its file was deleted"
+        except OSError as exc:
+            return f"its file cannot be found ({exc})"
+        return None if found == self._identity else "its file was replaced by another one"
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         migrate(conn)
@@ -172,6 +194,11 @@ class SQLiteStore(SQLStore[sqlite3.Connection, sqlite3.Cursor]):
             "INSERT INTO user_groups (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,)
         )
         return fetch_id(cur.execute("SELECT id FROM user_groups WHERE name = ?", (name,)))
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
 
 
 def migrate(conn: sqlite3.Connection) -> int:
