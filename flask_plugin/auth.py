@@ -63,6 +63,8 @@ MAX_ENTRIES = 10_000
 #: networks without a failure on record, and networks with one
 HASH_CHECKS_PER_S = 2.0
 HASH_BURST = 4
+#: how long a check of the clean class waits for the one running
+CLEAN_WAIT_S = 2.0
 #: at most one failed-login line per this many seconds; the next one counts the rest
 LOG_INTERVAL_S = 60.0
 #: an IPv6 client is known by its /64: one host usually has a whole /64 to pick addresses from
@@ -228,12 +230,18 @@ class HashBudget:
 
     def run(self, suspect: bool, check: Callable[[], bool]) -> bool | None:
         """``check()``'s verdict, or None when the budget has none to spare now."""
-        if not self._running.acquire(blocking=False):
+        with self._lock:
+            if not (self._suspect if suspect else self._clean).take():
+                return None
+        # a client of the clean class waits for a running check (its bucket bounds how many
+        # wait); one of the suspect class never does
+        running = self._running
+        if not (
+            running.acquire(blocking=False) if suspect else running.acquire(True, CLEAN_WAIT_S)
+        ):
             return None
         try:
             with self._lock:
-                if not (self._suspect if suspect else self._clean).take():
-                    return None
                 self.checks += 1
             return check()
         finally:

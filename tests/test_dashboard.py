@@ -320,6 +320,47 @@ def test_bad_dashboard_settings_raise_at_init_app(
         Flamewatch(app, **options)
 
 
+SCRYPT_HASH = generate_password_hash(PASSWORD, method="scrypt")
+PBKDF2_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        (SCRYPT_HASH + "\n", "has white space around it (a newline read from a file?)"),
+        (" " + PBKDF2_HASH, "has white space around it"),
+        (SCRYPT_HASH.upper(), "the hash method is 'SCRYPT'"),
+        (re.sub(r"[a-f](?=[0-9a-f]*$)", lambda m: m[0].upper(), SCRYPT_HASH), "lower-case hex"),
+        (SCRYPT_HASH[:-2], "scrypt:N:r:p$salt$<128 lower-case hex digits>"),
+        (SCRYPT_HASH.replace(":8:", ":x:"), "scrypt:N:r:p$salt$"),
+        (SCRYPT_HASH.replace("scrypt:32768:", "scrypt:30000:"), "n must be a power of two"),
+        (SCRYPT_HASH.replace("scrypt:32768:", "scrypt:1073741824:"), "at most 1024 MiB"),
+        (PBKDF2_HASH[:-1], "pbkdf2:sha256:iterations$salt$<64 lower-case hex digits>"),
+        (PBKDF2_HASH.replace("sha256", "sha512"), "<128 lower-case hex digits>"),
+        (PBKDF2_HASH.replace("sha256", "nosuch"), "'nosuch' is not one hashlib knows"),
+        (PBKDF2_HASH.replace("$", "$$", 1), "copy the whole output of"),
+        ("pbkdf2:", "pbkdf2:sha256:iterations$salt$"),
+    ],
+    ids=lambda v: repr(v)[-30:],
+)
+def test_a_damaged_password_hash_is_a_config_error_not_a_plain_password(
+    tmp_path: Path, password: str, message: str
+) -> None:
+    app = Flask("badhash", instance_path=str(tmp_path))
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        Flamewatch(app, username=USER, password=password)
+    assert "password (keyword argument) must be" in str(raised.value)
+    assert "got a value not shown" in str(raised.value)  # the hash is not in a log line
+
+
+@pytest.mark.parametrize("password", ["scrypt is my password", "pbkdf2 rocks", "$crypt:x$y$z"])
+def test_a_plain_password_that_merely_mentions_a_hash_method_is_plain(
+    make_dashboard_app: Callable[..., Flask], password: str
+) -> None:
+    client = make_dashboard_app(username=USER, password=password).test_client()
+    assert client.get(f"{PREFIX}/", headers=basic(password=password)).status_code == 200
+
+
 def test_the_password_is_never_in_a_repr(make_dashboard_app: Callable[..., Flask]) -> None:
     app = make_dashboard_app(username=USER, password=PASSWORD, secret_key="k" * 20)
     assert PASSWORD not in repr(app.extensions["flamewatch"].settings)
@@ -652,6 +693,8 @@ def test_the_selection_lists_every_endpoint_with_its_facts(
         "/../README.md",
         "/site.py",
         "/outliers/%2e%2e/%2e%2e/README.md",
+        "/outliers/١٢٣.html",  # Arabic-Indic digits: str.isdigit() and \d take them
+        "/outliers/\uff11/profile.pyisession",  # a full-width digit
     ],
 )
 def test_hostile_ids_and_paths_are_404_never_a_file(client: FlaskClient, path: str) -> None:
@@ -660,6 +703,14 @@ def test_hostile_ids_and_paths_are_404_never_a_file(client: FlaskClient, path: s
     body = response.get_data()
     for marker in (b"import ", b"[project]", b"root:", b"{% ", b"# flamewatch"):
         assert marker not in body, path
+
+
+def test_an_outlier_id_is_ascii_digits_only(client: FlaskClient, store: Path) -> None:
+    outlier = _outlier_ids(store)[-1]
+    arabic = str(outlier).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert client.get(f"{PREFIX}/outliers/{outlier}.html").status_code == 200
+    assert client.get(f"{PREFIX}/outliers/{arabic}.html").status_code == 404
+    assert client.get(f"{PREFIX}/outliers/{arabic}/profile.pyisession").status_code == 404
 
 
 def test_hostile_values_are_escaped_everywhere(client: FlaskClient, store: Path) -> None:
@@ -710,8 +761,17 @@ def test_every_dashboard_response_is_private_nosniff_and_unframeable(
         client.get(f"{PREFIX}/outliers/999.html", headers=basic()),  # 404
         client.get(f"{PREFIX}/outliers/{outlier}/profile.pyisession", headers=basic()),
         client.post(f"{PREFIX}/monitoring", headers=basic()),  # 403, no token
+        client.get(f"{PREFIX}/no/such/page", headers=basic()),  # 404: no rule matches
+        client.get(f"{PREFIX}/no/such/page"),  # 404 too: nothing is asked before routing
+        client.post(f"{PREFIX}/", headers=basic()),  # 405
+        client.delete(f"{PREFIX}/monitoring"),  # 405
+        client.get(PREFIX, headers=basic()),  # the redirect to the prefix's /
     ]
-    assert [r.status_code for r in responses] == [401, 200, 200, 404, 200, 403]
+    statuses = [401, 200, 200, 404, 200, 403, 404, 404, 405, 405, 308]
+    assert [r.status_code for r in responses] == statuses
+    for _ in range(FREE_FAILURES + 1):
+        responses.append(client.get(f"{PREFIX}/", headers=basic(password="guess")))
+    assert responses[-1].status_code == 429
     for response in responses:
         assert "no-store" in response.headers["Cache-Control"]
         assert "private" in response.headers["Cache-Control"]
