@@ -119,11 +119,12 @@ class _Failures:
         count, last = self.count(key)
         if count < free:
             return 0
-        delay = min(2.0 ** (count - free), MAX_DELAY_S)
+        delay = min(2.0 ** min(count - free, 16), MAX_DELAY_S)  # no float overflow, ever
         return max(0, math.ceil(last + delay - self._clock()))
 
     def add(self, key: Hashable) -> None:
-        count, _ = self._entries.pop(key, (0, 0.0))
+        count, _ = self.count(key)  # a forgotten count starts again from 0
+        self._entries.pop(key, None)
         self._entries[key] = (count + 1, self._clock())
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

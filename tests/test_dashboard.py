@@ -468,9 +468,14 @@ def test_failure_delays_grow_are_forgotten_and_memory_is_bounded() -> None:
     limiter.failed("a", USER)
     assert limiter.retry_after("a", USER) > 0
     assert limiter.has_failed("a")
+    for _ in range(2000):  # a long attack: the delay stays capped (2.0 ** 1995 would overflow)
+        limiter.failed("z", USER)
+    assert limiter.retry_after("z", USER) == MAX_DELAY_S
     clock.now += 3601
     assert limiter.retry_after("a", USER) == 0
     assert not limiter.has_failed("a")  # forgotten after an hour
+    limiter.failed("a", USER)
+    assert limiter.retry_after("a", USER) == 0  # counting starts again
     for address in ("b", "c", "d", "e"):
         limiter.failed(address, address)
     assert len(limiter) == 3 * 3  # of each kind, the oldest is forgotten first
