@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
@@ -59,6 +59,9 @@ class Agent:
         self._lock = threading.Lock()
         self.running = False
         self.closed = False
+        #: called with the request and response of every request that matched no URL rule (a
+        #: 404 or 405): the dashboard gives those under its prefix its headers
+        self.unrouted: Callable[[Any, Any], Any] | None = None
         _agents.add(self)
 
     @property

@@ -8,7 +8,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from flamewatch.reports.cli import build_report, report_options
+from flamewatch.reports.cli import build_report, report_options, terminal_safe
 from flamewatch.reports.summary import format_summary, summarize
 from flamewatch.sampler.store import StoreError
 
@@ -21,9 +21,9 @@ flamewatch_cli = AppGroup("flamewatch", help="flamewatch's store for this app.")
 def summary_command() -> None:
     """Print what this app's store holds."""
     agent = current_app.extensions["flamewatch"]
-    click.echo(f"version: {agent.version.label} (from {agent.version.source})")
+    click.echo(terminal_safe(f"version: {agent.version.label} (from {agent.version.source})"))
     try:
-        click.echo(format_summary(summarize(agent.database)))
+        click.echo(terminal_safe(format_summary(summarize(agent.database)), keep_newlines=True))
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -20,8 +20,10 @@ from typing import Any
 from flamewatch.sampler import OutlierRule
 from flamewatch.sampler.redact import Redactor
 from flamewatch.sampler.storable import MIN_NAME_CHARS, Limits
-from flamewatch.sampler.store import resolve_database
+from flamewatch.sampler.store import is_postgres, resolve_database
 from flamewatch.sampler.store.connection import safe_url
+
+from .password_hash import check_password_setting
 
 __all__ = [
     "DEFAULT_CAPTURE_HEADERS",
@@ -312,6 +314,7 @@ OPTIONS: tuple[Option, ...] = (
 
 _BY_NAME = {option.name: option for option in OPTIONS}
 _STATIC = ("static", "*.static", "flamewatch", "flamewatch.*")
+_SECRETS = ("password", "secret_key")  # never in an error message
 
 
 @dataclass(frozen=True)
@@ -398,9 +401,14 @@ def load_settings(
         except (ValueError, TypeError) as exc:
             accepts = _BY_NAME[name].accepts
             detail = f" ({exc})" if str(exc) else ""
-            shown = safe_url(value) if name == "database" and isinstance(value, str) else value
+            if name in _SECRETS and value:
+                shown = "a value not shown"
+            elif name == "database" and isinstance(value, str):
+                shown = repr(safe_url(value))
+            else:
+                shown = repr(value)
             raise ConfigError(
-                f"{where} must be {accepts}; got {shown!r}{detail}".replace(
+                f"{where} must be {accepts}; got {shown}{detail}".replace(
                     "= (keyword argument) must", " (keyword argument) must"
                 )
             ) from None
@@ -527,10 +535,38 @@ def _optional_text(value: Any) -> str | None:
 
 def _database(value: Any, instance_path: str) -> str:
     if value is None:
-        return resolve_database("flamewatch.sqlite3", instance_path)
+        value = "flamewatch.sqlite3"
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError("")
-    return resolve_database(value, instance_path)
+    if "\x00" in os.fspath(value):
+        raise ValueError("it contains a NUL character")
+    url = resolve_database(value, instance_path)
+    if not is_postgres(url):
+        _check_sqlite_file(Path(url.removeprefix("sqlite:///")), Path(instance_path))
+    return url
+
+
+def _check_sqlite_file(path: Path, instance_path: Path) -> None:
+    """Refuse at init_app a SQLite path the writer thread could never use (it would fail
+    later, on a request, where the error is only logged)."""
+    if path.is_dir():
+        raise ValueError(
+            f"it is a directory; name a file in it, e.g. {path / 'flamewatch.sqlite3'}"
+        )
+    if path.exists() and not path.is_file():
+        raise ValueError("it is not a regular file (a device, pipe or socket?); name a file")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ValueError("this process may not read and write it; fix its permissions")
+    folder = path.parent
+    if not folder.exists() and not folder.is_relative_to(instance_path):
+        raise ValueError(f"its folder {str(folder)!r} does not exist; create it")
+    while not folder.exists():  # folders under the instance folder are created by the store
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{str(folder)!r} is not a folder this process may create files in (SQLite keeps"
+            " its -wal and -shm files next to the database); choose another path"
+        )
 
 
 def _git_path(value: Any) -> Path | None:
@@ -538,6 +574,12 @@ def _git_path(value: Any) -> Path | None:
         return None
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError("")
+    if not os.fspath(value).strip():
+        raise ValueError(
+            f"it is empty; leave {PREFIX}GIT unset to search upward from the app's root path,"
+            f" or name the repository's directory (set {PREFIX}VERSION to label the code"
+            " without git)"
+        )
     path = Path(value).expanduser()
     if not path.exists():
         raise ValueError(f"{str(path)!r} does not exist")
@@ -587,7 +629,8 @@ def _password(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise ValueError("")
-    return value  # as given: spaces are part of a password
+    check_password_setting(value)  # a damaged hash must not become a plain password
+    return value  # as given: spaces are part of a plain password
 
 
 def _secret(value: Any) -> str | None:

@@ -8,12 +8,13 @@ load the app. One page is the dashboard's own: *Monitoring*, where each endpoint
 is switched (a POST with a CSRF token); the flag is written to the store, honoured by this
 process at once and by every other worker process at its writer's next flag refresh (~2 s).
 
-Every response is private and never stored (``Cache-Control``), carries
-``X-Content-Type-Options: nosniff`` and a Content-Security-Policy without inline script, and may
-not be framed. The one exception to the policy is pyinstrument's profile viewer, a page of
-inline script and style: it gets a policy of its own allowing exactly its own inline blocks (by
-hash) and nothing else -- no network, no forms -- and may be framed by the dashboard only.
-Ids and file names in URLs are matched by converters and looked up in the store's data; no URL
+Every response under the prefix (also 401, 404, 405, 429 and errors) is private and never
+stored (``Cache-Control``), carries ``X-Content-Type-Options: nosniff`` and a
+Content-Security-Policy without inline script, and may not be framed. The one exception to
+the policy is pyinstrument's profile viewer, a page of inline script and style: it gets a
+policy of its own allowing exactly its own inline blocks (by hash) and nothing else -- no
+network, no forms -- and may be framed by the dashboard only. Ids and file names in URLs are
+matched by converters (ids: ASCII digits only) and looked up in the store's data; no URL
 names a file, and a download's offered file name is built from safe characters only
 (:func:`~flamewatch.reports.export.content_disposition`).
 """
@@ -29,8 +30,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Flask, Response, abort, current_app, g, redirect, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Request,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
+from werkzeug.routing import IntegerConverter
 
 from flamewatch.reports.export import content_disposition
 from flamewatch.reports.site import (
@@ -54,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = ["BLUEPRINT_NAME", "Dashboard", "register_dashboard"]
 
 BLUEPRINT_NAME = "flamewatch"  # its endpoints, flamewatch.*, are never monitored
+ID_CONVERTER = "flamewatch_id"
 
 #: No inline script, no plugin, no other origin. Inline *style* is allowed because plotly.js
 #: writes its own <style> element and style attributes as it draws (with ``style-src 'self'``
@@ -88,7 +102,32 @@ def register_dashboard(app: Flask, agent: Agent) -> None:
     if not settings.enabled:
         return
     dashboard = Dashboard(agent)
+    app.url_map.converters.setdefault(ID_CONVERTER, AsciiIdConverter)
     app.register_blueprint(dashboard.blueprint(), url_prefix=settings.url_prefix)
+    agent.unrouted = _secure_under(settings.url_prefix)
+
+
+class AsciiIdConverter(IntegerConverter):
+    """An id of ASCII digits only: werkzeug's ``int`` matches ``\\d``, which takes any script's
+    digits ('١٢٣' would be outlier 123), so one outlier would have endless URLs."""
+
+    regex = r"[0-9]+"
+
+
+def _secure_under(prefix: str) -> Callable[[Request, Response], Response]:
+    """What gives the 404 and 405 of URLs under ``prefix`` that no dashboard rule matched the
+    dashboard's headers (the blueprint's own hooks never see them). Called by the dispatch
+    wrapper (:mod:`.hooks`) only for a request that matched no rule: the app's own requests
+    pay nothing for it."""
+    under = prefix + "/"
+
+    def secure(request: Request, response: Response) -> Response:
+        path = request.path
+        if path.startswith(under) or path == prefix:
+            _secure(response)
+        return response
+
+    return secure
 
 
 @dataclass(frozen=True)
@@ -138,7 +177,7 @@ class Dashboard:
     def blueprint(self) -> Blueprint:
         bp = Blueprint(BLUEPRINT_NAME, __name__)
         bp.before_request(self._authenticate)
-        bp.after_request(_secure)
+        bp.after_request(_secure)  # unrouted 404s and 405s: see _secure_under
         bp.register_error_handler(StoreError, _no_store)
         bp.add_url_rule("/", "index", lambda: self._page("index.html"))
         bp.add_url_rule("/index.html", "index_html", lambda: self._page("index.html"))
@@ -153,10 +192,12 @@ class Dashboard:
         bp.add_url_rule(
             "/endpoints/<folder>/<file_name>", "endpoint_profile", self._endpoint_profile
         )
-        bp.add_url_rule("/outliers/<int:outlier_id>.html", "outlier", self._outlier)
+        bp.add_url_rule(f"/outliers/<{ID_CONVERTER}:outlier_id>.html", "outlier", self._outlier)
         files = ", ".join(PROFILE_FILES)
         bp.add_url_rule(
-            f"/outliers/<int:outlier_id>/<any({files}):file_name>", "profile", self._profile
+            f"/outliers/<{ID_CONVERTER}:outlier_id>/<any({files}):file_name>",
+            "profile",
+            self._profile,
         )
         bp.add_url_rule(f"/assets/<any({', '.join(ASSETS)}):name>", "asset", self._asset)
         bp.add_url_rule("/monitoring", "monitoring", self._monitoring, methods=["GET"])

@@ -114,7 +114,7 @@ def _dispatch_wrapper(
         dispatch = _ignoring_app(original)
 
     def full_dispatch_request() -> Response:
-        record = None
+        record = rule = None
         context = current()
         try:
             request = context.request
@@ -151,7 +151,13 @@ def _dispatch_wrapper(
         except Exception:
             log_swallowed("reading the request's endpoint")
         if record is None:
-            return dispatch(context.app)
+            response = dispatch(context.app)
+            if rule is None and agent.unrouted is not None:  # a 404 or 405 (see Agent.unrouted)
+                try:
+                    response = agent.unrouted(context.request, response)
+                except Exception:
+                    log_swallowed("the dashboard's headers of an unrouted response")
+            return response
         try:
             response = dispatch(context.app)
             record[STATUS] = response._status_code if status_is_stored else response.status_code

@@ -1,7 +1,14 @@
-"""The ``flamewatch`` command."""
+"""The ``flamewatch`` command.
+
+Everything it prints that a store holds (endpoint names, versions, user/group labels, which the
+monitored app's clients can choose) goes through :func:`terminal_safe` or, as JSON, through
+:func:`json_text`: a control character or escape sequence in a stored string is shown escaped,
+never sent to the terminal, where it could recolour, retitle or rewrite what the user sees.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -13,7 +20,33 @@ from flamewatch.sampler.store import StoreError, is_postgres
 
 from .summary import format_summary, summarize
 
-__all__ = ["main"]
+__all__ = ["json_text", "main", "terminal_safe"]
+
+#: C0 and C1 controls, DEL, and the Unicode controls that reorder or hide text (bidi
+#: overrides and isolates, line and paragraph separators)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+#: what JSON text may still hold raw: JSON escapes C0 controls but not the rest
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control character shown as ``\\xNN``/``\\uNNNN`` (newlines kept
+    when asked, for multi-line output built by flamewatch itself)."""
+    if keep_newlines:
+        return "\n".join(_UNSAFE.sub(_escaped, line) for line in text.split("\n"))
+    return _UNSAFE.sub(_escaped, text)
+
+
+def json_text(data: Any) -> str:
+    """``data`` as indented JSON with no raw control character (the \\u escapes are JSON's
+    own, so the text still parses to the same strings)."""
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 @click.group()
@@ -41,9 +74,9 @@ def summary(database: str, as_json: bool) -> None:
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+        click.echo(json_text(result.to_json()))
     else:
-        click.echo(format_summary(result))
+        click.echo(terminal_safe(format_summary(result), keep_newlines=True))
 
 
 @main.command()
@@ -63,8 +96,7 @@ def outliers(
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        data = [row.to_json() for row in rows]
-        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        click.echo(json_text([row.to_json() for row in rows]))
         return
     if not rows:
         click.echo("no outliers captured")
@@ -77,9 +109,11 @@ def outliers(
         when = row.to_json()["started_at"][:19].replace("T", " ")
         threshold = "-" if row.threshold_ms is None else f"{row.threshold_ms:.1f}"
         profile = f"{row.sample_count} samples" if row.profile_bytes else "none"
+        endpoint, version = terminal_safe(row.endpoint), terminal_safe(row.version)
+        group = terminal_safe(row.group or "-")
         click.echo(
-            f"{row.id:>6}  {when:<19}  {row.endpoint:<24} {row.version:<14}"
-            f" {row.group or '-':<16} {row.duration_ms:>9.1f} {threshold:>9}  {profile}"
+            f"{row.id:>6}  {when:<19}  {endpoint:<24} {version:<14}"
+            f" {group:<16} {row.duration_ms:>9.1f} {threshold:>9}  {profile}"
         )
 
 
@@ -313,14 +347,16 @@ def demo(output: Path, requests_per_version: int) -> None:
 
     database = run_demo(output, requests_per_version, progress=click.echo)
     click.echo("")
-    click.echo(format_summary(summarize(str(database))))
+    click.echo(terminal_safe(format_summary(summarize(str(database))), keep_newlines=True))
     captured = [o for o in list_outliers(str(database)) if o.profile_bytes]
     click.echo("")
     click.echo(f"{len(captured)} outliers captured with a profile, slowest first:")
     for outlier in sorted(captured, key=lambda o: -o.duration_ms)[:5]:
+        endpoint, version = terminal_safe(outlier.endpoint), terminal_safe(outlier.version)
+        group = terminal_safe(outlier.group or "-")
         click.echo(
-            f"  #{outlier.id:<4} {outlier.endpoint:<12} {outlier.version:<8}"
-            f" {outlier.group or '-':<8} {outlier.duration_ms:8.1f} ms"
+            f"  #{outlier.id:<4} {endpoint:<12} {version:<8} {group:<8}"
+            f" {outlier.duration_ms:8.1f} ms"
         )
     if captured:
         slowest = max(captured, key=lambda o: o.duration_ms)

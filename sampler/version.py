@@ -77,8 +77,13 @@ def detect_version(
 
     ``git_path`` names the repository itself (a work tree, a ``.git`` directory or a ``.git``
     file); without it the repository is searched upward from ``root_path``. With neither,
-    git is skipped.
+    git is skipped. An empty ``git_path`` raises ``ValueError``.
     """
+    if git_path is not None and not os.fspath(git_path).strip():
+        raise ValueError(  # Path("") is the current directory: never what was meant
+            "git_path is empty; pass None to search upward from root_path, or the repository's"
+            " directory"
+        )
     if explicit is not None and explicit.strip():
         return VersionInfo(explicit.strip(), "config")
     commit = None

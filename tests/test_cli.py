@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from flask import Flask
-from helpers import flush
+from flask import Flask, request
+from helpers import flush, slow_checkout
 
+from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.cli import main
 
 
@@ -102,3 +103,77 @@ def test_ci_runs_the_readmes_test_command_exactly() -> None:
     ci_command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert f"```bash\n{ci_command}\n```" in readme
     assert "pytest" in ci_command
+
+
+TERMINAL_ATTACK = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202eevil\r"  # title, clear, C1 CSI, bidi, CR
+
+
+@pytest.fixture
+def hostile_store(tmp_path: Path) -> Path:
+    """A store whose endpoint, version and group names hold terminal escape sequences, and an
+    outlier of theirs: what a client of the monitored app can make it store."""
+    database = tmp_path / "hostile.sqlite3"
+    app = Flask("hostile", instance_path=str(tmp_path))
+    app.config.update(TESTING=True)
+
+    def view() -> str:
+        if request.args.get("slow"):
+            slow_checkout()
+        return "ok"
+
+    app.add_url_rule("/x", endpoint=f"ep{TERMINAL_ATTACK}", view_func=view)
+    fw = Flamewatch(
+        app,
+        database=str(database),
+        version=f"v{TERMINAL_ATTACK}",
+        outlier_warmup=10,
+        group_by=lambda req: f"g{TERMINAL_ATTACK}",
+    )
+    client = app.test_client()
+    for _ in range(30):
+        client.get("/x")
+    fw.flush()
+    client.get("/x?slow=1")
+    fw.close()
+    return database
+
+
+@pytest.mark.parametrize(
+    "command", [["outliers"], ["summary"], ["outliers", "--json"], ["summary", "--json"]]
+)
+def test_stored_strings_never_reach_the_terminal_raw(
+    hostile_store: Path, command: list[str]
+) -> None:
+    result = CliRunner().invoke(main, [*command, "-d", str(hostile_store)])
+    assert result.exit_code == 0, result.output
+    unsafe = [c for c in result.output if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F]
+    assert not unsafe
+    assert "\u202e" not in result.output
+    if "--json" in command:
+        data = json.loads(result.output)  # still JSON, of the very strings stored
+        if command[0] == "outliers":
+            assert [(o["endpoint"], o["group"]) for o in data] == [
+                (f"ep{TERMINAL_ATTACK}", f"g{TERMINAL_ATTACK}")
+            ]
+        else:
+            assert [v["name"] for v in data["versions"]] == [f"v{TERMINAL_ATTACK}".strip()]
+    else:
+        assert r"\x1b]0;owned\x07\x1b[2J\x9b31m\u202eevil\x0d" in result.output
+    if command == ["outliers"]:
+        (row,) = result.output.splitlines()[1:]
+        assert r"ep\x1b]0;owned" in row
+        assert r"g\x1b]0;owned" in row
+
+
+def test_flask_cli_summary_escapes_stored_strings_too(tmp_path: Path) -> None:
+    app = Flask("hostileflask", instance_path=str(tmp_path))
+    app.config.update(TESTING=True)
+    app.add_url_rule("/x", endpoint=f"ep{TERMINAL_ATTACK}", view_func=lambda: "ok")
+    fw = Flamewatch(app, database=str(tmp_path / "s.sqlite3"), version=f"v{TERMINAL_ATTACK}")
+    app.test_client().get("/x")
+    fw.flush()
+    result = app.test_cli_runner().invoke(args=["flamewatch", "summary"])
+    fw.close()
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    assert r"ep\x1b]0;owned" in result.output

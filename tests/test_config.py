@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from flask import Flask
 from helpers import flush, stored
 
 from flamewatch.flask_plugin import OPTIONS, ConfigError, Flamewatch
+from flamewatch.sampler import detect_version
 
 
 def _app(tmp_path: Path, **config: Any) -> Flask:
@@ -158,3 +160,66 @@ def test_every_option_is_documented_in_the_readme() -> None:
     for option in OPTIONS:
         assert f"`{option.key}`" in readme, option.key
         assert f"`{option.name}`" in readme, option.name
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_git_setting_says_what_to_set_instead(tmp_path: Path, blank: str) -> None:
+    app = _app(tmp_path, FLAMEWATCH_GIT=blank)
+    with pytest.raises(ConfigError) as raised:
+        Flamewatch(app)
+    message = str(raised.value)
+    assert message.startswith("FLAMEWATCH_GIT must be an existing directory")
+    assert "leave FLAMEWATCH_GIT unset to search upward from the app's root path" in message
+    with pytest.raises(ValueError, match="git_path is empty"):
+        detect_version(git_path=blank, environ={})
+
+
+@pytest.mark.parametrize(
+    ("database", "message"),
+    [
+        ("{tmp}", "it is a directory; name a file in it, e.g. {tmp}/flamewatch.sqlite3"),
+        ("sqlite:///{tmp}", "it is a directory"),
+        ("/dev/null", "it is not a regular file (a device, pipe or socket?)"),
+        ("{tmp}/store\x00.sqlite3", "it contains a NUL character"),
+        ("{tmp}/no/such/folder/store.sqlite3", "its folder '{tmp}/no/such/folder' does not exist"),
+        ("{tmp}/a-file/store.sqlite3", "'{tmp}/a-file' is not a folder this process may create"),
+        ("{tmp}/instance/x/a-file/s.sqlite3", "'{tmp}/instance/x/a-file' is not a folder"),
+    ],
+    ids=[
+        "directory",
+        "directory-url",
+        "device",
+        "nul",
+        "no-folder",
+        "file-as-folder",
+        "in-instance",
+    ],
+)
+def test_an_unusable_sqlite_path_is_refused_at_init_app(
+    tmp_path: Path, database: str, message: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "instance" / "x").mkdir(parents=True)
+    (tmp_path / "instance" / "x" / "a-file").write_text("not a folder")
+    app = _app(tmp_path, FLAMEWATCH_DATABASE=database.format(tmp=tmp_path))
+    with pytest.raises(ConfigError, match=re.escape(message.format(tmp=tmp_path))):
+        Flamewatch(app)
+    assert "flamewatch" not in app.extensions
+
+
+def test_folders_under_the_instance_folder_are_created_others_must_exist(tmp_path: Path) -> None:
+    app = _app(tmp_path, FLAMEWATCH_DATABASE="data/store.sqlite3")  # instance/data/…
+    fw = Flamewatch(app)
+    app.test_client().get("/")
+    assert fw.flush(timeout=10)
+    fw.close()
+    assert (tmp_path / "instance" / "data" / "store.sqlite3").is_file()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any folder")
+def test_a_folder_this_process_may_not_write_is_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    app = _app(tmp_path, FLAMEWATCH_DATABASE=str(locked / "store.sqlite3"))
+    with pytest.raises(ConfigError, match="is not a folder this process may create files in"):
+        Flamewatch(app)

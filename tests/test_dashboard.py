@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,17 @@ from helpers import (
 from werkzeug.security import generate_password_hash
 
 from flamewatch.flask_plugin import ConfigError, Flamewatch
-from flamewatch.flask_plugin.auth import FREE_FAILURES, FailureLimiter
+from flamewatch.flask_plugin.auth import (
+    FREE_FAILURES,
+    HASH_BURST,
+    MAX_DELAY_S,
+    USER_FREE_FAILURES,
+    Gate,
+    HashBudget,
+    LoginLimiter,
+    network_of,
+)
+from flamewatch.flask_plugin.dashboard import Dashboard
 from flamewatch.reports.site import endpoint_page, write_site
 
 PREFIX = "/flamewatch"
@@ -311,57 +323,212 @@ def test_bad_dashboard_settings_raise_at_init_app(
         Flamewatch(app, **options)
 
 
+SCRYPT_HASH = generate_password_hash(PASSWORD, method="scrypt")
+PBKDF2_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        (SCRYPT_HASH + "\n", "has white space around it (a newline read from a file?)"),
+        (" " + PBKDF2_HASH, "has white space around it"),
+        (SCRYPT_HASH.upper(), "the hash method is 'SCRYPT'"),
+        (re.sub(r"[a-f](?=[0-9a-f]*$)", lambda m: m[0].upper(), SCRYPT_HASH), "lower-case hex"),
+        (SCRYPT_HASH[:-2], "scrypt:N:r:p$salt$<128 lower-case hex digits>"),
+        (SCRYPT_HASH.replace(":8:", ":x:"), "scrypt:N:r:p$salt$"),
+        (SCRYPT_HASH.replace("scrypt:32768:", "scrypt:30000:"), "n must be a power of two"),
+        (SCRYPT_HASH.replace("scrypt:32768:", "scrypt:1073741824:"), "at most 1024 MiB"),
+        (PBKDF2_HASH[:-1], "pbkdf2:sha256:iterations$salt$<64 lower-case hex digits>"),
+        (PBKDF2_HASH.replace("sha256", "sha512"), "<128 lower-case hex digits>"),
+        (PBKDF2_HASH.replace("sha256", "nosuch"), "'nosuch' is not one hashlib knows"),
+        (PBKDF2_HASH.replace("$", "$$", 1), "copy the whole output of"),
+        ("pbkdf2:", "pbkdf2:sha256:iterations$salt$"),
+    ],
+    ids=lambda v: repr(v)[-30:],
+)
+def test_a_damaged_password_hash_is_a_config_error_not_a_plain_password(
+    tmp_path: Path, password: str, message: str
+) -> None:
+    app = Flask("badhash", instance_path=str(tmp_path))
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        Flamewatch(app, username=USER, password=password)
+    assert "password (keyword argument) must be" in str(raised.value)
+    assert "got a value not shown" in str(raised.value)  # the hash is not in a log line
+
+
+@pytest.mark.parametrize("password", ["scrypt is my password", "pbkdf2 rocks", "$crypt:x$y$z"])
+def test_a_plain_password_that_merely_mentions_a_hash_method_is_plain(
+    make_dashboard_app: Callable[..., Flask], password: str
+) -> None:
+    client = make_dashboard_app(username=USER, password=password).test_client()
+    assert client.get(f"{PREFIX}/", headers=basic(password=password)).status_code == 200
+
+
 def test_the_password_is_never_in_a_repr(make_dashboard_app: Callable[..., Flask]) -> None:
     app = make_dashboard_app(username=USER, password=PASSWORD, secret_key="k" * 20)
     assert PASSWORD not in repr(app.extensions["flamewatch"].settings)
     assert "k" * 20 not in repr(app.extensions["flamewatch"].settings)
 
 
-def test_repeated_failures_from_one_address_must_wait(
+class FakeClock:
+    """A clock the test moves: waits and forgetting without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _gate(app: Flask, clock: Callable[[], float] = time.monotonic, **budget: Any) -> Gate:
+    """Give the app's dashboard a new gate on ``clock`` (and a hash budget of its own)."""
+    (authenticate,) = app.before_request_funcs["flamewatch"]
+    dashboard: Dashboard = authenticate.__self__  # type: ignore[attr-defined]
+    dashboard.gate = Gate(dashboard.settings, clock, HashBudget(clock, **budget))
+    return dashboard.gate
+
+
+def _login(client: FlaskClient, address: str, password: str = PASSWORD, user: str = USER) -> int:
+    page = client.get(
+        f"{PREFIX}/", headers=basic(user, password), environ_base={"REMOTE_ADDR": address}
+    )
+    return page.status_code
+
+
+def test_failures_from_one_network_make_it_wait_for_that_user_name_only(
     make_dashboard_app: Callable[..., Flask],
 ) -> None:
-    client = make_dashboard_app(username=USER, password=PASSWORD).test_client()
-    attacker, other = {"REMOTE_ADDR": "198.51.100.7"}, {"REMOTE_ADDR": "198.51.100.8"}
+    app = make_dashboard_app(username=USER, password=PASSWORD)
+    clock = FakeClock()
+    _gate(app, clock)
+    client = app.test_client()
+    attacker, admin = "198.51.100.7", "198.51.100.8"
     for _ in range(FREE_FAILURES):
-        wrong = client.get(f"{PREFIX}/", headers=basic(password="guess"), environ_base=attacker)
-        assert wrong.status_code == 401
-    for headers in (basic(password="guess"), basic()):  # even the right one must wait
-        waiting = client.get(f"{PREFIX}/", headers=headers, environ_base=attacker)
-        assert waiting.status_code == 429
-        assert int(waiting.headers["Retry-After"]) >= 1
-    assert client.get(f"{PREFIX}/", headers=basic(), environ_base=other).status_code == 200
-    # no credentials at all (a browser's first request) is not a failure
-    for _ in range(FREE_FAILURES * 2):
-        assert client.get(f"{PREFIX}/", environ_base=other).status_code == 401
-    assert client.get(f"{PREFIX}/", headers=basic(), environ_base=other).status_code == 200
+        assert _login(client, attacker, "guess") == 401
+    waiting = client.get(f"{PREFIX}/", headers=basic(), environ_base={"REMOTE_ADDR": attacker})
+    assert waiting.status_code == 429  # the right password from that network waits too
+    assert waiting.headers["Retry-After"] == "1"
+    assert "Too many failed logins for this user from your network" in waiting.text
+    assert _login(client, admin) == 200  # another address: no wait
+    assert _login(client, attacker, "guess", user="other") == 401  # another name: checked
+    clock.now += 1
+    assert _login(client, attacker) == 200  # after the wait the right password is taken
+    for _ in range(FREE_FAILURES * 2):  # no credentials (a browser's first request): no failure
+        assert client.get(f"{PREFIX}/", environ_base={"REMOTE_ADDR": admin}).status_code == 401
+    assert _login(client, admin) == 200
+
+
+def test_an_ipv6_client_is_counted_by_its_64(make_dashboard_app: Callable[..., Flask]) -> None:
+    app = make_dashboard_app(username=USER, password=PASSWORD)
+    _gate(app, FakeClock())
+    client = app.test_client()
+    for host in range(FREE_FAILURES):
+        assert _login(client, f"2001:db8::{host + 1}", "guess") == 401
+    assert _login(client, "2001:db8::99") == 429  # the same /64
+    assert _login(client, "2001:db8:0:1::1") == 200  # the next /64
+    assert network_of("::ffff:192.0.2.1") == "192.0.2.1"
+    assert network_of("2001:db8::1%eth0") == "2001:db8::/64"
+
+
+def test_guessing_from_many_addresses_is_throttled_per_user_and_never_locks_the_admin_out(
+    make_dashboard_app: Callable[..., Flask],
+) -> None:
+    app = make_dashboard_app(username=USER, password=PASSWORD)
+    clock = FakeClock()
+    _gate(app, clock)
+    client = app.test_client()
+    addresses = [f"127.0.0.{n}" for n in range(2, 42)]  # the issue's 40 loopback addresses
+    statuses = [_login(client, a, f"guess {i}") for a in addresses for i in range(FREE_FAILURES)]
+    checked = statuses.count(401)
+    assert statuses.count(429) == len(statuses) - checked
+    # the first networks' free failures, then one guess for each other network
+    assert checked == USER_FREE_FAILURES + len(addresses) - USER_FREE_FAILURES // FREE_FAILURES
+    assert _login(client, addresses[-1]) == 429  # a network that failed waits, even if right
+    assert _login(client, "127.0.0.200") == 200  # a network that has not failed: let in
+    assert _login(client, "127.0.0.201", "guess") == 401  # ...and checked, once
+    assert _login(client, "127.0.0.201", "guess") == 429
+    clock.now += MAX_DELAY_S
+    assert _login(client, addresses[0]) == 200  # at most five minutes after the last failure
 
 
 def test_failure_delays_grow_are_forgotten_and_memory_is_bounded() -> None:
-    now = [1000.0]
-    limiter = FailureLimiter(clock=lambda: now[0], max_addresses=3)
+    clock = FakeClock()
+    limiter = LoginLimiter(clock, max_entries=3)
     for _ in range(FREE_FAILURES):
-        limiter.failed("a")
-    assert limiter.retry_after("a") == 1
+        limiter.failed("a", USER)
+    assert limiter.retry_after("a", USER) == 1
+    assert limiter.retry_after("a", "someone else") == 0
     delays = []
     for _ in range(4):
-        limiter.failed("a")
-        delays.append(limiter.retry_after("a"))
+        limiter.failed("a", USER)
+        delays.append(limiter.retry_after("a", USER))
     assert delays == [2, 4, 8, 16]
     for _ in range(20):
-        limiter.failed("a")
-    assert limiter.retry_after("a") == 300  # capped at five minutes
-    now[0] += 301
-    assert limiter.retry_after("a") == 0  # waited long enough: one more try
-    limiter.failed("a")
-    assert limiter.retry_after("a") > 0
-    now[0] += 3601
-    assert limiter.retry_after("a") == 0
-    assert len(limiter) == 0  # forgotten after an hour
+        limiter.failed("a", USER)
+    assert limiter.retry_after("a", USER) == MAX_DELAY_S  # capped at five minutes
+    clock.now += MAX_DELAY_S + 1
+    assert limiter.retry_after("a", USER) == 0  # waited long enough: one more try
+    limiter.failed("a", USER)
+    assert limiter.retry_after("a", USER) > 0
+    assert limiter.has_failed("a")
+    for _ in range(2000):  # a long attack: the delay stays capped (2.0 ** 1995 would overflow)
+        limiter.failed("z", USER)
+    assert limiter.retry_after("z", USER) == MAX_DELAY_S
+    clock.now += 3601
+    assert limiter.retry_after("a", USER) == 0
+    assert not limiter.has_failed("a")  # forgotten after an hour
+    limiter.failed("a", USER)
+    assert limiter.retry_after("a", USER) == 0  # counting starts again
     for address in ("b", "c", "d", "e"):
-        limiter.failed(address)
-    assert len(limiter) == 3  # the oldest address is forgotten first
-    limiter.succeeded("e")
-    assert len(limiter) == 2
+        limiter.failed(address, address)
+    assert len(limiter) == 3 * 3  # of each kind, the oldest is forgotten first
+    assert not limiter.has_failed("b")
+    limiter.succeeded("e", "e")
+    assert not limiter.has_failed("e")
+    assert len(limiter) == 3 * 3 - 2  # the user name's failures are kept
+
+
+def test_hash_checks_are_budgeted_per_class_of_client(
+    make_dashboard_app: Callable[..., Flask],
+) -> None:
+    app = make_dashboard_app(username=USER, password=generate_password_hash(PASSWORD))
+    clock = FakeClock()  # never moves: no token comes back
+    gate = _gate(app, clock)
+    client = app.test_client()
+    statuses = [_login(client, f"203.0.113.{n % 3}", "guess", user=f"u{n}") for n in range(40)]
+    # each network's first guess is from the clean class, the rest from the suspect one
+    assert statuses.count(401) == gate.budget.checks == 3 + HASH_BURST
+    busy = client.get(f"{PREFIX}/", headers=basic(), environ_base={"REMOTE_ADDR": "203.0.113.1"})
+    assert busy.status_code == 429
+    assert "checking other logins" in busy.text
+    assert _login(client, "192.0.2.50") == 200  # the clean class still had a check to spare
+    for _ in range(5):
+        assert _login(client, "192.0.2.50") == 200  # remembered: no further check
+    assert gate.budget.checks == 3 + HASH_BURST + 1
+
+
+def test_failed_logins_are_logged_at_most_once_a_minute(
+    make_dashboard_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_dashboard_app(username=USER, password=PASSWORD)
+    clock = FakeClock()
+    _gate(app, clock)
+    client = app.test_client()
+    caplog.set_level(logging.WARNING, logger="flamewatch")
+    hostile_user = "\x1b[31mroot" + "x" * 200
+    for n in range(20):
+        _login(client, "198.51.100.1", "guess", user=hostile_user if n == 0 else f"u{n % 3}")
+    lines = [r.getMessage() for r in caplog.records if "failed dashboard login" in r.message]
+    assert len(lines) == 1
+    assert "\x1b" not in lines[0]
+    assert "\\x1b[31mroot" in lines[0]  # escaped, and cut short:
+    assert "x" * 65 not in lines[0]
+    assert "198.51.100.1" in lines[0]
+    clock.now += 61
+    _login(client, "198.51.100.2", "guess")
+    lines = [r.getMessage() for r in caplog.records if "failed dashboard login" in r.message]
+    assert len(lines) == 2
+    assert lines[1].endswith("(15 more failed and 4 refused since the last such line)")
 
 
 # -- the monitor switch and CSRF -------------------------------------------------------------
@@ -534,6 +701,8 @@ def test_the_selection_lists_every_endpoint_with_its_facts(
         "/../README.md",
         "/site.py",
         "/outliers/%2e%2e/%2e%2e/README.md",
+        "/outliers/١٢٣.html",  # Arabic-Indic digits: str.isdigit() and \d take them
+        "/outliers/\uff11/profile.pyisession",  # a full-width digit
     ],
 )
 def test_hostile_ids_and_paths_are_404_never_a_file(client: FlaskClient, path: str) -> None:
@@ -542,6 +711,14 @@ def test_hostile_ids_and_paths_are_404_never_a_file(client: FlaskClient, path: s
     body = response.get_data()
     for marker in (b"import ", b"[project]", b"root:", b"{% ", b"# flamewatch"):
         assert marker not in body, path
+
+
+def test_an_outlier_id_is_ascii_digits_only(client: FlaskClient, store: Path) -> None:
+    outlier = _outlier_ids(store)[-1]
+    arabic = str(outlier).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert client.get(f"{PREFIX}/outliers/{outlier}.html").status_code == 200
+    assert client.get(f"{PREFIX}/outliers/{arabic}.html").status_code == 404
+    assert client.get(f"{PREFIX}/outliers/{arabic}/profile.pyisession").status_code == 404
 
 
 def test_hostile_values_are_escaped_everywhere(client: FlaskClient, store: Path) -> None:
@@ -592,10 +769,19 @@ def test_every_dashboard_response_is_private_nosniff_and_unframeable(
         client.get(f"{PREFIX}/outliers/999.html", headers=basic()),  # 404
         client.get(f"{PREFIX}/outliers/{outlier}/profile.pyisession", headers=basic()),
         client.post(f"{PREFIX}/monitoring", headers=basic()),  # 403, no token
+        client.get(f"{PREFIX}/no/such/page", headers=basic()),  # 404: no rule matches
+        client.get(f"{PREFIX}/no/such/page"),  # 404 too: nothing is asked before routing
+        client.post(f"{PREFIX}/", headers=basic()),  # 405
+        client.delete(f"{PREFIX}/monitoring"),  # 405
+        client.get(PREFIX, headers=basic()),  # the redirect to the prefix's /
     ]
-    assert [r.status_code for r in responses] == [401, 200, 200, 404, 200, 403]
+    statuses = [401, 200, 200, 404, 200, 403, 404, 404, 405, 405, 308]
+    assert [r.status_code for r in responses] == statuses
+    for _ in range(FREE_FAILURES + 1):
+        responses.append(client.get(f"{PREFIX}/", headers=basic(password="guess")))
+    assert responses[-1].status_code == 429
     for response in responses:
-        assert "no-store" in response.headers["Cache-Control"]
+        assert "no-store" in response.headers.get("Cache-Control", ""), response
         assert "private" in response.headers["Cache-Control"]
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["X-Frame-Options"] == "DENY"
@@ -699,18 +885,18 @@ def test_dashboard_off_and_another_prefix(make_dashboard_app: Callable[..., Flas
 
 
 def test_an_unreadable_store_is_a_503_saying_to_wait(tmp_path: Path) -> None:
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the store's folder should be")
+    database = tmp_path / "store.sqlite3"
     app = Flask("nostore", instance_path=str(tmp_path))
     app.config.update(TESTING=True)
-    fw = Flamewatch(app, database=str(blocker / "store.sqlite3"))
-    try:
-        response = app.test_client().get(f"{PREFIX}/")
-        assert response.status_code == 503
-        assert "reload in a few seconds" in response.text
-        assert response.headers["Cache-Control"] == "private, no-store"
-    finally:
-        fw.close()
+    fw = Flamewatch(app, database=str(database))
+    fw.close()  # the writer is gone: nothing creates the store again
+    for path in tmp_path.glob("store.sqlite3*"):
+        path.unlink()
+    response = app.test_client().get(f"{PREFIX}/")
+    assert response.status_code == 503
+    assert "reload in a few seconds" in response.text
+    assert response.headers["Cache-Control"] == "private, no-store"
+    assert response.headers["X-Frame-Options"] == "DENY"
 
 
 def test_a_reading_is_reused_at_least_ten_times_as_long_as_it_took(open_app: Flask) -> None:

@@ -9,6 +9,8 @@ refresh -- while the other endpoints' requests still are.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
 from flamewatch.flask_plugin import Flamewatch
+from flamewatch.flask_plugin.auth import HASH_BURST, HASH_CHECKS_PER_S
 
 USER, PASSWORD = "ops", "correct horse battery staple"
 REFRESH_TIMEOUT_S = 15.0  # the writer re-reads the flags every ~2 s; generous on a busy machine
@@ -180,3 +183,68 @@ def test_browsing_the_dashboard_and_switching_an_endpoint_off_under_traffic(
     assert not [r for r in stored(database) if r["endpoint"].startswith("flamewatch")]
     (flag,) = rows(database, "SELECT monitored FROM endpoints WHERE name = 'item'")
     assert flag[0] == 0
+
+
+def _get(base: str, path: str, user: str, password: str, source: str) -> int:
+    """One request from ``source`` (a loopback address of this machine) with Basic credentials."""
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    try:
+        connection.request("GET", path, headers={"Authorization": f"Basic {token}"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_clients_hammering_the_login_cannot_make_the_app_hash_without_bound(
+    tmp_path: Path,
+) -> None:
+    """The issue's case: with a hashed password, unauthenticated clients sending wrong
+    credentials as fast as they can (new user names, so that no back-off stops them) once made
+    the app's own requests wait for their hashing. Now their hash checks are budgeted: counted
+    here, never timed."""
+    database = tmp_path / "store.sqlite3"
+    app = _worker(database, tmp_path)
+    (authenticate,) = app.before_request_funcs["flamewatch"]
+    budget = authenticate.__self__.gate.budget
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    serving = threading.Thread(target=server.serve_forever, name="login-server")
+    serving.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    attempts_per_client = 40
+    statuses: list[int] = []
+
+    def hammer(client: int) -> None:
+        for n in range(attempts_per_client):
+            statuses.append(_get(base, "/flamewatch/", f"u{client}-{n}", "guess", "127.0.0.1"))
+
+    attackers = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    try:
+        started = time.monotonic()
+        for thread in attackers:
+            thread.start()
+        app_statuses = [_get(base, "/items/1", "", "", "127.0.0.1") for _ in range(20)]
+        admin = [_get(base, "/flamewatch/", USER, PASSWORD, "127.0.0.2")]
+        while admin[-1] != 200 and len(admin) < 200:  # 429 "busy" at worst: retried
+            time.sleep(0.05)
+            admin.append(_get(base, "/flamewatch/", USER, PASSWORD, "127.0.0.2"))
+        for thread in attackers:
+            thread.join(120)
+        elapsed = time.monotonic() - started
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+        app.extensions["flamewatch"].close()
+    assert app_statuses == [200] * 20
+    assert admin[-1] == 200  # a network that has not failed gets in during the attack
+    assert len(statuses) == 4 * attempts_per_client
+    assert set(statuses) == {401, 429}
+    # two buckets of HASH_BURST checks, refilled at HASH_CHECKS_PER_S each, one check at a time
+    bound = 2 * HASH_BURST + 2 * HASH_CHECKS_PER_S * elapsed
+    assert budget.checks <= bound
+    assert statuses.count(401) + len(admin) >= budget.checks  # every check answered one request
+    assert statuses.count(429) > 0

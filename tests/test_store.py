@@ -98,17 +98,17 @@ def unavailable(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, Callable[[], Database]]]:
     """A store setting that cannot be opened yet, and how to make it available: a SQLite
-    file whose folder is a file; a PostgreSQL database that does not exist yet."""
+    file that is not a database (a folder that is a file, or a device, is refused at
+    init_app); a PostgreSQL database that does not exist yet."""
     if request.param == "sqlite":
-        blocker = tmp_path / "blocked"
-        blocker.write_text("a file where the store's folder should be")
+        blocker = tmp_path / "store.sqlite3"
+        blocker.write_bytes(b"not a SQLite database, " * 100)
 
         def unblock_sqlite() -> Database:
             blocker.unlink()
-            blocker.mkdir()
-            return blocker / "store.sqlite3"
+            return blocker
 
-        yield str(blocker / "store.sqlite3"), unblock_sqlite
+        yield str(blocker), unblock_sqlite
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
     name = f"later_{tmp_path.name[-20:].replace('-', '_').lower()}"
