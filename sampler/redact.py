@@ -14,7 +14,8 @@ is secret when, case-folded with everything but letters and digits removed (``X-
 3. has a word in :data:`WORD_KEYS`, unless it is one of :data:`NOT_SECRET_KEYS`. Words come from
    splitting at non-alphanumerics and camelCase boundaries (``X-Auth-Token``: x, auth, token;
    ``userPin``: user, pin); these keys are too short to look for inside other words ("author",
-   "spin", "passport" are not secret).
+   "spin", "passport" are not secret). A header name, whose case is lost on the way, is also
+   secret when a part of it ends with such a word (``Userpin``, ``Basicauth``).
 
 The verdict for each key (up to 128 characters) is cached: apps send the same keys again.
 
@@ -84,7 +85,7 @@ SUBSTRING_KEYS: tuple[str, ...] = (
     # sessions and their cookies (Django sessionid, Flask session, JSESSIONID, ASP.NET_SessionId,
     # laravel_session, rack.session, _gitlab_session, ... all contain "session")
     "session", "sessid", "cookie", "csrf", "xsrf", "antiforgery", "aspxauth", "remember",
-    "cakephp", "wordpressloggedin", "wordpresssec",
+    "cakephp", "wordpressloggedin", "wordpresssec", "postpass",
     # payment and identity numbers
     "creditcard", "cardnumber", "ccnumber", "cvv", "cvc", "iban", "accountnumber",
     "acctnumber", "routingnumber", "bankaccount", "socialsecurity", "passportnumber",
@@ -133,6 +134,8 @@ _SAFE_CONVERTERS = frozenset({"int", "float", "uuid", "any"})
 _WORD_SET = frozenset(WORD_KEYS)
 _EXACT_SET = frozenset(EXACT_KEYS)
 _NOT_SECRET_SET = frozenset(NOT_SECRET_KEYS)
+_WORD_KEY_ENDS = tuple(WORD_KEYS)
+_HEADER_PARTS = re.compile(r"[-_.]+")
 
 _NOT_ALNUM = re.compile(r"[\W_]+")
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
@@ -344,6 +347,15 @@ class Redactor:
                 self._verdicts[key] = verdict
         return verdict
 
+    def is_secret_header(self, name: str) -> bool:
+        """Whether a header ``name`` is secret: by :meth:`is_secret_key`, or because a part of
+        it (between ``-``, ``_`` or ``.``) ends with a word of :data:`WORD_KEYS`. Header names
+        are case-insensitive and arrive case-folded or title-cased, so ``userPin`` is
+        ``Userpin`` and camelCase cannot split it into words."""
+        if self.is_secret_key(name):
+            return True
+        return any(part.endswith(_WORD_KEY_ENDS) for part in _HEADER_PARTS.split(name.lower()))
+
     def _judge(self, key: str) -> bool:
         normal = _normalise(key)
         if self._substrings.search(normal) or normal in _EXACT_SET:
@@ -403,7 +415,7 @@ class Redactor:
             lower = name.lower()
             if lower in wanted:
                 values.setdefault(lower, []).append(raw)
-                if self.is_secret_key(name):
+                if self.is_secret_header(name):
                     secret.add(lower)
         return {
             name: REDACTED if name in secret else self.text(", ".join(raw))
