@@ -22,12 +22,12 @@ The verdict for each key (up to 128 characters) is cached: apps send the same ke
 Values -- a secret key's value (in JSON its whole subtree) becomes :data:`REDACTED`. Every other
 string is scrubbed (:meth:`Redactor.text`): PEM blocks, the tokens of :data:`TOKEN_SHAPES`, the
 password of a URL's user info (``scheme://user:[redacted]@host``), random-looking segments of a
-URL's path, the value of each ``name=value`` pair (query strings, DSN keywords, cookie strings)
-and ``"name": value`` pair (JSON inside a string) whose name is a secret key, ``Bearer``/``Token``
-and ``Basic`` credentials become :data:`REDACTED`; card numbers (13-19 digits, optionally split
-by single spaces or dashes, passing the Luhn check) become :data:`REDACTED_CARD`, as whole
-integers too. Each run of digit groups is searched from the left for the longest group-aligned
-span that qualifies, so a card followed by its CVV is found.
+URL's path, ``Bearer``/``Token`` and ``Basic`` credentials, and the value of each ``name=value``
+or ``name: value`` pair (query strings, DSN keywords, cookie strings) and ``"name": value`` pair
+(JSON inside a string) whose name is a secret key become :data:`REDACTED`; card numbers (13-19
+digits, optionally split by single spaces or dashes, passing the Luhn check) become
+:data:`REDACTED_CARD`, as whole integers too. Each run of digit groups is searched from the
+left for the longest group-aligned span that qualifies, so a card followed by its CVV is found.
 
 Paths -- :meth:`Redactor.path` lines the path up with its URL rule: the part a variable named
 like a secret key matched (``/reset/<token>``) is redacted; a part an ``int``, ``float``,
@@ -144,11 +144,12 @@ _DIGIT_TOKENS = re.compile(r"[0-9]+|[ -]")
 _TOKENS = re.compile("|".join(f"(?:{regex})" for _, regex in TOKEN_SHAPES))
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]{1,64}-----.*?(?:-----END [A-Z0-9 ]{1,64}-----|\Z)", re.S)
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{0,30}://([^\s\"'<>/?#]*)([^\s\"'<>?#]*)")
-#: the ``name=`` of a ``name=value`` pair (``%3D`` too: an encoded URL inside ``?next=``); its
-#: value is read (:data:`_PAIR_VALUE`) only when the name is secret, and pairs inside a value
-#: are searched too
+#: the ``name=`` of a ``name=value`` pair (``%3D`` too: an encoded URL inside ``?next=``; and
+#: ``name: value``); its value is read (:data:`_PAIR_VALUE`) only when the name is secret, and
+#: pairs inside a value are searched too
 _PAIR = re.compile(
-    r"(?:%[0-9A-Fa-f]{2}|(?<![A-Za-z0-9_.\[\]-]))(?P<name>[A-Za-z0-9_.\[\]-]{1,128})(?:=|%3[Dd])"
+    r"(?:%[0-9A-Fa-f]{2}|(?<![A-Za-z0-9_.\[\]-]))(?P<name>[A-Za-z0-9_.\[\]-]{1,128})"
+    r"(?:=|%3[Dd]|[ \t]*:[ \t]*)"
 )
 _PAIR_VALUE = re.compile(r"\"[^\"]*\"?|'[^']*'?|(?:[^&;\s\"'<>%]|%(?!26|3[Bb]))+")
 #: the ``"name":`` of JSON inside a string, and its value
@@ -463,11 +464,10 @@ class Redactor:
         text = _TOKENS.sub(_token, text)
         if "://" in text:
             text = _URL.sub(_url_parts, text)
-        if "=" in text or "%3" in text:
-            text = self._pairs(_PAIR, _PAIR_VALUE, text)
+        text = _SCHEME_CREDENTIAL.sub(_scheme_credential, text)  # before "auth=Bearer t0k"
+        text = self._pairs(_PAIR, _PAIR_VALUE, text)
         if '"' in text:
             text = self._pairs(_JSON_PAIR, _JSON_VALUE, text)
-        text = _SCHEME_CREDENTIAL.sub(_scheme_credential, text)
         return _mask_cards(text)
 
     def _pairs(self, pattern: re.Pattern[str], values: re.Pattern[str], text: str) -> str:

@@ -557,6 +557,8 @@ def test_tokens_are_redacted_by_their_shape_under_any_key(channel: str, shape: s
         "order 1234567812345678 on 2024-01-15",
         "550e8400-e29b-41d4-a716-446655440000",
         '{"user": "ann", "page": 2}',
+        "at 12:30 today, note: fine",
+        "https://h.example:8443/a?b=c",
     ],
 )
 def test_ordinary_text_stays_as_it_is(text: str) -> None:
@@ -607,6 +609,8 @@ def test_the_password_of_a_urls_user_info_is_redacted(text: str, expected: str) 
         ("theme=dark; sessionid=abc123; lang=en", f"theme=dark; sessionid={REDACTED}; lang=en"),
         ('password="two words" next=1', f'password="{REDACTED}" next=1'),
         ("token==abc", f"token={REDACTED}"),
+        ("password: hunter2 (user ann)", f"password: {REDACTED} (user ann)"),
+        ("X-Api-Key: k-123\nAccept: */*", f"X-Api-Key: {REDACTED}\nAccept: */*"),
         ("token=&page=1", "token=&page=1"),
     ],
 )
@@ -638,7 +642,8 @@ def test_pem_blocks_are_redacted(block: str) -> None:
     ("text", "expected"),
     [
         ("Bearer abc.def-123", f"Bearer {REDACTED}"),
-        ("authorization: bearer 0123456789", f"authorization: bearer {REDACTED}"),
+        ("it said bearer 0123456789", f"it said bearer {REDACTED}"),
+        ("Authorization=Bearer t0k3n-value", f"Authorization={REDACTED} {REDACTED}"),
         ("Basic dXNlcjpodW50ZXIy", f"Basic {REDACTED}"),  # user:hunter2
         ("Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", f"Token {REDACTED}"),
         ("Basic information", "Basic information"),
