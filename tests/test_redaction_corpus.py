@@ -172,6 +172,7 @@ ORDINARY_PATHS = [
 REFERER_SECRET = "CorpusRefererTok42"
 REFERER_RESET = "Zk3xQ9mP2vL8nR4tW7yB1cD6fH0jS5aE"  # token_urlsafe-like, in a Referer's path
 SLOW_S = 0.25
+USER_KEY_SECRET = "CorpusUserKeySecret42"
 #: the corpus keys that can be header names (an HTTP token: no spaces, brackets or colons), with
 #: dashes for underscores, as a WSGI server hands them over
 HEADER_KEYS = {
@@ -236,6 +237,7 @@ def _corpus_app(make_app: Callable[..., Flask]) -> Flask:
         outlier_factor=1,
         outlier_min_ms=SLOW_S * 1000 / 2.5,
         profiles_per_hour=1000,
+        redact="tenant_ref, internal-id",  # the user's keys, on top of the defaults
         capture_headers=["Referer", "Origin", "User-Agent", "X-Note", *HEADER_KEYS],
     )
 
@@ -298,7 +300,8 @@ def _send_corpus(app: Flask) -> int:
         client.post("/pay?slow=1", data=dict([*chunk, *ordinary]))
         client.post("/pay?slow=1", json={"order": {"lines": [dict([*chunk, *ordinary])]}})
         sent += 3
-    client.get("/pay", query_string=[("slow", "1"), *shaped])
+    user_keyed = [("tenant_ref", USER_KEY_SECRET), ("InternalId", USER_KEY_SECRET)]
+    client.get("/pay", query_string=[("slow", "1"), *shaped, *user_keyed])
     client.post("/pay?slow=1", data=dict(shaped))
     client.post("/pay?slow=1", json={"meta": [dict(shaped)]})
     sent += 3
@@ -349,7 +352,7 @@ def _needles() -> list[str]:
     found = [_key_secret(index) for index in range(len(SECRET_KEYS))]
     found += [needle for _, _, needles in SECRET_VALUES for needle in needles]
     found += [needle for _, needles in SECRET_PATHS for needle in needles]
-    return [*found, REFERER_SECRET, REFERER_RESET, "4111111111111111"]
+    return [*found, REFERER_SECRET, REFERER_RESET, USER_KEY_SECRET, "4111111111111111"]
 
 
 def _leaks(haystack: bytes, where: str) -> list[str]:
@@ -398,6 +401,8 @@ def _assert_ordinary_values_are_kept(requests: list[dict[str, Any]]) -> None:
         for key, value in ORDINARY_VALUES.items():
             assert found[key] == value, (key, found[key])
         assert {found[key] for key in SECRET_KEYS if key in found} == {"[redacted]"}
+    (shaped,) = [r["query"] for r in requests if "tenant_ref" in (r.get("query") or {})]
+    assert shaped["tenant_ref"] == shaped["InternalId"] == "[redacted]"
     paths = {r["path"] for r in requests}
     for sent, stored in ORDINARY_PATHS:
         assert (stored or sent) in paths, (sent, sorted(paths))
