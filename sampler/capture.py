@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from .inflight import PARAMS, REQUEST, SAMPLING, T0, THREAD, Sampling
+from .inflight import PARAMS, REQUEST, RULE, SAMPLING, T0, THREAD, Sampling
 from .profile_builder import build_session, stack_identifiers
 from .redact import Redactor
 from .resources import ResourceMonitor
@@ -132,6 +132,8 @@ class Capturer:
                 params[key] = redactor.headers(value, self.settings.headers)
             elif key == "files":
                 params[key] = redactor.json(value)  # field and file names only
+            elif key == "path" and isinstance(value, str):
+                params[key] = redactor.path(value, record[RULE])  # /reset/<token> and the like
             else:
                 params[key] = redactor.value(value)
         return params
