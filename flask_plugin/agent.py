@@ -136,7 +136,10 @@ class Agent:
             capturer = Capturer(
                 CaptureSettings(
                     redact_keys=settings.redact,
-                    headers=frozenset(h.lower() for h in settings.capture_headers),
+                    # WSGI servers pass header names dashed: "laravel_session" arrives dashed
+                    headers=frozenset(
+                        h.lower().replace("_", "-") for h in settings.capture_headers
+                    ),
                     max_profile_bytes=settings.max_profile_kb * 1024,
                     low_interval_s=settings.sample_interval_ms / 1000,
                     high_interval_s=settings.outlier_sample_interval_ms / 1000,

@@ -227,7 +227,9 @@ def test_secrets_are_nowhere_in_the_store(
     make_app: Callable[..., Flask], db_path: Path, tmp_path: Path
 ) -> None:
     app = _outlier_app(
-        make_app, capture_headers=["User-Agent", "X-Api-Key", "Authorization"], redact="pin"
+        make_app,
+        capture_headers=["User-Agent", "X-Api-Key", "Authorization"],
+        redact="favourite_colour",  # a key of the user's own, besides the defaults
     )
     _warm(app, "/pay")
     secrets = {
@@ -239,6 +241,7 @@ def test_secrets_are_nowhere_in_the_store(
         "cookie": "c-cookie-value",
         "card": "4111 1111 1111 1111",
         "pin": "p-1234-pin",
+        "colour": "teal-is-secret-here",
     }
     client = app.test_client()
     client.post(
@@ -247,6 +250,7 @@ def test_secrets_are_nowhere_in_the_store(
             "order": {"items": [{"payment": {"apiKey": secrets["nested"]}}]},
             "note": f"card {secrets['card']}",
             "customer_pin": secrets["pin"],
+            "favouriteColour": secrets["colour"],
         },
         headers={
             "X-Api-Key": secrets["header"],
