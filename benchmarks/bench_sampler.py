@@ -22,12 +22,8 @@ reported per request.
 the share of the profile's time in that function, and the share of the request's measured
 duration covered by samples (the profile's total minus its ``[unsampled]`` time).
 
-Each fidelity figure is taken twice, side by side: as flamewatch samples now, lowering the
-interpreter's switch interval while an outlier is past its threshold
-(:class:`~flamewatch.sampler.stack_sampler.FastSwitching`), and with that switched off (the
-sampler then waits up to 5 ms for the GIL held by a CPU-bound request); with the samples per
-outlier, median and minimum. ``outlier cost`` times CPU-bound outliers themselves, both ways
-interleaved: what the denser sampling costs the slow request it profiles.
+Each fidelity line gives the samples per outlier too (median and minimum): a CPU-bound
+thread is sampled only when the GIL switches (about every 5 ms), a sleeping one every 1 ms.
 
 (c) Capture cost: the request thread's extra work for an outlier (reading its params) and the
 writer thread's (building, compressing the session, reading CPU and memory), medians.
@@ -170,70 +166,7 @@ def throughput(rounds: int, batch: int) -> dict[str, dict[str, float]]:
     return results
 
 
-class _Switching:
-    """Turn :class:`FastSwitching` off (the sampler as it was before it) and back on."""
-
-    def __init__(self) -> None:
-        from flamewatch.sampler import stack_sampler
-
-        self.keeper = stack_sampler.FAST_SWITCHING
-
-    def set(self, fast: bool) -> None:
-        if fast:
-            self.keeper.__dict__.pop("lower", None)
-            self.keeper.__dict__.pop("restore", None)
-        else:
-            self.keeper.lower = lambda interval_s: None  # type: ignore[method-assign]
-            self.keeper.restore = lambda: None  # type: ignore[method-assign]
-
-
-def fidelity(outliers: int, fast: bool = True) -> dict[str, Any]:
-    _Switching().set(fast)
-    try:
-        return _fidelity(outliers)
-    finally:
-        _Switching().set(True)
-
-
-def outlier_cost(rounds: int, batch: int) -> dict[str, float]:
-    """ms per CPU-bound outlier (60 ms of Python), fast switching on and off, interleaved."""
-    switching = _Switching()
-    times: dict[str, list[float]] = {"fast": [], "off": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        app = Flask("outlier-cost")
-
-        @app.get("/work")
-        def work() -> str:
-            if request.args.get("slow"):
-                the_slow_function_cpu(60)
-            spin(2)
-            return "ok"
-
-        fw = Flamewatch(
-            app,
-            database=str(Path(tmp) / "cost.sqlite3"),
-            version="bench",
-            profiles_per_hour=100_000,
-        )
-        client = app.test_client()
-        for _ in range(100):
-            client.get("/work")
-        fw.flush()
-        try:
-            for _ in range(rounds):
-                for mode in ("fast", "off"):
-                    switching.set(mode == "fast")
-                    start = time.perf_counter_ns()
-                    for _ in range(batch):
-                        client.get("/work?slow=1")
-                    times[mode].append((time.perf_counter_ns() - start) / batch / 1e6)
-        finally:
-            switching.set(True)
-            fw.close()
-    return {mode: statistics.median(t) for mode, t in times.items()}
-
-
-def _fidelity(outliers: int) -> dict[str, Any]:
+def fidelity(outliers: int) -> dict[str, Any]:
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         database = str(Path(tmp) / "fidelity.sqlite3")
@@ -349,29 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         spent = ", ".join(f"{name} {us:.1f}" for name, us in sorted(by_thread.items()))
         print(f"  {key:20} {spent}")
 
-    results["fidelity"] = fid = {
-        "fast switching": fidelity(outliers, fast=True),
-        "switching off": fidelity(outliers, fast=False),
-    }
+    results["fidelity"] = fid = fidelity(outliers)
     print()
-    for mode, by_kind in fid.items():
-        for kind, f in by_kind.items():
-            print(
-                f"fidelity {kind:5} ({mode}): {f['outliers']} outliers"
-                f" (~{f['duration_over_mean_median']:.0f}x the mean);"
-                f" {f['samples_median']:.0f} samples (min {f['samples_min']});"
-                f" slow function holds {f['function_share_median']:.1%} of the profile"
-                f" (min {f['function_share_min']:.1%}); samples cover"
-                f" {f['sampled_coverage_median']:.1%} of the duration (min"
-                f" {f['sampled_coverage_min']:.1%})"
-            )
-
-    results["outlier_cost_ms"] = oc = outlier_cost(rounds, max(2, batch // 10))
-    print()
-    print(
-        f"a 60 ms CPU-bound outlier takes {oc['fast']:.2f} ms with fast switching,"
-        f" {oc['off']:.2f} ms without ({(oc['fast'] / oc['off'] - 1) * 100:+.1f} %)"
-    )
+    for kind, f in fid.items():
+        print(
+            f"fidelity {kind:5}: {f['outliers']} outliers (~{f['duration_over_mean_median']:.0f}x"
+            f" the mean); {f['samples_median']:.0f} samples (min {f['samples_min']});"
+            f" slow function holds {f['function_share_median']:.1%} of the profile"
+            f" (min {f['function_share_min']:.1%}); samples cover"
+            f" {f['sampled_coverage_median']:.1%} of the duration (min"
+            f" {f['sampled_coverage_min']:.1%})"
+        )
 
     results["capture_cost"] = cost = capture_cost(n)
     print()

@@ -19,32 +19,19 @@ event.
 Limits, handled by the profile builder rather than hidden: a thread running Python can only be
 sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in C
 that holds the GIL yields no sample at all. Each sample therefore records the interval that was
-due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` frame. So that a
-CPU-bound outlier is sampled as densely as one that sleeps, the sampler lowers the switch
-interval to a quarter of the high-rate interval while an outlier is sampled past its threshold
-(:class:`FastSwitching`), and restores it as soon as none is: with no outlier in flight the
-interpreter runs exactly as without flamewatch.
-
-With a :class:`~.folding.StackFolder`, the thread also keeps aggregated profiles: when a request
-it sampled has ended, it folds that request's samples (see :mod:`.folding`). Requests of an
-endpoint whose outlier captures reached their cap (``Sampling.samples is None``) are then still
-sampled,
-at the low rate only, into a list of the sampler's own, so that every request is folded. And a
-request then gets a sample for the folder alone as soon as a round of the sampler finds it in
-flight, rather than one interval after its start (an outlier's profile keeps its own schedule),
-and that first sample stands for the time since the round before: a
-request shorter than the gap between rounds is caught with a probability proportional to its
-duration and then stands for the whole gap, so the aggregated time is unbiased for endpoints
-much faster than the interval too -- without it they would never be sampled at all, and every
-longer request would lose its last partial interval. Rounds are further apart than the
-interval when busy threads hold the GIL; the weights follow the real gaps. The last sample also
-stands for the time until the last round that still found the request in flight.
+due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` frame. Lowering
+the switch interval while an outlier is sampled would give a CPU-bound outlier five times the
+samples (measured: ~53 instead of ~11 for 80 ms at 1 ms), and was tried and not kept: every
+forced GIL switch lets this thread walk another thread's frames at an arbitrary point of its
+bytecode, and on CPython 3.11 such walks twice met a frame chain its thread had already reused
+(a function object where a frame was due) and once crashed the process (see
+:func:`walk_stack`). Samples are taken at a fixed rate (one interval after the previous one was
+due), so a sample that waited for the GIL does not push the later ones back.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import threading
 from time import perf_counter_ns
@@ -69,7 +56,7 @@ from .worker import Worker
 if TYPE_CHECKING:
     from .folding import StackFolder
 
-__all__ = ["MAX_DEPTH", "FastSwitching", "StackSampler", "current_frames", "thin", "walk_stack"]
+__all__ = ["MAX_DEPTH", "StackSampler", "current_frames", "thin", "walk_stack"]
 
 #: frames kept per sample, from the thread's root; deeper stacks end in a ``[truncated]`` frame
 MAX_DEPTH = 200
@@ -116,8 +103,6 @@ class StackSampler(Worker):
         self._folding: dict[int, tuple[Record, list[Sample], int, Sample | None]] = {}
         self._seen: dict[int, int] = {}  # the last round that found each in flight
         self._last_round = 0  # perf_counter ns of the previous round
-        #: whether this sampler holds the switch interval low (an outlier past its threshold)
-        self._fast = False
 
     # -- control ------------------------------------------------------------------------------
 
@@ -155,16 +140,18 @@ class StackSampler(Worker):
                 next_tick = now + 1_000_000_000
                 self.on_tick()
             if self.inflight:
-                wait_ns = self.sample_due(now)
+                try:
+                    wait_ns = self.sample_due(now)
+                except Exception:  # a bug here must not stop sampling for the process's life
+                    log_swallowed("sampling the requests in flight")
+                    wait_ns = self.low_ns
             else:
-                self._switch_fast(False)
                 wait_ns = self.low_ns
                 self._last_round = now
                 if self._folding:
                     self._fold_finished()
             self._wake.wait(max(wait_ns, 200_000) / 1e9)
             self._wake.clear()
-        self._switch_fast(False)
         if self._folding:
             self._fold_finished()
 
@@ -178,7 +165,6 @@ class StackSampler(Worker):
         # what a first sample stands for: the gap since the previous round, at most 10 intervals
         since = max(self._last_round, now - 10 * low)
         self._last_round = now
-        fast = False  # an outlier is sampled at the high rate
         for record in list(self.inflight.values()):
             state: Sampling | None = record[SAMPLING]
             if state is None:
@@ -204,24 +190,12 @@ class StackSampler(Worker):
                 self._seen[id(record)] = now
             if state.next_due <= now:
                 thread_id = record[THREAD]
-                frame = frames.get(thread_id)
-                if frame is not None and thread_id != self._own_id:
-                    self._sample(record, state, samples, frame, now)
-            if state.crossed is not None:
-                fast = True
+                if thread_id in frames and thread_id != self._own_id:
+                    self._sample(record, state, samples, thread_id, now)
             next_due = min(next_due, state.next_due)
-        self._switch_fast(fast)
         if folding:
             self._fold_finished()
         return next_due - perf_counter_ns()
-
-    def _switch_fast(self, fast: bool) -> None:
-        if fast != self._fast:
-            self._fast = fast
-            if fast:
-                FAST_SWITCHING.lower(self.high_ns / 4e9)
-            else:
-                FAST_SWITCHING.restore()
 
     def _fold_finished(self) -> None:
         """Fold the samples of the requests that are no longer in flight."""
@@ -247,13 +221,15 @@ class StackSampler(Worker):
         thread_id = record[THREAD]
         if state.next_due <= now or thread_id == self._own_id:
             return None  # due in this very round
-        frame = frames.get(thread_id)
-        return None if frame is None else (now, self.low_ns, walk_stack(frame))
+        stack = walk_stack(frames.get(thread_id))  # taken at the start of this round
+        return None if not stack else (now, self.low_ns, stack)
 
     def _sample(
-        self, record: Record, state: Sampling, samples: list[Sample], frame: FrameType, now: int
+        self, record: Record, state: Sampling, samples: list[Sample], thread_id: int, now: int
     ) -> None:
-        stack = walk_stack(frame)
+        stack = walk_stack(current_frames().get(thread_id))  # fresh: see walk_stack
+        if stack is None:
+            return  # the thread moved on under the walk; it is due again at once
         if samples and samples[-1][2] == stack:
             stack = samples[-1][2]  # share the tuple: a stuck request costs little memory
         samples.append((now, state.interval_ns, stack))
@@ -273,64 +249,6 @@ class StackSampler(Worker):
         if len(samples) >= self.max_samples:
             thin(samples)
             state.interval_ns *= 2
-
-
-class FastSwitching:
-    """The interpreter's switch interval, lowered while any sampler samples an outlier.
-
-    A sampler waiting for the GIL gets it from a thread running Python only after
-    ``sys.getswitchinterval()`` (5 ms by default): a CPU-bound outlier sampled every 1 ms would
-    get a sample every ~6 ms. The setting is process-wide, so the samplers of every app in
-    the process share one count: the first lowers it, the last one done restores what it
-    found -- unless somebody else changed it meanwhile, whose setting is then kept. A forked
-    child, whose samplers are gone, gets the saved interval back.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._saved: float | None = None  # the interval found by the first holder
-        self._set: float | None = None  # what it was lowered to
-
-    @property
-    def lowered(self) -> bool:
-        return self._holders > 0
-
-    def lower(self, interval_s: float) -> None:
-        with self._lock:
-            current = sys.getswitchinterval()
-            if self._holders == 0:
-                self._saved, self._set = current, None
-            self._holders += 1
-            target = max(interval_s, 0.000_05)
-            if target < current:
-                sys.setswitchinterval(target)
-                self._set = sys.getswitchinterval()  # as the interpreter rounded it
-
-    def restore(self) -> None:
-        with self._lock:
-            if self._holders == 0:
-                return
-            self._holders -= 1
-            if self._holders == 0:
-                self._put_back()
-
-    def _put_back(self) -> None:
-        saved, lowered = self._saved, self._set
-        self._saved = self._set = None
-        if saved is not None and lowered is not None and sys.getswitchinterval() == lowered:
-            sys.setswitchinterval(saved)
-
-    def reset_after_fork(self) -> None:
-        self._lock = threading.Lock()
-        if self._holders:
-            self._holders = 0
-            self._put_back()
-
-
-#: the one switch-interval keeper of the process
-FAST_SWITCHING = FastSwitching()
-os.register_at_fork(after_in_child=FAST_SWITCHING.reset_after_fork)
 
 
 def _in_flight(record: Record, inflight: dict[int, Record]) -> bool:
@@ -356,12 +274,23 @@ def current_frames() -> dict[int, FrameType]:
             gc.enable()
 
 
-def walk_stack(frame: FrameType | None) -> Stack:
-    """The ``(code, line)`` pairs of a thread's stack, root first, at most :data:`MAX_DEPTH`."""
+def walk_stack(frame: FrameType | None) -> Stack | None:
+    """The ``(code, line)`` pairs of a thread's stack, root first, at most :data:`MAX_DEPTH`;
+    None when the walk met something that is not a frame.
+
+    The frame should come from a :func:`current_frames` taken just before: on CPython 3.11 a
+    frame of another thread that ran on since it was taken can lead ``f_back`` into memory its
+    thread has reused (seen here as a function object where a frame was due; in-process
+    samplers have seen crashes of this kind, CPython gh-99110). The walk is therefore short,
+    done right after the snapshot, and stops at the first thing that is not a frame.
+    """
     pairs = []
-    while frame is not None:
-        pairs.append((frame.f_code, frame.f_lineno))
-        frame = frame.f_back
+    found: object = frame  # typed as what it may really be
+    while found is not None:
+        if type(found) is not FrameType:
+            return None
+        pairs.append((found.f_code, found.f_lineno))
+        found = found.f_back
     pairs.reverse()
     if len(pairs) > MAX_DEPTH:
         del pairs[MAX_DEPTH:]

@@ -20,7 +20,6 @@ from helpers import fetch_concurrently, rows
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.outliers import list_outliers, load_session
-from flamewatch.sampler.stack_sampler import FAST_SWITCHING
 from flamewatch.sampler.store import ProcessInfo, make_store, resolve_database
 
 #: the slow requests' time: 100x a quick one, and far above any threshold a loaded machine's
@@ -213,18 +212,18 @@ def test_the_prior_gives_way_to_the_new_versions_own_requests(
     assert not any(flags[-5:])  # 150 requests later, this is v2's normal
 
 
-def test_a_cpu_bound_outlier_is_sampled_as_densely_as_the_high_rate_asks(
+def test_a_cpu_bound_outlier_behind_a_real_server_is_profiled_end_to_end(
     db_path: Path | str, tmp_path: Path
 ) -> None:
-    """150 ms of pure Python past a ~5 ms threshold, sampled every 1 ms behind a real server:
-    ~27 samples when the sampler waits for the default 5 ms GIL switch, over 100 now (about
-    half of that on a machine loaded with other work)."""
+    """150 ms of pure Python past a ~5 ms threshold, behind a real threaded server: the
+    sampler gets the GIL at the interpreter's switches only (every 5 ms), so it gets ~27
+    samples, not 150 -- the switch interval is left alone (see flamewatch.sampler.stack_sampler)
+    -- and the profile still covers the request and names the function."""
     app = _app(db_path, "v1", tmp_path, outlier_warmup=20)
     before = sys.getswitchinterval()
     fetch_concurrently(app, ["/calc"] * 20 + ["/calc?slow=1"] * 5, clients=1)
     assert app.extensions["flamewatch"].close()
-    assert sys.getswitchinterval() == before  # given back once no outlier is in flight
-    assert not FAST_SWITCHING.lowered
+    assert sys.getswitchinterval() == before  # never touched
     outliers = [o for o in list_outliers(str(db_path)) if o.duration_ms >= 150]
     assert len(outliers) == 5
     counts = []
@@ -238,8 +237,9 @@ def test_a_cpu_bound_outlier_is_sampled_as_densely_as_the_high_rate_asks(
             if any(frame.startswith("crunch_the_numbers\x00") for frame in stack)
         )
         assert inside / total >= 0.8
-    # a lower bound with a wide margin for a loaded machine, above what the old way gets
-    assert sorted(counts)[len(counts) // 2] >= 40, counts
+        assert total == pytest.approx(outlier.duration_ms / 1000, rel=0.05)  # the whole request
+    # a lower bound with a wide margin for a loaded machine (~27 when quiet)
+    assert sorted(counts)[len(counts) // 2] >= 10, counts
 
 
 def test_an_app_with_flamewatch_is_freed_on_zero_refcount(tmp_path: Path) -> None:
