@@ -117,8 +117,25 @@ def outliers(
         )
 
 
+class _AsciiId(click.ParamType):  # type: ignore[type-arg]
+    """An outlier id in ASCII digits: ``int()`` also takes other scripts' digits ('١٢٣')."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value)
+        if not (text.isascii() and text.isdigit()):
+            self.fail(f"{text!r} is not an outlier id (ASCII digits)", param, ctx)
+        return int(text)
+
+
+_ascii_id = _AsciiId()
+
+
 @main.command()
-@click.argument("outlier_id", metavar="ID", type=int)
+@click.argument("outlier_id", metavar="ID", type=_ascii_id)
 @database_option
 @click.option(
     "--format",

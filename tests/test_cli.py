@@ -177,3 +177,13 @@ def test_flask_cli_summary_escapes_stored_strings_too(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output
     assert r"ep\x1b]0;owned" in result.output
+
+
+def test_profile_refuses_an_id_in_other_scripts_digits(tmp_path: Path) -> None:
+    from flamewatch.reports.cli import main as flamewatch_main
+
+    result = CliRunner().invoke(
+        flamewatch_main, ["profile", "١٢٣", "-d", str(tmp_path / "store.sqlite3")]
+    )
+    assert result.exit_code == 2
+    assert "is not an outlier id (ASCII digits)" in result.output
