@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 from flask import Flask, Response, request, stream_with_context
-from helpers import fetch_concurrently, flush, rows
+from helpers import fetch_concurrently, flush, rows, warm
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.cli import main
@@ -75,22 +75,6 @@ def _outlier_app(make_app: Callable[..., Flask], **config: Any) -> Flask:
     return app
 
 
-def _warm(app: Flask, *paths: str) -> None:
-    """Serve each path until its endpoint's threshold is known and well under ``SLOW_S``: on a
-    loaded machine one stalled warm-up request can otherwise lift it above the slow requests."""
-    client = app.test_client()
-    thresholds = app.extensions["flamewatch"].recorder.thresholds_ns
-    for path in paths:
-        endpoint = app.url_map.bind("").match(path)[0]
-        for _ in range(6):
-            for _ in range(10):
-                client.get(path)
-            flush(app)
-            if thresholds.get(endpoint, SLOW_S * 1e9) < SLOW_S * 1e9 / 2:
-                break
-        assert thresholds.get(endpoint, SLOW_S * 1e9) < SLOW_S * 1e9 / 2, thresholds
-
-
 def _profile_text(db_path: Path, outlier_id: int, tmp_path: Path) -> str:
     out = tmp_path / f"outlier-{outlier_id}.pyisession"
     result = CliRunner().invoke(
@@ -120,7 +104,7 @@ def test_outlier_profile_names_the_slow_function(
     make_app: Callable[..., Flask], db_path: Path, tmp_path: Path
 ) -> None:
     app = _outlier_app(make_app)
-    _warm(app, "/pay")
+    warm(app, ["/pay"], SLOW_S)
     app.test_client().get("/pay?slow=1")
     flush(app)
 
@@ -143,7 +127,7 @@ def test_concurrent_outliers_on_a_real_server_each_profile_their_own_thread(
     make_app: Callable[..., Flask], db_path: Path
 ) -> None:
     app = _outlier_app(make_app)
-    _warm(app, "/pay", "/report")
+    warm(app, ["/pay", "/report"], SLOW_S)
     fetch_concurrently(app, ["/pay?slow=1", "/report?slow=1"] * 3 + ["/pay", "/report"] * 20)
     flush(app)
     # under this load a normal request may be an outlier too; the slow ones must all be there
@@ -165,7 +149,7 @@ def test_time_in_c_holding_the_gil_goes_to_unsampled(
     make_app: Callable[..., Flask], db_path: Path
 ) -> None:
     app = _outlier_app(make_app)
-    _warm(app, "/c")
+    warm(app, ["/c"], SLOW_S)
     app.test_client().get("/c?slow=1")
     flush(app)
     (outlier,) = list_outliers(str(db_path))
@@ -185,7 +169,7 @@ def test_speedscope_and_html_exports_of_a_stored_outlier(
     speedscope_schema: dict[str, Any],
 ) -> None:
     app = _outlier_app(make_app)
-    _warm(app, "/report")
+    warm(app, ["/report"], SLOW_S)
     app.test_client().get("/report?slow=1")
     flush(app)
     (outlier,) = list_outliers(str(db_path))
@@ -209,7 +193,7 @@ def test_cpu_and_memory_of_an_outlier_are_plausible(
     import psutil
 
     app = _outlier_app(make_app)
-    _warm(app, "/pay")
+    warm(app, ["/pay"], SLOW_S)
     app.test_client().get("/pay?slow=1")
     flush(app)
     (outlier,) = list_outliers(str(db_path))
@@ -231,7 +215,7 @@ def test_secrets_are_nowhere_in_the_store(
         capture_headers=["User-Agent", "X-Api-Key", "Authorization"],
         redact="favourite_colour",  # a key of the user's own, besides the defaults
     )
-    _warm(app, "/pay")
+    warm(app, ["/pay"], SLOW_S)
     secrets = {
         "query": "q-s3cr3t-token-value",
         "form": "f-hunter2-password",
@@ -296,7 +280,7 @@ def test_captures_stop_at_the_hourly_cap_but_outliers_are_still_flagged(
     make_app: Callable[..., Flask], db_path: Path
 ) -> None:
     app = _outlier_app(make_app, profiles_per_hour=2)
-    _warm(app, "/pay")
+    warm(app, ["/pay"], SLOW_S)
     client = app.test_client()
     for _ in range(4):
         client.get("/pay?slow=1")
@@ -310,7 +294,7 @@ def test_outliers_without_the_sampler_keep_facts_but_no_profile(
     make_app: Callable[..., Flask], db_path: Path
 ) -> None:
     app = _outlier_app(make_app, sampler=False)
-    _warm(app, "/pay")
+    warm(app, ["/pay"], SLOW_S)
     app.test_client().get("/pay?slow=1&x=1")
     flush(app)
     assert not [t for t in threading.enumerate() if t.name == "flamewatch-sampler"]
@@ -366,7 +350,7 @@ def test_async_outlier_is_captured(make_app: Callable[..., Flask], db_path: Path
         return "a"
 
     Flamewatch(app)
-    _warm(app, "/a")
+    warm(app, ["/a"], SLOW_S)
     app.test_client().get("/a?slow=1")
     flush(app)
     (outlier,) = list_outliers(str(db_path))
@@ -392,7 +376,7 @@ def test_sampler_sleeps_when_idle_and_stops_with_the_extension(app: Flask) -> No
 
 def test_outliers_command_lists_and_filters(make_app: Callable[..., Flask], db_path: Path) -> None:
     app = _outlier_app(make_app)
-    _warm(app, "/pay", "/report")
+    warm(app, ["/pay", "/report"], SLOW_S)
     app.test_client().get("/pay?slow=1")
     app.test_client().get("/report?slow=1")
     flush(app)
@@ -417,7 +401,7 @@ def test_profile_command_errors_are_one_clear_line(
     make_app: Callable[..., Flask], db_path: Path
 ) -> None:
     app = _outlier_app(make_app)
-    _warm(app, "/pay")
+    warm(app, ["/pay"], SLOW_S)
     result = CliRunner().invoke(main, ["profile", "999", "-d", str(db_path)])
     assert result.exit_code == 1
     assert result.output == f"Error: no outlier with id 999 in {db_path}\n"

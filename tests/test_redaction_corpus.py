@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, request
-from helpers import flush, is_pg, rows
+from helpers import flush, is_pg, rows, warm
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.export import FORMATS, export_profile
@@ -263,22 +263,6 @@ def _corpus_app(make_app: Callable[..., Flask]) -> Flask:
     return app
 
 
-def _warm(app: Flask, paths: list[str]) -> None:
-    """Serve each path until its endpoint's threshold is known and well under ``SLOW_S``."""
-    client = app.test_client()
-    thresholds = app.extensions["flamewatch"].recorder.thresholds_ns
-    limit = SLOW_S * 1e9 / 2
-    for path in paths:
-        endpoint = app.url_map.bind("").match(path)[0]
-        for _ in range(6):
-            for _ in range(10):
-                client.get(path)
-            flush(app)
-            if thresholds.get(endpoint, limit) < limit:
-                break
-        assert thresholds.get(endpoint, limit) < limit, thresholds
-
-
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -364,7 +348,7 @@ def test_no_corpus_secret_reaches_the_store_the_site_or_the_exports(
 ) -> None:
     app = _corpus_app(make_app)
     warm_paths = ["/pay", *(path for path, _ in [*SECRET_PATHS, *ORDINARY_PATHS])]
-    _warm(app, warm_paths)
+    warm(app, warm_paths, SLOW_S)
     sent = _send_corpus(app)
     flush(app)
     app.extensions["flamewatch"].close()

@@ -25,6 +25,7 @@ from pgserver import PostgresServer
 
 from flamewatch.flask_plugin import ConfigError, Flamewatch
 from flamewatch.sampler import OutlierRule
+from flamewatch.sampler.inflight import DURATION, GROUP, STATUS, Queued, new_record
 from flamewatch.sampler.recorder import Recorder
 from flamewatch.sampler.store import ProcessInfo, make_store
 from flamewatch.sampler.store.failures import is_store_away
@@ -43,6 +44,13 @@ def _dropped_logged(lines: list[str]) -> int:
     return sum(int(m.group(1)) for line in lines if (m := _LOSS.match(line)) and "dropped" in line)
 
 
+def _queued(status: int, group: str, client_ip: str | None) -> Queued:
+    """A finished request as the request thread queues it (flamewatch.sampler.inflight)."""
+    record = new_record("ep", "/ep", time.perf_counter_ns(), 0, None, client_ip=client_ip)
+    record[STATUS], record[DURATION], record[GROUP] = status, 1_000_000, group
+    return tuple(record)
+
+
 def test_a_batch_with_a_record_the_store_refuses_stores_all_the_others(
     store_db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -55,48 +63,12 @@ def test_a_batch_with_a_record_the_store_refuses_stores_all_the_others(
     secret = "do-not-log-me"
     for i in range(5000):
         status = 2**70 if i == 1234 else 200
-        recorder.queue.append(
-            (
-                "ep",
-                "/ep",
-                "GET",
-                status,
-                time.perf_counter_ns(),
-                1_000_000,
-                f"{secret}-{i}",
-                "127.0.0.1",
-                None,
-                False,
-                0,
-                None,
-                None,
-                False,
-                None,
-            )
-        )
+        recorder.queue.append(_queued(status, f"{secret}-{i}", "127.0.0.1"))
     with caplog.at_level(logging.DEBUG, logger="flamewatch"):
         writer.start()
         assert writer.flush(timeout=60)
         # later records are written as usual
-        recorder.queue.append(
-            (
-                "ep",
-                "/ep",
-                "GET",
-                200,
-                time.perf_counter_ns(),
-                1_000_000,
-                "later",
-                None,
-                None,
-                False,
-                0,
-                None,
-                None,
-                False,
-                None,
-            )
-        )
+        recorder.queue.append(_queued(200, "later", None))
         assert writer.flush(timeout=60)
         assert writer.stop(10)
     ((stored,),) = rows(store_db, "SELECT count(*) FROM requests")
