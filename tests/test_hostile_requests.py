@@ -381,6 +381,20 @@ def test_the_group_id_cache_stays_bounded(tmp_path: Path, monkeypatch: pytest.Mo
     assert groups >= 300  # every distinct group stored, each cut to the cap
 
 
+def test_a_batch_of_more_names_than_the_cap_leaves_the_cache_full_not_empty() -> None:
+    # a writer that drains a burst finds more new names in one batch than the cache may hold;
+    # the next batch, with none, must not empty it (it did, under load, in CI)
+    from flamewatch.sampler.store.sql import _bounded_update
+
+    cache: dict[str, int] = {}
+    _bounded_update(cache, {f"g{i}": i for i in range(150)}, 100)
+    assert list(cache) == [f"g{i}" for i in range(50, 150)]
+    _bounded_update(cache, {}, 100)
+    assert len(cache) == 100
+    _bounded_update(cache, {"new": 1}, 100)
+    assert cache == {"new": 1}
+
+
 # -- the helpers themselves --------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ then ``COPY``; SQLite does all in one ``BEGIN IMMEDIATE`` transaction).
 from __future__ import annotations
 
 import abc
+import itertools
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -515,8 +516,12 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
 
 
 def _bounded_update(cache: dict[_K, int], new: dict[_K, int], cap: int = _MAX_CACHED_IDS) -> None:
+    """Add a batch's ids to a cache that never holds more than ``cap``: when they do not fit,
+    the cache starts again from the batch's (its last ``cap`` when the batch alone has more)."""
     if len(cache) + len(new) > cap:
         cache.clear()
+        if len(new) > cap:
+            new = dict(itertools.islice(new.items(), len(new) - cap, None))
     cache.update(new)
 
 
