@@ -29,7 +29,7 @@ from flamewatch.sampler.resources import ResourceMonitor
 from flamewatch.sampler.stack_sampler import StackSampler
 from flamewatch.sampler.store import Baseline, ProcessInfo, RouteInfo, Store, make_store
 from flamewatch.sampler.version import VersionInfo
-from flamewatch.sampler.writer import seed_statistics
+from flamewatch.sampler.writer import seed_statistics, thresholds_ns
 
 from .config import Settings
 from .hooks import ENTRY_CODE
@@ -103,11 +103,10 @@ class Agent:
             return
         finally:
             store.close()
-        rule, thresholds = self.settings.outlier, self.recorder.thresholds_ns
-        for endpoint, stats in seed_statistics(self._baselines, rule).items():
-            threshold = rule.threshold_ms(stats)
-            if threshold is not None:
-                thresholds[endpoint] = int(threshold * 1e6)
+        rule = self.settings.outlier
+        self.recorder.thresholds_ns.update(
+            thresholds_ns(seed_statistics(self._baselines, rule), rule)
+        )
 
     def start(self) -> None:
         """Start the background threads in this process (idempotent; the first request does)."""

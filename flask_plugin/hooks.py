@@ -107,15 +107,16 @@ def _dispatch_wrapper(
     current = _cv_request.get
     # the app's own method is called with the app of the request context (see install);
     # another library's replacement is its own to hold
-    dispatch: Callable[[Flask], Response]
-    if isinstance(getattr(original, "__self__", None), Flask) and hasattr(original, "__func__"):
-        dispatch = original.__func__
-    else:
-        dispatch = _ignoring_app(original)
+    own = isinstance(getattr(original, "__self__", None), Flask)
+    dispatch: Callable[[Flask], Response] = (
+        original.__func__  # type: ignore[attr-defined]
+        if own
+        else _ignoring_app(original)
+    )
 
     def full_dispatch_request() -> Response:
         record = rule = None
-        context = current()
+        context = current()  # Flask dispatches inside a request context: as its own method
         try:
             request = context.request
             rule = request.url_rule
@@ -175,7 +176,7 @@ def _dispatch_wrapper(
             except Exception:
                 log_swallowed("the group_by callable or the request's facts")
 
-    if not isinstance(getattr(original, "__self__", None), Flask):  # not a cycle (see install)
+    if not own:  # the app's own method would make a cycle (see install)
         full_dispatch_request.__wrapped__ = original  # type: ignore[attr-defined]
     return full_dispatch_request
 
@@ -194,7 +195,8 @@ def request_timer(
     # C-level callables either way, so no Python frame is added per request
     call: Callable[..., Iterable[bytes]]
     target: Callable[[], object]
-    if app is not None and getattr(wsgi_app, "__self__", None) is app:
+    own = app is not None and getattr(wsgi_app, "__self__", None) is app
+    if own:
         call, target = wsgi_app.__func__, weakref.ref(app)  # type: ignore[attr-defined]
     else:
         call, target = type(wsgi_app).__call__, itertools.repeat(wsgi_app).__next__
@@ -249,7 +251,7 @@ def request_timer(
             log_swallowed("recording a request")
         return body
 
-    if app is None or getattr(wsgi_app, "__self__", None) is not app:  # no cycle (see install)
+    if not own:  # the app's own method would make a cycle (see install)
         flamewatch_timer.wsgi_app = wsgi_app  # type: ignore[attr-defined]
     return flamewatch_timer
 

@@ -40,7 +40,7 @@ from .store.failures import failure_reason, is_store_away
 from .store.retention import claim_retention_run, prune
 from .worker import Worker
 
-__all__ = ["Writer", "seed_statistics"]
+__all__ = ["Writer", "seed_statistics", "thresholds_ns"]
 
 log = logging.getLogger("flamewatch")
 
@@ -70,6 +70,16 @@ def seed_statistics(
             samples, baseline.mean_ms, baseline.variance, rule.window
         )
     return seeded
+
+
+def thresholds_ns(stats: Mapping[str, RunningStats], rule: OutlierRule) -> dict[str, int]:
+    """Each endpoint's outlier threshold in ns, for the endpoints past their warm-up."""
+    found = {}
+    for endpoint, endpoint_stats in stats.items():
+        threshold = rule.threshold_ms(endpoint_stats)
+        if threshold is not None:
+            found[endpoint] = int(threshold * 1e6)
+    return found
 
 
 class Writer(Worker):
@@ -315,14 +325,15 @@ class Writer(Worker):
 
     def _seed(self) -> None:
         baselines = self.store.baselines(self.process.version, self.rule.window)
-        seeded = seed_statistics(baselines, self.rule)
-        for endpoint, stats in seeded.items():
-            if endpoint in self.stats:
-                continue  # seeded before the process started, or already warmed up here
-            self.stats[endpoint] = stats
-            threshold = self.rule.threshold_ms(stats)
-            if threshold is not None:
-                self.recorder.thresholds_ns.setdefault(endpoint, int(threshold * 1e6))
+        # endpoints seeded before the process started, or already warmed up here, keep theirs
+        seeded = {
+            endpoint: stats
+            for endpoint, stats in seed_statistics(baselines, self.rule).items()
+            if endpoint not in self.stats
+        }
+        self.stats.update(seeded)
+        for endpoint, threshold_ns in thresholds_ns(seeded, self.rule).items():
+            self.recorder.thresholds_ns.setdefault(endpoint, threshold_ns)
 
     def _sync_if_due(self, force: bool = False) -> None:
         now = time.monotonic()
