@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,30 +115,14 @@ def runner(app: Flask) -> FlaskCliRunner:
 
 
 SPEEDSCOPE_VERSION = "1.25.0"
-SCHEMA_MEMBER = "package/dist/release/file-format-schema.json"
+#: speedscope's published file-format schema, vendored (see the README beside it)
+SPEEDSCOPE_SCHEMA = Path(__file__).parent / "data" / f"speedscope-{SPEEDSCOPE_VERSION}"
 
 
 @pytest.fixture(scope="session")
-def speedscope_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """speedscope's published schema, from its npm package (pinned)."""
-    cached = tmp_path_factory.getbasetemp() / f"speedscope-{SPEEDSCOPE_VERSION}-schema.json"
-    if not cached.exists():
-        cached.write_bytes(_schema_from_npm(tmp_path_factory.mktemp("speedscope")))
-    schema: dict[str, Any] = json.loads(cached.read_text(encoding="utf-8"))
+def speedscope_schema() -> dict[str, Any]:
+    """speedscope's file-format schema, from its npm package (pinned, vendored)."""
+    path = SPEEDSCOPE_SCHEMA / "file-format-schema.json"
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     jsonschema.Draft7Validator.check_schema(schema)
     return schema
-
-
-def _schema_from_npm(dest: Path) -> bytes:
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is needed to fetch speedscope's file-format schema; install Node.js/npm")
-    spec = f"speedscope@{SPEEDSCOPE_VERSION}"
-    cmd = [npm, "pack", spec, "--pack-destination", str(dest), "--ignore-scripts"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"`npm pack {spec}` failed ({done.returncode}):\n{done.stderr}")
-    with tarfile.open(dest / f"speedscope-{SPEEDSCOPE_VERSION}.tgz") as tar:
-        member = tar.extractfile(SCHEMA_MEMBER)
-        assert member is not None, f"{SCHEMA_MEMBER} is not a file in the tarball"
-        return member.read()
