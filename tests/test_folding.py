@@ -286,10 +286,13 @@ def test_a_flush_writes_the_folded_stacks_while_the_app_runs(db_path: Path) -> N
         for _ in range(10):
             client.get("/")
         deadline = time.monotonic() + 10
-        while not rows(db_path, "SELECT * FROM profile_stacks"):  # the interval is 10 s
+        # a flush first: on a loaded machine the writer may not have opened the store yet
+        while True:
+            assert fw.flush(timeout=10)
+            if rows(db_path, "SELECT * FROM profile_stacks"):  # the interval is 10 s
+                break
             assert time.monotonic() < deadline, "the flush did not write the folded stacks"
             time.sleep(0.02)  # the sampler folds a request at its next round
-            assert fw.flush(timeout=10)
     finally:
         fw.close()
     (row,) = rows(db_path, "SELECT sum(time_ms) AS ms FROM profile_stacks")
