@@ -180,12 +180,14 @@ class ReportData:
 
     def hourly_hits(self) -> list[HourlyHits]:
         """Requests per endpoint per UTC hour, by endpoint name, then hour."""
-        hits: dict[tuple[int, int], int] = defaultdict(int)
-        for e, _, hour, counts in self._activity:
-            hits[(e, hour)] += counts.hits
+        self._require_histograms()
         names = self._endpoint_names
+        rows = self._conn.execute(
+            "SELECT endpoint_id, hour, CAST(SUM(hits) AS BIGINT) FROM traffic"
+            " GROUP BY endpoint_id, hour"
+        )
         return sorted(
-            (HourlyHits(names[e], hour, count) for (e, hour), count in hits.items() if count),
+            (HourlyHits(names[e], int(hour), int(count)) for e, hour, count in rows if count),
             key=lambda h: (h.endpoint, h.hour),
         )
 
@@ -304,39 +306,22 @@ class ReportData:
             )
 
     @cached_property
-    def _activity(self) -> list[tuple[int, int, int, _Totals]]:
-        """(endpoint, version, hour, counts): one GROUP BY over ``traffic`` serves hits,
-        outliers, recent hits, sums and the hourly chart."""
-        self._require_histograms()
-        rows = self._conn.execute(
-            "SELECT endpoint_id, version_id, hour, CAST(SUM(hits) AS BIGINT),"
-            " CAST(SUM(outliers) AS BIGINT), SUM(sum_ms)"
-            " FROM traffic GROUP BY endpoint_id, version_id, hour"
-        ).fetchall()
-        day, week, now = self.now - _DAY, self.now - _WEEK, self.now
-        return [
-            (
-                e,
-                v,
-                int(hour),
-                _Totals(
-                    int(hits),
-                    int(outliers),
-                    int(hits) if day <= hour <= now else 0,
-                    int(hits) if week <= hour <= now else 0,
-                    float(sum_ms),
-                ),
-            )
-            for e, v, hour, hits, outliers, sum_ms in rows
-        ]
-
-    @cached_property
     def _totals(self) -> dict[tuple[int, int], _Totals]:
-        """Hits, outliers, recent hits and sums per (endpoint, version)."""
-        totals: dict[tuple[int, int], _Totals] = defaultdict(_Totals)
-        for e, v, _, counts in self._activity:
-            totals[(e, v)] += counts
-        return dict(totals)
+        """Hits, outliers, recent hits and sums per (endpoint, version): one ``GROUP BY``."""
+        self._require_histograms()
+        day, week, now = self.now - _DAY, self.now - _WEEK, self.now
+        rows = self._conn.execute(
+            "SELECT endpoint_id, version_id, CAST(SUM(hits) AS BIGINT),"
+            " CAST(SUM(outliers) AS BIGINT),"
+            " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
+            " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
+            " SUM(sum_ms) FROM traffic GROUP BY endpoint_id, version_id",
+            (day, now, week, now),
+        ).fetchall()
+        return {
+            (e, v): _Totals(int(hits), int(outliers), int(last_day), int(last_week), float(ms))
+            for e, v, hits, outliers, last_day, last_week, ms in rows
+        }
 
     @cached_property
     def _endpoint_totals(self) -> dict[int, _Totals]:
@@ -355,7 +340,7 @@ class ReportData:
     @property
     def _kept_groups(self) -> dict[int, list[tuple[int, Box]]]:
         """Per endpoint id, the groups with a box of their own, slowest first."""
-        return {e: found[: self.max_groups] for e, found in self._latency.groups.items()}
+        return self._latency.groups
 
     @cached_property
     def _version_boxes(self) -> dict[Key, Box]:

@@ -24,11 +24,13 @@ from flamewatch.sampler.store.connection import StoreConnection
 
 from .binned import box_of
 from .model import Box
+from .stats_tests import QUANTILES
 
 __all__ = ["CAPPED_GROUPS", "NO_GROUP", "Latencies", "read_latencies"]
 
 #: the ``group_id`` of the requests without a group, and of the groups beyond the writer's cap
 NO_GROUP, CAPPED_GROUPS = 0, -1
+_MEDIAN = QUANTILES["median"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Latencies:
 
     endpoints: dict[int, Histogram]
     versions: dict[tuple[int, int], Histogram]
-    #: endpoint -> its groups with their boxes, slowest (median) first, the capped ones left out
+    #: endpoint -> its kept groups with their boxes, slowest (median) first
     groups: dict[int, list[tuple[int, Box]]]
     #: (endpoint, kept group, version) -> histogram
     kept: dict[tuple[int, int, int], Histogram]
@@ -65,20 +67,20 @@ def read_latencies(
             " GROUP BY endpoint_id, group_id, bucket"
         )
     )
-    found: dict[int, list[tuple[int, Histogram, Box]]] = defaultdict(list)
+    found: dict[int, list[tuple[float, str, int, Histogram]]] = defaultdict(list)
     others: dict[int, Histogram] = defaultdict(Histogram)
     for (e, g), histogram in by_group.items():
         if g == CAPPED_GROUPS:
             others[e].merge(histogram)
-        else:
-            found[e].append((g, histogram, box_of(histogram)))
+        else:  # slowest median first, then by name
+            found[e].append((-histogram.quantile(_MEDIAN), group_name(g), g, histogram))
     groups: dict[int, list[tuple[int, Box]]] = {}
     kept: set[tuple[int, int]] = set()
     for e, candidates in found.items():
-        candidates.sort(key=lambda c: (-c[2].median, group_name(c[0])))
-        groups[e] = [(g, box) for g, _, box in candidates]
-        kept.update((e, g) for g, _, _ in candidates[:max_groups])
-        for _, histogram, _ in candidates[max_groups:]:
+        candidates.sort(key=lambda c: c[:2])
+        groups[e] = [(g, box_of(histogram)) for _, _, g, histogram in candidates[:max_groups]]
+        kept.update((e, g) for g, _ in groups[e])
+        for *_, histogram in candidates[max_groups:]:
             others[e].merge(histogram)
     return Latencies(
         endpoints=dict(endpoints),
@@ -105,7 +107,7 @@ def _kept_cells(
     ):
         if (e, g) in kept:
             counts[(e, g, v)][bucket] = int(count)
-    return {key: Histogram(cells) for key, cells in counts.items()}
+    return {key: Histogram.from_counts(cells) for key, cells in counts.items()}
 
 
 def _histograms(rows: Iterable[Any]) -> dict[tuple[int, int], Histogram]:
@@ -113,4 +115,4 @@ def _histograms(rows: Iterable[Any]) -> dict[tuple[int, int], Histogram]:
     counts: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
     for a, b, bucket, count in rows:
         counts[(a, b)][bucket] = int(count)
-    return {key: Histogram(cells) for key, cells in counts.items()}
+    return {key: Histogram.from_counts(cells) for key, cells in counts.items()}
