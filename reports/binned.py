@@ -100,9 +100,16 @@ def median_bounds(histogram: Histogram) -> tuple[float, float]:
 def rank_sum(old: Histogram, new: Histogram) -> tuple[float, int]:
     """The new sample's rank sum in the pooled sample, each bucket's durations at the bucket's
     midrank, and the tie term ``sum(t**3 - t)`` over the pooled bucket counts ``t``."""
-    total, ties = 0.0, 0
-    for _, mine, theirs, midrank in new.midranks(old):
-        total += mine * midrank
-        tied = mine + theirs
+    pooled = dict(old.counts)
+    for bucket, count in new.counts.items():
+        pooled[bucket] = pooled.get(bucket, 0) + count
+    mine = new.counts
+    total, ties, below = 0.0, 0, 0
+    for bucket in sorted(pooled):
+        tied = pooled[bucket]
+        count = mine.get(bucket, 0)
+        if count:
+            total += count * (below + (tied + 1) / 2)  # the bucket's midrank
         ties += tied * tied * tied - tied
+        below += tied
     return total, ties
