@@ -296,6 +296,13 @@ OPTIONS: tuple[Option, ...] = (
         " random key per process.",
     ),
     Option(
+        "metrics_token",
+        None,
+        "a string of at least 16 visible ASCII characters (no spaces)",
+        "Bearer token with which a scraper (Prometheus) may read url_prefix/metrics, besides"
+        " the dashboard's own authentication.",
+    ),
+    Option(
         "dashboard_cache_s",
         5.0,
         "a number of seconds from 0 to 300",
@@ -314,7 +321,7 @@ OPTIONS: tuple[Option, ...] = (
 
 _BY_NAME = {option.name: option for option in OPTIONS}
 _STATIC = ("static", "*.static", "flamewatch", "flamewatch.*")
-_SECRETS = ("password", "secret_key")  # never in an error message
+_SECRETS = ("password", "secret_key", "metrics_token")  # never in an error message
 
 
 @dataclass(frozen=True)
@@ -328,6 +335,7 @@ class DashboardSettings:
     authorize: Callable[[Any], Any] | None
     secret_key: str | None = field(repr=False)
     cache_s: float
+    metrics_token: str | None = field(default=None, repr=False)  # never in a log line
 
 
 @dataclass(frozen=True)
@@ -471,6 +479,7 @@ def _dashboard_settings(get: Callable[[str, Callable[[Any], Any]], Any]) -> Dash
         authorize=get("authorize", _callable),
         secret_key=get("secret_key", _secret),
         cache_s=get("dashboard_cache_s", _number(0, 300)),
+        metrics_token=get("metrics_token", _token),
     )
 
 
@@ -638,6 +647,28 @@ def _secret(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or len(value) < 16:
         raise ValueError("")
+    return value
+
+
+#: a bearer token's shortest length: 16 random characters are beyond guessing at any rate
+MIN_TOKEN_CHARS = 16
+
+
+def _token(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("")
+    if not all("!" <= c <= "~" for c in value):
+        raise ValueError(
+            "it holds white space or characters outside visible ASCII (a newline read from a"
+            " file?), which an Authorization header cannot carry as they are"
+        )
+    if len(value) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"it has {len(value)} characters; make a random one, e.g. with python -c"
+            " 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     return value
 
 
