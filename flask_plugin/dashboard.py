@@ -93,7 +93,7 @@ CSP = (
 PAGE_CACHE_CONTROL = "private, no-store"
 #: a reading of the store is reused at least this many times as long as it took
 REUSE_FACTOR = 10
-#: a scrape reuses a reading of the metrics this long (seconds): many scrapers, one reading
+#: a scrape reuses a reading of the metrics at least this long (s): many scrapers, one reading
 METRICS_CACHE_S = 1.0
 #: plotly.js is 4 MB of public code: the browser may keep it, but checks it on every use
 ASSET_CACHE_CONTROL = "private, no-cache"

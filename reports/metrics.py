@@ -253,10 +253,15 @@ def _number(value: float) -> str:
 # -- a short cache -------------------------------------------------------------------------------
 
 
+#: a reading is reused at least this many times as long as it took
+REUSE_FACTOR = 10
+
+
 class MetricsCache:
-    """The last reading, reused for ``ttl_s``: scrapers of many Prometheus servers (or one
-    scraping often) cost one reading per period per process. One reading at a time; the
-    requests that arrive meanwhile wait for it and share it."""
+    """The last reading, reused for ``ttl_s`` and at least :data:`REUSE_FACTOR` times as long
+    as it took: scrapers of many Prometheus servers (or one scraping often) cost one reading
+    per period per process, and reading a very big store takes at most a tenth of it. One
+    reading at a time; the requests that arrive meanwhile wait for it and share it."""
 
     def __init__(
         self,
@@ -276,5 +281,6 @@ class MetricsCache:
             if self._cached is not None and now < self._cached[0]:
                 return self._cached[1]
             metrics = self._read()
-            self._cached = (now + self._ttl_s, metrics)
+            took = self._clock() - now
+            self._cached = (now + max(self._ttl_s, REUSE_FACTOR * took), metrics)
             return metrics

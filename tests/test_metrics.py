@@ -325,6 +325,21 @@ def test_a_reading_is_reused_for_a_second() -> None:
     assert reads == [100.0, 101.0]
 
 
+def test_a_slow_reading_is_reused_ten_times_as_long_as_it_took() -> None:
+    now = [0.0]
+
+    def read() -> Metrics:
+        now[0] += 0.5  # a big store: half a second to read
+        return Metrics([], int(now[0] * 10))
+
+    cache = MetricsCache(read, ttl_s=1.0, clock=lambda: now[0])
+    assert cache.get().dropped == 5
+    now[0] = 4.9
+    assert cache.get().dropped == 5
+    now[0] = 5.0
+    assert cache.get().dropped == 55
+
+
 # -- who may read it -----------------------------------------------------------------------------
 
 
