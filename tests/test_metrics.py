@@ -42,7 +42,7 @@ PROMETHEUS_ACCEPT = (
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 #: a rule that would end the exposition early and add a series of its own, were it not escaped
-HOSTILE_RULE = '/x"} 1\nfake_metric{a="b"} 99\n# EOF\n\\n\\"/<path:rest>'
+HOSTILE_RULE = '/x"} 1\nfake_metric{a="b"} 99\n# EOF\n\\n\\"\r\u2028/<path:rest>'
 
 
 def basic(user: str = USER, password: str = PASSWORD) -> dict[str, str]:
