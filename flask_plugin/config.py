@@ -19,7 +19,7 @@ from typing import Any
 
 from flamewatch.sampler import OutlierRule
 from flamewatch.sampler.redact import Redactor
-from flamewatch.sampler.storable import MIN_NAME_CHARS, Limits
+from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS, MIN_NAME_CHARS, Limits
 from flamewatch.sampler.store import is_postgres, resolve_database
 from flamewatch.sampler.store.connection import safe_url
 
@@ -309,13 +309,31 @@ OPTIONS: tuple[Option, ...] = (
         "How long the dashboard reuses what it read from the store (at least ten times as"
         " long as reading it took); 0 reads it for every page.",
     ),
+    Option(
+        "histogram_groups",
+        DEFAULT_HISTOGRAM_GROUPS,
+        "an integer from 0 to 10,000",
+        "Users or groups with latency histograms of their own per endpoint and version (the"
+        " first seen, per process: N processes may admit up to N times as many); the requests"
+        " of later ones are counted together as others.",
+    ),
     # -- retention ----------------------------------------------------------------------------
     Option(
         "retention_days",
         None,
         "a number of days from 0.01 to 36,500, or None",
         "Delete requests (and their outliers) older than this many days, hourly, in batches of"
-        " 5,000 rows, by one process at a time. Default: keep everything.",
+        " 5,000 rows, by one process at a time. Default: keep everything. The latency"
+        " histograms are kept (see histogram_retention_days).",
+    ),
+    Option(
+        "histogram_retention_days",
+        None,
+        "a number of days from 0.01 to 36,500, or None",
+        "Delete the hourly latency histograms and traffic counts older than this many days, and"
+        " the histograms of versions last seen before then, hourly, by one process at a time."
+        " Default: keep them forever. The cumulative histograms behind /metrics are never"
+        " deleted.",
     ),
 )
 
@@ -368,11 +386,17 @@ class Settings:
     retention_days: float | None = None
     max_name_chars: int = 256
     max_capture_kb: int = 64
+    histogram_groups: int = DEFAULT_HISTOGRAM_GROUPS
+    histogram_retention_days: float | None = None
 
     @property
     def limits(self) -> Limits:
         """The caps the store applies to what it writes."""
-        return Limits(name_chars=self.max_name_chars, capture_bytes=self.max_capture_kb * 1024)
+        return Limits(
+            name_chars=self.max_name_chars,
+            capture_bytes=self.max_capture_kb * 1024,
+            histogram_groups=self.histogram_groups,
+        )
 
     def is_excluded(self, endpoint: str) -> bool:
         from fnmatch import fnmatchcase
@@ -459,6 +483,8 @@ def load_settings(
         retention_days=get("retention_days", _optional(_number(0.01, 36_500))),
         max_name_chars=get("max_name_chars", _integer(MIN_NAME_CHARS, 600)),
         max_capture_kb=get("max_capture_kb", _integer(1, 16_384)),
+        histogram_groups=get("histogram_groups", _integer(0, 10_000)),
+        histogram_retention_days=get("histogram_retention_days", _optional(_number(0.01, 36_500))),
     )
 
 
