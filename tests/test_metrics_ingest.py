@@ -14,18 +14,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 from urllib.request import Request, urlopen
 
 import pytest
 from flask import Flask, abort
 from helpers import Database, flush, rows
-from metrics_scrape import Key, parse, scrape
+from metrics_scrape import DURATION, Key, parse, scrape
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.metrics import LE_BUCKETS
 from flamewatch.sampler.histogram import bucket_of
 
 TOKEN = "scrape-9c2d4e6f8a0b1c3d"
+#: a route that would add a series of its own and end the exposition, were it not escaped
+HOSTILE_RULE = '/x"} 1\nfake_metric{a="b"} 99\n# EOF\n\\"/<path:rest>'
 
 DURATIONS_SQL = (
     "SELECT COALESCE(ru.rule, e.name), r.method, r.status, r.duration_ms FROM requests r"
@@ -58,6 +61,10 @@ def shop(database: Database, instance: Path) -> Flask:
     def boom() -> str:
         raise RuntimeError("the view failed")
 
+    @app.get(HOSTILE_RULE)
+    def hostile(rest: str) -> str:
+        return rest
+
     Flamewatch(app, database=str(database), version="e2e", flush_interval=0.05)
     return app
 
@@ -81,10 +88,14 @@ def test_counts_equal_the_requests_served_and_le_counts_the_stored_durations(
                 with pytest.raises(RuntimeError):
                     client.get("/boom")
                 served["/boom", "GET", "500"] += 1
+            if i % 10 == 0:
+                client.get(quote(HOSTILE_RULE.replace("<path:rest>", f"r{i}")))
+                served[HOSTILE_RULE, "GET", "200"] += 1
         flush(app)
-        _, histograms = scrape(client)
+        families, histograms = scrape(client)
     finally:
         app.extensions["flamewatch"].close()
+    assert set(families) == {DURATION, "flamewatch_dropped_records"}  # no fake_metric
     assert {key: h.count for key, h in histograms.items()} == dict(served)
     durations = stored_durations(store_db)
     assert {key: len(d) for key, d in durations.items()} == dict(served)
