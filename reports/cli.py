@@ -16,11 +16,12 @@ from typing import Any, BinaryIO
 import click
 import orjson
 
+from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS
 from flamewatch.sampler.store import StoreError, is_postgres
 
 from .summary import format_summary, summarize
 
-__all__ = ["json_text", "main", "terminal_safe"]
+__all__ = ["ensure_histograms", "json_text", "main", "terminal_safe"]
 
 #: C0 and C1 controls, DEL, and the Unicode controls that reorder or hide text (bidi
 #: overrides and isolates, line and paragraph separators)
@@ -69,6 +70,7 @@ database_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def summary(database: str, as_json: bool) -> None:
     """Print what a store holds: versions, endpoints, outliers, drops."""
+    ensure_histograms(database)
     try:
         result = summarize(database)
     except StoreError as exc:
@@ -179,12 +181,23 @@ _EXTENSIONS = {"pyisession": ".pyisession", "speedscope": ".speedscope.json", "h
 
 @main.command()
 @database_option
-def migrate(database: str) -> None:
-    """Upgrade a store's schema to this flamewatch's version (workers do it when they start)."""
-    from .transfer import migrate_store
+@click.option(
+    "--histogram-groups",
+    type=click.IntRange(0, 10_000),
+    default=DEFAULT_HISTOGRAM_GROUPS,
+    show_default=True,
+    help="Groups with latency histograms of their own per endpoint and version, for the rows"
+    " stored before the histograms existed (FLAMEWATCH_HISTOGRAM_GROUPS).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def migrate(database: str, histogram_groups: int, quiet: bool) -> None:
+    """Upgrade a store's schema to this flamewatch's version (workers do it when they start),
+    and build the latency histograms of the rows stored before them (resumable)."""
+    from .transfer import build_histograms, migrate_store
 
     try:
         before, after = migrate_store(database)
+        folded = build_histograms(database, quiet=quiet, histogram_groups=histogram_groups)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     if before == after:
@@ -193,6 +206,19 @@ def migrate(database: str) -> None:
         click.echo(f"schema version {after}: created")
     else:
         click.echo(f"schema version {before} -> {after}: migrated")
+    if folded:
+        click.echo(f"latency histograms built from {folded} stored requests")
+
+
+def ensure_histograms(database: str, quiet: bool = False) -> None:
+    """Before a command reads a store: build the latency histograms it lacks (an upgraded
+    store; see ``flamewatch migrate``), with a progress bar unless ``quiet``."""
+    from .transfer import build_histograms
+
+    try:
+        build_histograms(database, quiet=quiet)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -316,6 +342,7 @@ def build_report(
 ) -> None:
     from .site import ReportError, write_site
 
+    ensure_histograms(database, quiet)
     try:
         index = write_site(
             database,

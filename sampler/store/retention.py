@@ -4,7 +4,8 @@ Each batch is its own short transaction of at most ``batch_size`` rows, so neith
 (one writer at a time) nor PostgreSQL (row locks) is held for long while workers keep writing.
 Captured outliers (facts, params and profile: the bulky and sensitive part) can be pruned on
 their own, keeping the request timings; pruning requests removes their outliers first.
-Used by ``flamewatch prune`` and by the writer when ``FLAMEWATCH_RETENTION_DAYS`` is set.
+It keeps the rows the histograms' backfill has yet to fold (:mod:`.backfill`). Used by
+``flamewatch prune`` and by the writer when ``FLAMEWATCH_RETENTION_DAYS`` is set.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .backfill import backfill_state
 from .connection import StoreConnection
 
 __all__ = ["BATCH_ROWS", "Pruned", "claim_retention_run", "prune"]
@@ -34,9 +36,10 @@ _OLD_OUTLIERS = (
     "DELETE FROM outliers WHERE id IN (SELECT o.id FROM outliers o"
     " JOIN requests r ON r.id = o.request_id WHERE r.started_at < ? LIMIT ?)"
 )
+# the rows in (done, end] wait for the histograms' backfill: kept
 _OLD_REQUESTS = (
     "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE started_at < ?"
-    " AND id NOT IN (SELECT request_id FROM outliers) LIMIT ?)"
+    " AND NOT (id > ? AND id <= ?) AND id NOT IN (SELECT request_id FROM outliers) LIMIT ?)"
 )
 
 
@@ -52,10 +55,13 @@ def prune(
     ``cutoff`` (Unix time), ``batch_size`` rows per transaction; stop after ``max_batches``
     with ``done=False`` when rows remain."""
     result = Pruned()
-    steps = [("outliers", _OLD_OUTLIERS)]
+    waiting = backfill_state(conn)
+    steps: list[tuple[str, str, tuple[float, ...]]] = [
+        ("outliers", _OLD_OUTLIERS, (cutoff, batch_size))
+    ]
     if not profiles_only:
-        steps.append(("requests", _OLD_REQUESTS))
-    for table, sql in steps:
+        steps.append(("requests", _OLD_REQUESTS, (cutoff, waiting.done, waiting.end, batch_size)))
+    for table, sql, params in steps:
         while True:
             if max_batches is not None and result.batches >= max_batches:
                 result.done = False
