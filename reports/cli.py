@@ -251,10 +251,19 @@ def copy(source: str, target: str) -> None:
 @click.option(
     "--older-than",
     "days",
-    required=True,
     type=click.FloatRange(0, min_open=True),
     metavar="DAYS",
-    help="Delete what started more than this many days ago.",
+    help="Delete requests and outliers that started more than this many days ago (the latency"
+    " histograms are kept).",
+)
+@click.option(
+    "--histograms-older-than",
+    "histogram_days",
+    type=click.FloatRange(0, min_open=True),
+    metavar="DAYS",
+    help="Delete the hourly latency histograms and traffic counts older than this many days,"
+    " and the histograms of versions last seen before then (the cumulative ones behind the"
+    " metrics are kept).",
 )
 @click.option(
     "--profiles-only",
@@ -268,8 +277,15 @@ def copy(source: str, target: str) -> None:
     show_default=True,
     help="Rows deleted per transaction.",
 )
-def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> None:
-    """Delete old requests and outliers, in short transactions, while workers keep writing."""
+def prune(
+    database: str,
+    days: float | None,
+    histogram_days: float | None,
+    profiles_only: bool,
+    batch_size: int,
+) -> None:
+    """Delete old requests and outliers, and old latency histograms, in short transactions,
+    while workers keep writing."""
     import time
 
     from flamewatch.sampler.store import make_store, resolve_database
@@ -280,17 +296,37 @@ def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> N
         sqlite_file,
     )
     from flamewatch.sampler.store.retention import prune as prune_store
+    from flamewatch.sampler.store.retention import prune_histograms
 
+    if days is None and histogram_days is None:
+        raise click.UsageError("give --older-than DAYS, --histograms-older-than DAYS, or both")
+    lines = []
     try:
         if not is_postgres(database) and not sqlite_file(database).is_file():
             raise StoreError(f"no flamewatch store at {str(sqlite_file(database))!r}")
         store = make_store(resolve_database(database, "."))
         store.open()
         try:
-            cutoff = time.time() - days * 86_400
-            result = prune_store(
-                connection_of(store), cutoff, profiles_only=profiles_only, batch_size=batch_size
-            )
+            now = time.time()
+            if days is not None:
+                result = prune_store(
+                    connection_of(store),
+                    now - days * 86_400,
+                    profiles_only=profiles_only,
+                    batch_size=batch_size,
+                )
+                kept = " (request timings kept)" if profiles_only else ""
+                lines.append(
+                    f"deleted {result.outliers} outliers and {result.requests} requests older"
+                    f" than {days:g} days in {result.batches} batches{kept}"
+                )
+            if histogram_days is not None:
+                pruned = prune_histograms(connection_of(store), now - histogram_days * 86_400)
+                lines.append(
+                    f"deleted {pruned.rows} histogram rows older than {histogram_days:g} days"
+                    f" ({pruned.hours} hours, {pruned.versions} endpoint versions) in"
+                    f" {pruned.batches} batches"
+                )
         finally:
             store.close()
     except ValueError as exc:
@@ -299,11 +335,8 @@ def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> N
         raise click.ClickException(str(exc)) from None
     except driver_errors() as exc:  # what was deleted in earlier batches stays deleted
         raise click.ClickException(f"pruning stopped: {exc}") from None
-    kept = " (request timings kept)" if profiles_only else ""
-    click.echo(
-        f"deleted {result.outliers} outliers and {result.requests} requests older than"
-        f" {days:g} days in {result.batches} batches{kept}"
-    )
+    for line in lines:
+        click.echo(line)
 
 
 def report_options(function: Any) -> Any:
