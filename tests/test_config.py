@@ -43,7 +43,8 @@ def _app(tmp_path: Path, **config: Any) -> Flask:
         (
             "FLAMEWATCH_HISTOGRAM_RETENTION_DAYS",
             "forever",
-            "FLAMEWATCH_HISTOGRAM_RETENTION_DAYS must be a number of days from 0.01 to 36,500, or None",
+            "FLAMEWATCH_HISTOGRAM_RETENTION_DAYS must be a number of days from 0.01 to 36,500,"
+            " or None",
         ),
         ("FLAMEWATCH_HISTOGRAM_GROUPS", -1, "FLAMEWATCH_HISTOGRAM_GROUPS must be an integer from"),
         ("FLAMEWATCH_DATABASE", ":memory:", "an in-memory database cannot be shared"),

@@ -96,7 +96,7 @@ def test_writers_killed_mid_load_leave_rows_and_histograms_agreeing(
         _run_and_kill(
             [sys.executable, str(script), str(store_db), version],
             tmp_path / "writer.log",
-            lambda: _safe_count(store_db) > before + 400,
+            lambda target=before + 400: _safe_count(store_db) > target,
             "400 rows written",
         )
     stored = _count(store_db)
@@ -147,6 +147,7 @@ def test_a_backfill_killed_mid_way_resumes_with_flamewatch_migrate(
         conn.close()
     script = tmp_path / "backfill.py"
     script.write_text(BACKFILL)
+
     def midway() -> bool:
         try:
             conn = open_connection(str(store_db))

@@ -339,8 +339,7 @@ def test_pruning_histograms_deletes_old_hours_and_versions_last_seen_before(
     result = invoke("prune", "-d", str(store_db), "--histograms-older-than", "10")
     # the hour of 20 days ago (its hourly and traffic rows), and version 0.9's all-time row
     assert result.output == (
-        "deleted 3 histogram rows older than 10 days (1 hours, 1 endpoint versions) in 2"
-        " batches\n"
+        "deleted 3 histogram rows older than 10 days (1 hours, 1 endpoint versions) in 2 batches\n"
     )
     assert rows(store_db, "SELECT count(*) FROM requests")[0][0] == 25  # raw rows untouched
     assert _histogram_hits(store_db) == {
