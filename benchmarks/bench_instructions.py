@@ -31,6 +31,10 @@ Run from the repository root (needs ``valgrind``; about 5 minutes)::
 
     python benchmarks/bench_instructions.py
     python benchmarks/bench_instructions.py --via client --variants flamewatch  # as bench_overhead
+
+``--baseline DIR`` counts the same variants again with another checkout of flamewatch (its
+``DIR/.venv/bin/python`` and ``DIR/benchmarks/bench_instructions.py``), in the same run, each
+compared with its own bare request: a change's cost side by side with the code before it.
 """
 
 from __future__ import annotations
@@ -118,9 +122,20 @@ def child(variant: str, n: int, via: str = "wsgi") -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def count(variant: str, n: int, work: Path, via: str = "wsgi") -> dict[str, int]:
-    """Instructions of each thread of one child run, by :func:`thread_name`."""
-    out = work / f"{variant}-{n}.cg"
+def count(
+    variant: str, n: int, work: Path, via: str = "wsgi", tree: Path | None = None
+) -> dict[str, int]:
+    """Instructions of each thread of one child run, by :func:`thread_name`; ``tree``: run
+    the child of another checkout (with its own virtualenv) instead of this one."""
+    out = work / f"{variant}-{n}{'-base' if tree else ''}.cg"
+    python, script = (
+        (sys.executable, __file__)
+        if tree is None
+        else (
+            str(tree / ".venv" / "bin" / "python"),
+            str(tree / "benchmarks" / Path(__file__).name),
+        )
+    )
     env = dict(os.environ, PYTHONHASHSEED="0")
     # Without address-space randomisation flamewatch's count repeats to within ~100
     # instructions per request; with it, it moved by up to ~1,500 from run to run. (Only for
@@ -134,8 +149,8 @@ def count(variant: str, n: int, work: Path, via: str = "wsgi") -> dict[str, int]
             "--tool=callgrind",
             "--separate-threads=yes",
             f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
+            python,
+            script,
             "--child",
             variant,
             str(n),
@@ -192,6 +207,12 @@ def main() -> int:
         metavar="DIR",
         help="keep the callgrind files here (one per thread and run), for callgrind_annotate",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="also count the variants with the flamewatch checkout in DIR (DIR/.venv)",
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
@@ -206,20 +227,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fw-instr-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for variant in variants:
-            n1, n2 = RUNS[variant]
-            short = count(variant, n1, work, args.via)
-            long = count(variant, n2, work, args.via)
-            names = [*long, *(name for name in short if name not in long)]
-            threads[variant] = {
-                name: (long.get(name, 0) - short.get(name, 0)) / (n2 - n1) for name in names
-            }
-            per_request[variant] = {
-                "serving_thread": threads[variant]["serving"],
-                "all_threads": sum(threads[variant].values()),
-            }
-            print(f"  {variant:12} measured", flush=True)
-    bare = per_request["bare"]
+        trees: list[Path | None] = [None] if args.baseline is None else [None, args.baseline]
+        for tree in trees:
+            for variant in variants:
+                label = variant if tree is None else f"{variant}@base"
+                n1, n2 = RUNS[variant]
+                short = count(variant, n1, work, args.via, tree)
+                long = count(variant, n2, work, args.via, tree)
+                names = [*long, *(name for name in short if name not in long)]
+                threads[label] = {
+                    name: (long.get(name, 0) - short.get(name, 0)) / (n2 - n1) for name in names
+                }
+                per_request[label] = {
+                    "serving_thread": threads[label]["serving"],
+                    "all_threads": sum(threads[label].values()),
+                }
+                print(f"  {label:12} measured", flush=True)
+
+    def bare_of(label: str) -> dict[str, float]:
+        return per_request["bare@base" if label.endswith("@base") else "bare"]
+
     how = "direct WSGI calls" if args.via == "wsgi" else "Flask's test client"
     print(f"\nInstructions per trivial request (valgrind callgrind, {how})")
     print(
@@ -232,7 +259,10 @@ def main() -> int:
         "per_thread": threads,
         "added": {},
     }
+    if args.baseline is not None:
+        result["baseline"] = str(args.baseline)
     for variant, figures in per_request.items():
+        bare = bare_of(variant)
         added = figures["serving_thread"] - bare["serving_thread"]
         added_all = figures["all_threads"] - bare["all_threads"]
         result["added"][variant] = {"serving_thread": added, "all_threads": added_all}
@@ -243,6 +273,7 @@ def main() -> int:
         )
     print("\nPer thread (instructions per request; shares of a bare request's, all threads)")
     for variant, named in threads.items():
+        bare = bare_of(variant)
         split = ", ".join(
             f"{name} {value:,.0f} ({value / bare['all_threads']:.1%})"
             for name, value in named.items()

@@ -15,7 +15,8 @@ counted as dropped. A SQLite file deleted or replaced under the writer is notice
 after each batch and opened again (a new file gets the schema). Every record lost is logged,
 with its count and why, at most once a minute per reason (:class:`.logs.LossReport`).
 With ``retention_days`` set, the writer also deletes old rows (:mod:`.store.retention`),
-hourly, a few batches per round, at most one process per hour.
+and with ``histogram_retention_days`` old histograms: hourly, a few batches per round, at most
+one process per hour.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .store import (
 )
 from .store.connection import connection_of
 from .store.failures import failure_reason, is_store_away
-from .store.retention import claim_retention_run, prune
+from .store.retention import claim_retention_run, prune, prune_histograms
 from .worker import Worker
 
 __all__ = ["Writer", "seed_statistics", "thresholds_ns"]
@@ -109,6 +110,7 @@ class Writer(Worker):
         captures_per_hour: int = 20,
         retention_days: float | None = None,
         retention_interval: float = RETENTION_INTERVAL,
+        histogram_retention_days: float | None = None,
         folder: StackFolder | None = None,
         profile_interval: float = 10.0,
         stats: Mapping[str, RunningStats] | None = None,
@@ -140,8 +142,11 @@ class Writer(Worker):
         self.retention_days = retention_days
         self.retention_interval = retention_interval
         self.pruned = 0  # rows this process deleted for retention
+        self.pruned_histograms = 0  # histogram rows this process deleted for retention
         self._next_retention = 0.0
-        self._retention_cutoff: float | None = None  # set while a retention run is under way
+        self.histogram_retention_days = histogram_retention_days
+        #: (raw rows', histograms' cutoff) while a retention run is under way; None: done
+        self._retention_cutoffs: tuple[float | None, float | None] | None = None
         self.folder = folder
         self.profile_interval = profile_interval
         self._next_profiles = time.monotonic() + profile_interval
@@ -471,26 +476,45 @@ class Writer(Worker):
         self._losses.report(force=force)
 
     def _retain_if_due(self) -> None:
-        """A few batches of retention, when it is due and this process claimed the run."""
-        if self.retention_days is None or not self._connected or self._pending:
+        """A few batches of retention, when it is due and this process claimed the run: raw
+        rows first, then histograms, each tier with its own cutoff."""
+        tiers = (self.retention_days, self.histogram_retention_days)
+        if tiers == (None, None) or not self._connected or self._pending:
             return
         now = time.monotonic()
-        if self._retention_cutoff is None and now < self._next_retention:
+        if self._retention_cutoffs is None and now < self._next_retention:
             return
         try:
             conn = connection_of(self.store)
-            if self._retention_cutoff is None:
+            if self._retention_cutoffs is None:
                 self._next_retention = now + self.retention_interval
                 if not claim_retention_run(conn, self.retention_interval):
                     return  # another process ran it within the interval
-                self._retention_cutoff = time.time() - self.retention_days * 86_400
-            result = prune(conn, self._retention_cutoff, max_batches=RETENTION_BATCHES_PER_ROUND)
+                wall = time.time()
+                self._retention_cutoffs = (
+                    None if tiers[0] is None else wall - tiers[0] * 86_400,
+                    None if tiers[1] is None else wall - tiers[1] * 86_400,
+                )
+            rows_cutoff, histograms_cutoff = self._retention_cutoffs
+            done = True
+            if rows_cutoff is not None:
+                pruned = prune(conn, rows_cutoff, max_batches=RETENTION_BATCHES_PER_ROUND)
+                self.pruned += pruned.outliers + pruned.requests
+                if not pruned.done:
+                    done = False
+                else:
+                    self._retention_cutoffs = (None, histograms_cutoff)
+            if done and histograms_cutoff is not None:
+                histograms = prune_histograms(
+                    conn, histograms_cutoff, max_batches=RETENTION_BATCHES_PER_ROUND
+                )
+                self.pruned_histograms += histograms.rows
+                done = histograms.done
         except Exception as exc:
             self._failed("prune", exc)
             return
-        self.pruned += result.outliers + result.requests
-        if result.done:
-            self._retention_cutoff = None
+        if done:
+            self._retention_cutoffs = None
         else:
             self._wake.set()  # more to delete: next round, after whatever was queued
 

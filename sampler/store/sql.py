@@ -25,6 +25,7 @@ import orjson
 from flamewatch.sampler.histogram import MIN_MS
 from flamewatch.sampler.storable import Limits, capture_json, storable, storable_json
 
+from .backfill import HISTOGRAMS_VERSION, mark_backfill
 from .base import (
     Baseline,
     FrameKey,
@@ -164,7 +165,8 @@ def fetch_id(cur: _Cursor) -> int:
 def apply_migrations(conn: _Connection, dialect: Callable[[str], str]) -> int:
     """Bring the schema to :data:`SCHEMA_VERSION` inside the caller's transaction, each
     statement of :data:`MIGRATIONS` passed through ``dialect`` (the backend's types and
-    placeholders); return the version found before. A newer schema is refused."""
+    placeholders); return the version found before. A newer schema is refused. A store with
+    rows that gets the histograms is marked for their backfill (:mod:`.backfill`)."""
     conn.execute(dialect(MIGRATIONS[0][0]))  # the meta table
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     found = int(row[0]) if row else 0
@@ -176,6 +178,8 @@ def apply_migrations(conn: _Connection, dialect: Callable[[str], str]) -> int:
     for statements in MIGRATIONS[found:]:
         for statement in statements:
             conn.execute(dialect(statement))
+    if 0 < found < HISTOGRAMS_VERSION <= SCHEMA_VERSION:
+        mark_backfill(conn.execute, dialect)  # the rows written before the histograms
     conn.execute(
         dialect(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
