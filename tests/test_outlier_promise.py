@@ -262,7 +262,14 @@ def test_a_cpu_bound_outlier_behind_a_real_server_is_profiled_end_to_end(
             for stack, seconds in session.frame_records
             if any(frame.startswith("crunch_the_numbers\x00") for frame in stack)
         )
-        assert inside / total >= 0.8
+        # the time before the threshold was crossed is [unsampled]: on a loaded machine the
+        # threshold is higher, so the culprit's share is judged on the sampled time
+        sampled = total - sum(
+            seconds
+            for stack, seconds in session.frame_records
+            if stack[-1].startswith("[unsampled]\x00")
+        )
+        assert inside / sampled >= 0.8
         assert total == pytest.approx(duration_ms / 1000, rel=0.05)  # the whole request
     # a lower bound with a wide margin for a loaded machine (~55 when quiet)
     assert sorted(counts)[len(counts) // 2] >= 10, counts
