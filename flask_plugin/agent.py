@@ -158,6 +158,7 @@ class Agent:
                 capturer=capturer,
                 captures_per_hour=settings.profiles_per_hour,
                 retention_days=settings.retention_days,
+                histogram_retention_days=settings.histogram_retention_days,
                 folder=folder,
                 profile_interval=settings.aggregate_flush_interval,
                 stats=seed_statistics(self._baselines, settings.outlier),

@@ -19,8 +19,8 @@ and answers the report's question for each change the version comparison flags:
   ``aggregate_max_groups`` groups per endpoint and process; later ones share one profile). A
   group that changed while the endpoint as a whole did not is a finding of its own.
 
-Everything here is computed from a few thousand rows at most (distinct stacks), never from the
-requests themselves, except the per-group durations of the groups compared.
+Everything here is computed from a few thousand rows at most (distinct stacks and the latency
+histograms of the groups compared), never from the requests themselves.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
@@ -37,7 +37,6 @@ from flamewatch.sampler.store.connection import StoreConnection
 
 from .aggregate import MIN_CHANGE_REQUESTS, ReportData
 from .model import Change
-from .sweep import Durations, rank, rank_sum
 
 __all__ = [
     "Finding",
@@ -300,47 +299,23 @@ class FlameReport:
 
     @cached_property
     def group_changes(self) -> list[GroupChange]:
-        """Each kept group's consecutive versions compared, as the endpoints' are."""
-        ids = self._ids
+        """Each kept group's consecutive versions compared, as the endpoints' are (from the
+        groups' latency histograms)."""
+        groups = self._group_names
         result = []
-        for endpoint, per_group in self.data.boxes_by_group_version().items():
-            for group, boxes in per_group.items():
-                if group not in ids["user_groups"]:
+        for endpoint, per_group in self.data.histograms_by_group_version().items():
+            for group, found in per_group.items():
+                if group not in groups:
                     continue  # "unknown": requests stored without a group
-                present = [v for v, box in boxes if box.count >= MIN_CHANGE_REQUESTS]
-                for old, new in pairwise(present):
-                    result.append(self._group_change(endpoint, group, old, new))
+                present = [(v, h) for v, h in found if h.total >= MIN_CHANGE_REQUESTS]
+                for (old, before), (new, after) in pairwise(present):
+                    change = self.data.version_change(endpoint, old, new, before, after)
+                    result.append(GroupChange(group, change, after.mean(), before.mean()))
         return result
 
     @cached_property
-    def _ids(self) -> dict[str, dict[str, int]]:
-        """Table -> name -> id, for endpoints, versions and user_groups."""
-        return {
-            table: {name: i for i, name in self._conn.execute(f"SELECT id, name FROM {table}")}
-            for table in ("endpoints", "versions", "user_groups")
-        }
-
-    @cached_property
-    def _parts(self) -> Mapping[tuple[int, int, int], Sequence[float]]:
-        """Sorted durations per (endpoint, version, group) id: one streamed read of them all."""
-        return Durations.load(self._conn).parts
-
-    def _durations(self, endpoint: str, version: str, group: str) -> Sequence[float]:
-        ids = self._ids
-        key = (ids["endpoints"][endpoint], ids["versions"][version], ids["user_groups"][group])
-        return self._parts.get(key, ())
-
-    def _group_change(self, endpoint: str, group: str, old: str, new: str) -> GroupChange:
-        before_values = self._durations(endpoint, old, group)
-        after_values = self._durations(endpoint, new, group)
-        before, after = rank(before_values, median_ci=True), rank(after_values, median_ci=True)
-        sums = rank_sum(before_values, after_values)
-        return GroupChange(
-            group=group,
-            change=self.data.version_change(endpoint, old, new, before, after, sums),
-            mean_ms=after.box.mean,
-            previous_mean_ms=before.box.mean,
-        )
+    def _group_names(self) -> set[str]:
+        return {name for (name,) in self._conn.execute("SELECT name FROM user_groups")}
 
     # -- findings ----------------------------------------------------------------------------
 

@@ -193,7 +193,7 @@ def test_migration_from_v2_keeps_the_data_and_adds_the_profiles(db_path: Path) -
         store.close()
     conn = sqlite3.connect(db_path)
     try:
-        assert migrate(conn) == SCHEMA_VERSION == 3
+        assert migrate(conn) == SCHEMA_VERSION == 4
         assert conn.execute("SELECT count(*) FROM requests").fetchone() == (1,)
         assert conn.execute("SELECT samples FROM profile_stacks").fetchall() == [(1,)]
     finally:
@@ -253,6 +253,7 @@ def test_bad_aggregation_settings_are_refused(db_path: Path, key: str, value: ob
 
 def test_the_report_reads_a_store_from_before_the_profiles(db_path: Path, tmp_path: Path) -> None:
     from flamewatch.reports.site import write_site
+    from flamewatch.reports.transfer import build_histograms, migrate_store
 
     conn = sqlite3.connect(db_path, isolation_level=None)
     for statements in MIGRATIONS[:2]:
@@ -267,6 +268,8 @@ def test_the_report_reads_a_store_from_before_the_profiles(db_path: Path, tmp_pa
         " duration_ms) VALUES (1, 1, 1, 'GET', 200, 0, 3.5)"
     )
     conn.close()
+    migrate_store(str(db_path))  # what `flamewatch migrate` does first
+    build_histograms(str(db_path), quiet=True)
     index = write_site(str(db_path), tmp_path / "site")
     assert (
         "Where the time goes"
