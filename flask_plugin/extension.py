@@ -35,10 +35,6 @@ class Flamewatch:
     lives in ``app.extensions["flamewatch"]``.
     """
 
-    #: whether ``init_app`` adds the ``flask flamewatch`` commands to the app's CLI (not when
-    #: the pytest plugin attaches flamewatch to a project's app: the app stays as it was made)
-    adds_cli = True
-
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         check_option_names(options)
         self.options = options
@@ -71,8 +67,7 @@ class Flamewatch:
         agent.seed()
         install(app, agent)
         register_dashboard(app, agent)
-        if self.adds_cli:
-            _register_cli(app)
+        _register_cli(app)
         log.info(
             "flamewatch: monitoring %s, version %s (from %s), store %s",
             app.name,

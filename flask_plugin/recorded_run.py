@@ -7,8 +7,13 @@ the project's code or fixtures:
 
 - **At an app's first request**, not at its creation: ``Flask.__call__`` (what the test client
   and every WSGI server call) is wrapped for the session, and an app it has not seen yet gets
-  ``init_app`` there, once the factory has finished configuring it. No dashboard and no CLI
-  commands are added: the app's routes and commands stay the project's own.
+  flamewatch's middleware there, once the factory has finished configuring it. No dashboard
+  and no CLI commands are added: the app's routes and commands stay the project's own.
+- **One agent for all those apps** (:class:`_RunAgent`): one writer and one sampler thread for
+  the session, whatever the number of apps -- Flask's own suite makes 240 that serve a request,
+  and an agent per app (threads started, a store opened, written and closed for each) more
+  than doubled its run time. The run's settings are theirs; their ``FLAMEWATCH_*`` config is
+  not read (they do not use flamewatch themselves).
 - **An app the project attaches flamewatch to itself** (``Flamewatch(app)`` in its factory)
   records into the test run's store too: while the run is recorded, every ``init_app`` takes
   the run's store, version, groups and sampling (see :attr:`.extension.recording`). An app
@@ -19,8 +24,9 @@ the project's code or fixtures:
   thousands, so every in-flight request is sampled every :data:`SAMPLE_INTERVAL_MS`
   milliseconds instead of ten; outliers are flagged and captured as in production.
 
-An app's agent is closed (its requests written) at the end of the first test after which the
-app is gone, and every agent at the end of the session: no flamewatch thread outlives the run.
+The agent of an app that attached flamewatch itself is closed (its requests written) at the
+end of the first test after which the app is gone; every agent is closed at the end of the
+session: no flamewatch thread outlives the run.
 """
 
 from __future__ import annotations
@@ -34,17 +40,17 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 
 from flamewatch.sampler.logs import log
-from flamewatch.sampler.store import make_store, resolve_database
+from flamewatch.sampler.store import RouteInfo, make_store, resolve_database
 from flamewatch.sampler.store.connection import open_connection, safe_url
 from flamewatch.sampler.version import VersionInfo, detect_version
 
 from . import extension
-from .extension import Flamewatch
+from .agent import Agent, routes_of
+from .config import Settings, load_settings
+from .hooks import install
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
-
-    from .agent import Agent
 
 __all__ = ["OUTSIDE_TESTS", "SAMPLE_INTERVAL_MS", "TEST_SOURCE", "RecordedRun", "run_version"]
 
@@ -80,8 +86,16 @@ def store_url(database: str, base_dir: str | Path) -> str:
     return resolve_database(database, base_dir)
 
 
-class _AttachedByTests(Flamewatch):
-    adds_cli = False
+class _RunAgent(Agent):
+    """The agent of every app the run attaches itself (see the module): their routes are the
+    routes of all of them still alive."""
+
+    def __init__(self, app: Flask, settings: Settings, version: VersionInfo) -> None:
+        super().__init__(app, settings, version)
+        self.apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+
+    def _routes(self) -> list[RouteInfo]:
+        return list(dict.fromkeys(route for app in list(self.apps) for route in routes_of(app)))
 
 
 class RecordedRun:
@@ -100,6 +114,7 @@ class RecordedRun:
         self._lock = threading.RLock()
         self._seen: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._running: list[tuple[weakref.ref[Flask], Agent]] = []
+        self._shared: _RunAgent | None = None
         self._call: Callable[..., Iterable[bytes]] | None = None
         self._wrapper: Callable[..., Iterable[bytes]] | None = None
 
@@ -141,7 +156,15 @@ class RecordedRun:
                 )
                 return
             try:
-                _AttachedByTests(dashboard=False).init_app(app)
+                agent = self._shared
+                if agent is None:
+                    settings = load_settings({}, self.options({"dashboard": False}), ".")
+                    agent = self._shared = _RunAgent(app, settings, self.version)
+                    agent.seed()
+                install(app, agent)
+                agent.apps.add(app)
+                app.extensions["flamewatch"] = agent
+                self.apps += 1
             except Exception as exc:  # the test must run as without flamewatch
                 log.exception("flamewatch: cannot record the requests of app %r", app.name)
                 self.problems.append(f"app {app.name!r} is not recorded: {exc}")
@@ -182,8 +205,11 @@ class RecordedRun:
         """Write and close every agent of the run (at the end of the session; idempotent)."""
         with self._lock:
             running, self._running = self._running, []
+            shared, self._shared = self._shared, None
         for _, agent in running:
             self._close(agent)
+        if shared is not None:
+            self._close(shared)
 
     def stop(self) -> None:
         """Finish, and leave Flask as it was."""
