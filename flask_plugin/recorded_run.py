@@ -1,6 +1,6 @@
 """A test run recorded like a deployment: flamewatch on every Flask app a test suite serves.
 
-``pytest --flamewatch=STORE`` (:mod:`.pytest_plugin`) makes one :class:`RecordedRun` per
+``pytest --flamewatch=STORE`` (:mod:`flamewatch_pytest`) makes one :class:`RecordedRun` per
 session. It attaches flamewatch to every Flask app the tests make serve a request -- apps made
 by factories, in fixtures of any scope, before or after the plugin started -- without changing
 the project's code or fixtures:

@@ -2,8 +2,11 @@
 
 Registered through the ``pytest11`` entry point, so pytest loads this module in every run of
 every project where flamewatch is installed. It is off unless asked (``--flamewatch=STORE``
-or ``FLAMEWATCH_PYTEST_STORE``), and off it imports nothing but pytest: Flask, the agent and the
-store are imported only when a run is recorded (:mod:`.recorded_run`).
+or ``FLAMEWATCH_PYTEST_STORE``), and off it imports nothing but pytest -- nothing of
+flamewatch either: it is a top-level module of its own (``flamewatch_pytest``, kept in
+``flask_plugin/flamewatch_pytest/``), since importing any module of the ``flamewatch``
+namespace imports its parents too. Flask, the agent and the store are imported only when a
+run is recorded (:mod:`flamewatch.flask_plugin.recorded_run`).
 
 It starts as early as pytest lets a plugin (before the project's ``conftest.py`` files are
 imported), so an app a conftest makes at import time is recorded too, and a factory that
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .recorded_run import RecordedRun
+    from flamewatch.flask_plugin.recorded_run import RecordedRun
 
 __all__ = ["STORE_VARIABLE"]
 
@@ -68,7 +71,7 @@ def _start(config: pytest.Config, store: str | None, label: str | None) -> None:
     store = store or os.environ.get(STORE_VARIABLE) or None
     if store is None:
         return
-    from .recorded_run import RecordedRun, run_version, store_url
+    from flamewatch.flask_plugin.recorded_run import RecordedRun, run_version, store_url
 
     try:
         run = RecordedRun(
