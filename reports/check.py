@@ -1,12 +1,14 @@
 """``flamewatch check``: did a version get slower than another? A gate for CI.
 
-The verdict is the report's own: the store is seen through the two versions
-(:mod:`.version_pair`), :class:`~.aggregate.ReportData` compares each endpoint's durations in
-them (ratio of medians with its 95 % interval, Mann-Whitney test, relevance threshold), and
-:class:`~.flames.FlameReport` turns what it flags into findings -- for all the endpoint's
-requests, or for one group's (a test's, in a test run) -- each with the function whose own time
-explains it. This module only picks the versions, and says the result as text, as Markdown
-(for a pull request comment or ``$GITHUB_STEP_SUMMARY``) and as an exit status.
+The verdict is the report's own, not a detector of its own: the store is seen through the two
+versions (:mod:`.version_pair`), and :func:`compare_pair` -- the one place where ``check``
+decides what changed -- asks the report's comparison: :class:`~.aggregate.ReportData` compares
+each endpoint's durations in them (ratio of medians with its 95 % interval, Mann-Whitney test,
+relevance threshold), and :class:`~.flames.FlameReport` turns what it flags into findings --
+for all the endpoint's requests, or for one group's (a test's, in a test run) -- each with the
+function whose own time explains it. It hands them on as :class:`CheckFinding` records, which
+is all the text, the Markdown (for a pull request comment or ``$GITHUB_STEP_SUMMARY``) and the
+exit status read. Everything else here only picks the versions.
 
 By default the latest version of the store is checked against the one deployed before it of
 the same kind: a test run against the test run before it, a deployment against the deployment
@@ -29,7 +31,16 @@ from .flames import Finding, FlameReport, Function
 from .model import Change
 from .version_pair import VersionRef, restrict_to_pair, versions_in_order
 
-__all__ = ["CheckError", "CheckResult", "FailOn", "check_versions", "culprit_path"]
+__all__ = [
+    "CheckError",
+    "CheckFinding",
+    "CheckResult",
+    "FailOn",
+    "PairComparison",
+    "check_versions",
+    "compare_pair",
+    "culprit_path",
+]
 
 FailOn = Literal["slower", "any"]
 #: the ``source`` of the versions recorded by the pytest plugin
@@ -43,6 +54,34 @@ class CheckError(ValueError):
 
 
 @dataclass(frozen=True)
+class CheckFinding:
+    """One flagged change, as ``check`` says it: whatever finds it, this is all it reads."""
+
+    endpoint: str
+    group: str | None  # the one user or group (a test) it concerns; None: all requests
+    verdict: str  # "slower" or "faster"
+    ratio: float  # of the medians, checked version / baseline
+    ratio_low: float  # its 95 % confidence interval
+    ratio_high: float
+    p_value: float
+    requests_before: int
+    requests_after: int
+    culprit: str | None  # the function that explains it, in words; None: no profile does
+    culprit_file: str | None
+    culprit_line: int | None
+    path: list[str]  # the culprit's call path, outermost first
+
+
+@dataclass(frozen=True)
+class PairComparison:
+    """What changed between the two versions a connection shows (see :func:`compare_pair`)."""
+
+    changes: list[Change]  # every endpoint compared, by name
+    findings: list[CheckFinding]
+    not_compared: list[tuple[str, int, int]]  # endpoint, requests in baseline, in version
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """One version compared with another, endpoint by endpoint."""
 
@@ -51,12 +90,11 @@ class CheckResult:
     version_source: str
     against: str | None  # None: the store holds no version to compare with
     against_source: str | None
-    changes: list[Change]  # every endpoint compared, by name
-    findings: list[Finding]  # what the comparison flagged, with the functions behind it
-    paths: dict[int, list[str]]  # id(finding) -> the culprit's call path, outermost first
-    not_compared: list[tuple[str, int, int]]  # endpoint, requests in against, in version
+    changes: list[Change]
+    findings: list[CheckFinding]
+    not_compared: list[tuple[str, int, int]]
 
-    def failures(self, fail_on: FailOn) -> list[Finding]:
+    def failures(self, fail_on: FailOn) -> list[CheckFinding]:
         """The findings that fail the check: slower ones, or every one with ``"any"``."""
         wanted = ("slower",) if fail_on == "slower" else ("slower", "faster")
         return [f for f in self.findings if f.verdict in wanted]
@@ -78,27 +116,66 @@ def check_versions(
         new = _find(ordered, version, "--version") if version else _latest(ordered)
         old = _find(ordered, against, "--against") if against else _previous(ordered, new)
         if old is None:
-            return CheckResult(conn.label, new[1], new[2], None, None, [], [], {}, [])
+            return CheckResult(conn.label, new[1], new[2], None, None, [], [], [])
         if old[0] == new[0]:
             raise CheckError(f"--against names the version checked ({new[1]}); name another")
         restrict_to_pair(conn, old, new)
         _read_only(conn)
-        data = ReportData(conn, change_threshold=change_threshold)
-        flames = FlameReport(conn, data)
-        changes = data.changes()
-        findings = flames.findings
-        compared = {c.endpoint for c in changes}
-        not_compared = []
-        for endpoint, boxes in data.boxes_by_version().items():
-            counts = {name: box.count for name, box in boxes}
-            if endpoint not in compared and new[1] in counts:
-                not_compared.append((endpoint, counts.get(old[1], 0), counts[new[1]]))
-        paths = {id(f): culprit_path(f, flames.functions) for f in findings}
+        compared = compare_pair(conn, old[1], new[1], change_threshold=change_threshold)
         return CheckResult(
-            conn.label, new[1], new[2], old[1], old[2], changes, findings, paths, not_compared
+            conn.label,
+            new[1],
+            new[2],
+            old[1],
+            old[2],
+            compared.changes,
+            compared.findings,
+            compared.not_compared,
         )
     finally:
         conn.close()
+
+
+def compare_pair(
+    conn: StoreConnection, baseline: str, version: str, *, change_threshold: float
+) -> PairComparison:
+    """What changed from ``baseline`` to ``version``, on a connection that shows only those
+    two versions (:func:`~.version_pair.restrict_to_pair`): the report's comparison of every
+    endpoint, and its findings with their culprits.
+
+    The one place where ``flamewatch check`` asks what changed: to give it another source of
+    findings, this function is all there is to replace.
+    """
+    data = ReportData(conn, change_threshold=change_threshold)
+    flames = FlameReport(conn, data)
+    changes = data.changes()
+    findings = [_check_finding(f, culprit_path(f, flames.functions)) for f in flames.findings]
+    names = {c.endpoint for c in changes}
+    not_compared = []
+    for endpoint, boxes in data.boxes_by_version().items():
+        counts = {name: box.count for name, box in boxes}
+        if endpoint not in names and version in counts:
+            not_compared.append((endpoint, counts.get(baseline, 0), counts[version]))
+    return PairComparison(changes, findings, not_compared)
+
+
+def _check_finding(finding: Finding, path: list[str]) -> CheckFinding:
+    change, culprit = finding.change, finding.responsible
+    return CheckFinding(
+        endpoint=change.endpoint,
+        group=finding.group,
+        verdict=change.verdict,
+        ratio=change.ratio,
+        ratio_low=change.ratio_low,
+        ratio_high=change.ratio_high,
+        p_value=change.p_value,
+        requests_before=change.previous_count,
+        requests_after=change.count,
+        culprit=None if culprit is None else culprit.words,
+        culprit_file=None if culprit is None else culprit.function.filename,
+        culprit_line=None if culprit is None else culprit.function.first_line,
+        path=path,
+    )
 
 
 def _find(ordered: list[VersionRef], name: str, option: str) -> VersionRef:

@@ -13,8 +13,7 @@ import re
 from pathlib import Path
 
 from .aggregate import MIN_CHANGE_REQUESTS
-from .check import CheckResult, FailOn
-from .flames import Finding, Function
+from .check import CheckFinding, CheckResult, FailOn
 from .model import Change
 from .text import shown
 
@@ -32,17 +31,17 @@ def times(value: float) -> str:
     return f"{TIMES}\u221e" if math.isinf(value) else f"{TIMES}{value:.2f}"
 
 
-def interval(change: Change) -> str:
+def interval(change: Change | CheckFinding) -> str:
     return f"{times(change.ratio_low)}{DASH}{times(change.ratio_high)}"
 
 
-def where(function: Function) -> str:
-    """A function's file and first line; the file relative to the working directory when it
+def where(finding: CheckFinding) -> str:
+    """The culprit's file and first line; the file relative to the working directory when it
     is under it (``flamewatch check`` runs in the project's checkout, as its tests did)."""
-    path = Path(function.filename)
+    path = Path(finding.culprit_file or "?")
     if path.is_relative_to(Path.cwd()):
         path = path.relative_to(Path.cwd())
-    return f"{path.as_posix()}:{function.first_line}"
+    return f"{path.as_posix()}:{finding.culprit_line}"
 
 
 def _p(value: float) -> str:
@@ -53,7 +52,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _who(finding: Finding) -> str:
+def _who(finding: CheckFinding) -> str:
     return "all requests" if finding.group is None else f"only {finding.group}"
 
 
@@ -81,18 +80,16 @@ def format_text(result: CheckResult, fail_on: FailOn) -> str:
     if result.findings:
         lines.append("findings:")
     for f in result.findings:
-        c = f.change
         lines.append(
-            f"  {c.verdict}: {c.endpoint} ({_who(f)}): {times(c.ratio)}"
-            f" (95 % CI {interval(c)}), p {_p(c.p_value)},"
-            f" {c.previous_count} → {c.count} requests"
+            f"  {f.verdict}: {f.endpoint} ({_who(f)}): {times(f.ratio)}"
+            f" (95 % CI {interval(f)}), p {_p(f.p_value)},"
+            f" {f.requests_before} → {f.requests_after} requests"
         )
-        if f.responsible is None:
+        if f.culprit is None:
             lines.append("    no aggregated profile of both versions explains it")
         else:
-            culprit = f.responsible
-            lines.append(f"    {culprit.words}, in {where(culprit.function)}")
-            lines.append(f"    path: {' → '.join(result.paths.get(id(f), []))}")
+            lines.append(f"    {f.culprit}, in {where(f)}")
+            lines.append(f"    path: {' → '.join(f.path)}")
     if result.changes:
         lines.append("endpoints compared:")
         width = max(len(c.endpoint) for c in result.changes)
@@ -135,11 +132,10 @@ def format_markdown(result: CheckResult, fail_on: FailOn) -> str:
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for f in result.findings:
-            c = f.change
-            endpoint = _md(c.endpoint) + ("" if f.group is None else f" (only {_md(f.group)})")
+            endpoint = _md(f.endpoint) + ("" if f.group is None else f" (only {_md(f.group)})")
             lines.append(
-                f"| {c.verdict} | {endpoint} | {times(c.ratio)} ({interval(c)})"
-                f" | {_p(c.p_value)} | {c.previous_count} → {c.count} | {_culprit(result, f)} |"
+                f"| {f.verdict} | {endpoint} | {times(f.ratio)} ({interval(f)})"
+                f" | {_p(f.p_value)} | {f.requests_before} → {f.requests_after} | {_culprit(f)} |"
             )
         lines.append("")
     others = [c for c in _ordered(result.changes) if c.verdict not in ("slower", "faster")]
@@ -162,9 +158,8 @@ def format_markdown(result: CheckResult, fail_on: FailOn) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _culprit(result: CheckResult, finding: Finding) -> str:
-    culprit = finding.responsible
-    if culprit is None:
+def _culprit(finding: CheckFinding) -> str:
+    if finding.culprit is None:
         return "no profile explains it"
-    path = " → ".join(_md(part, 60) for part in result.paths.get(id(finding), []))
-    return f"{path}: {_md(culprit.words)}, in {_md(where(culprit.function))}"
+    path = " → ".join(_md(part, 60) for part in finding.path)
+    return f"{path}: {_md(finding.culprit)}, in {_md(where(finding))}"

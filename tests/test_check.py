@@ -17,7 +17,7 @@ from flame_history import make_flame_history
 from helpers import Database
 from pgserver import PostgresServer
 
-from flamewatch.reports.check import CheckResult
+from flamewatch.reports.check import CheckFinding, CheckResult
 from flamewatch.reports.check_text import format_markdown
 from flamewatch.reports.cli import main
 from flamewatch.reports.model import Change
@@ -108,13 +108,21 @@ def test_the_markdown_summary_is_a_table_of_the_findings(history: Database) -> N
 def test_markdown_keeps_stored_names_as_text() -> None:
     hostile = "a|b`*_[x](http://e)<script>\n# h"
     change = Change(hostile, "v2|x", "v1", 1.0, 0.9, 1.1, 0.5, 20, 20, "unchanged")
-    result = CheckResult("s", "v2|x", "tests", "v1", "tests", [change], [], {}, [])
+    finding = CheckFinding(
+        hostile, hostile, "slower", 3.0, 2.5, 3.5, 0.001, 20, 20,
+        f"{hostile} +4 ms per request", f"/{hostile}.py", 7, [hostile, "view|x"],
+    )  # fmt: skip
+    result = CheckResult("s", "v2|x", "tests", "v1", "tests", [change], [finding], [])
     markdown = format_markdown(result, "slower")
     row = next(line for line in markdown.splitlines() if line.startswith("| unchanged"))
     assert row.count("|") - row.count("\\|") == 6  # five cells, whatever the name holds
     assert "&lt;script&gt;" in row
     assert "\\`\\*\\_\\[x\\]\\(http://e\\)" in row
     assert "\\x0a\\# h" in row  # the newline shown, the heading mark escaped
+    row = next(line for line in markdown.splitlines() if line.startswith("| slower"))
+    assert row.count("|") - row.count("\\|") == 7  # six cells: endpoint, group, culprit, path
+    assert "&lt;script&gt;" in row.split(" | ")[-1]
+    assert "view\\|x" in row
     assert markdown.startswith("### flamewatch check: v2\\|x against v1\n")
 
 
