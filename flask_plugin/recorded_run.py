@@ -42,7 +42,7 @@ from flask import Flask
 from flamewatch.sampler.logs import log
 from flamewatch.sampler.store import RouteInfo, make_store, resolve_database
 from flamewatch.sampler.store.connection import open_connection, safe_url
-from flamewatch.sampler.version import VersionInfo, detect_version
+from flamewatch.sampler.version import TEST_SOURCE, VersionInfo, detect_version
 
 from . import extension
 from .agent import Agent, routes_of
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OUTSIDE_TESTS", "SAMPLE_INTERVAL_MS", "TEST_SOURCE", "RecordedRun", "run_version"]
 
-#: the ``source`` of a test run's version in the store (production's: git, env:..., config)
-TEST_SOURCE = "tests"
 #: the group of the requests served while no test runs (at collection time, say)
 OUTSIDE_TESTS = "[outside tests]"
 #: how often an in-flight request is sampled for the aggregated profiles, in milliseconds

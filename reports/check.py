@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from flamewatch.sampler.store.connection import StoreConnection, open_connection
+from flamewatch.sampler.version import TEST_SOURCE
 
 from .aggregate import ReportData
 from .flames import Finding, FlameReport, Function
@@ -43,8 +44,6 @@ __all__ = [
 ]
 
 FailOn = Literal["slower", "any"]
-#: the ``source`` of the versions recorded by the pytest plugin
-TEST_SOURCE = "tests"
 #: frames of a culprit's path shown at most (the deepest, ending with the culprit)
 PATH_FRAMES = 6
 

@@ -4,10 +4,11 @@ The report (:class:`~.aggregate.ReportData`) compares each endpoint's consecutiv
 deployment order. ``flamewatch check`` compares any two: a pull request's test run with the
 main branch's, or a test run with a production deployment. Rather than a second comparison,
 the connection gets temporary views that shadow the store's tables: ``versions`` holds the two
-versions, the baseline first in deployment order, and every table with a ``version_id`` column
-holds their rows only. The report's code reads the store as ever, and its one comparison per
-endpoint is the one asked for -- whatever tables a later schema adds, as long as they name
-their version by ``version_id``.
+versions, the baseline first in deployment order and both of the checked version's kind
+(test run or deployment, which the report compares only with their own kind), and every table
+with a ``version_id`` column holds their rows only. The report's code reads the store as
+ever, and its one comparison per endpoint is the one asked for -- whatever tables a later
+schema adds, as long as they name their version by ``version_id``.
 
 Temporary views live in the connection's own temporary schema (SQLite's ``temp``,
 PostgreSQL's ``pg_temp``, both searched before the store's tables): the store is never
@@ -49,6 +50,8 @@ def restrict_to_pair(conn: StoreConnection, baseline: VersionRef, version: Versi
             shown = [
                 f"CASE WHEN id = {baseline[0]:d} THEN {first!r} ELSE {second!r} END AS first_seen"
                 if column == "first_seen"
+                else f"{_literal(version[2])} AS source"  # one kind: compared (see aggregate)
+                if column == "source"
                 else _quoted(column)
                 for column in columns
             ]
@@ -88,6 +91,10 @@ def _columns(conn: StoreConnection) -> dict[str, list[str]]:
         for table in sorted(conn.tables())
         if not table.startswith("sqlite_")
     }
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _quoted(name: str) -> str:

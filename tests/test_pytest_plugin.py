@@ -188,7 +188,9 @@ def _production(root: Path, store: Database, version: str) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     app = module.create_app({"TESTING": True})
-    fw = Flamewatch(app, database=str(store), version=version)
+    # sampled as densely as a test run is, so that 20 requests of a few milliseconds leave an
+    # aggregated profile that can name a function (at production's 10 ms, most leave none)
+    fw = Flamewatch(app, database=str(store), version=version, sample_interval_ms=1.0)
     client = app.test_client()
     for n in range(20):
         assert client.get("/catalogue").status_code == 200
@@ -228,16 +230,28 @@ def test_a_test_run_is_compared_with_a_production_version(
     assert refused.returncode == pytest.ExitCode.USAGE_ERROR, refused.stdout + refused.stderr
     assert "version 'prod-1' in" in refused.stderr
     assert "was recorded by a deployment (source 'config')" in refused.stderr
-    # the report shows the test run apart from the deployment
+    # the next deployment is compared with the deployment before it, not with the test run
+    set_slowdown(root, 1.0)
+    _production(root, store_db, "prod-2")
+    checked = _check(store_db)
+    assert checked.output.startswith("flamewatch check: prod-2 (config) against prod-1 (config)")
+    assert checked.exit_code == 0, checked.output
+    # the report shows the test run apart from the deployments, and compares each with its kind
     page = (write_site(str(store_db), tmp_path / "site").parent / "versions.html").read_text(
         encoding="utf-8"
     )
     deployed, _, test_runs = page.partition('<h2 id="test-runs">Test runs</h2>')
     assert '<h2 id="deployed">Deployed versions</h2>' in deployed
     assert ">prod-1</a>" in deployed.split("</table>")[0]
+    assert ">prod-2</a>" in deployed.split("</table>")[0]
     assert f">{label}</a>" not in deployed.split("</table>")[0]
     assert f">{label}</a>" in test_runs.split("</table>")[0]
-    assert f'{label} <span class="muted">(test run)</span></h2>' in page
+    sections = test_runs.split("</table>", 1)[1].split("<h2 ")  # newest first
+    assert sections[1].startswith('id="v-3">prod-2</h2>')
+    assert "<td>prod-1</td>" in sections[1]  # its changes are against prod-1...
+    assert "slower" not in sections[1]  # ...where the views were as fast
+    assert sections[2].startswith(f'id="v-2">{label} <span class="muted">(test run)</span></h2>')
+    assert "the test run before it to compare" in sections[2]  # no earlier test run
 
 
 _WATCHED = """\
