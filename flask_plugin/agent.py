@@ -35,7 +35,7 @@ from .config import Settings
 from .hooks import ENTRY_CODE
 from .params import describe_request
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "routes_of"]
 
 EXIT_FLUSH_TIMEOUT_S = 5.0
 
@@ -73,13 +73,7 @@ class Agent:
 
     def _routes(self) -> Sequence[RouteInfo]:
         app = self._app_ref()
-        if app is None:
-            return []
-        return [
-            RouteInfo(rule.endpoint, rule.rule, tuple(sorted(rule.methods or ())))
-            for rule in list(app.url_map.iter_rules())
-            if not rule.endpoint.startswith("flamewatch.")  # the dashboard is not the app's
-        ]
+        return [] if app is None else routes_of(app)
 
     def seed(self) -> None:
         """Read the outlier statistics this version starts from, and publish its thresholds.
@@ -229,6 +223,15 @@ class Agent:
         self._sampler = None
         self.running = False
         self.recorder.reset_after_fork()
+
+
+def routes_of(app: Flask) -> list[RouteInfo]:
+    """The routes of an app's URL map, without the dashboard's (which are not the app's)."""
+    return [
+        RouteInfo(rule.endpoint, rule.rule, tuple(sorted(rule.methods or ())))
+        for rule in list(app.url_map.iter_rules())
+        if not rule.endpoint.startswith("flamewatch.")
+    ]
 
 
 def _green_threads() -> str | None:

@@ -339,6 +339,77 @@ def prune(
         click.echo(line)
 
 
+class _CannotCheck(click.ClickException):
+    """A store or version ``flamewatch check`` cannot use: exit status 2, as a usage error,
+    so that a CI step tells a broken gate from a failed one (1)."""
+
+    exit_code = 2
+
+
+@main.command()
+@database_option
+@click.option("--version", "version", metavar="V", help="The version checked. Default: the latest.")
+@click.option(
+    "--against",
+    metavar="BASE",
+    help="The version it is compared with. Default: the one deployed before it of the same"
+    " kind (a test run's previous test run, a deployment's previous deployment).",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["slower", "any"]),
+    default="slower",
+    show_default=True,
+    help="Exit 1 when an endpoint got slower, or with 'any' when one changed either way.",
+)
+@click.option(
+    "--markdown",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    metavar="FILE",
+    help="Also write a summary table in Markdown (a pull request comment,"
+    " $GITHUB_STEP_SUMMARY); '-' for standard output.",
+)
+@click.option(
+    "--regression-threshold",
+    type=click.FloatRange(0.01, 10),
+    default=0.2,
+    show_default=True,
+    help="A median change smaller than this fraction is never marked slower or faster.",
+)
+def check(
+    database: str,
+    version: str | None,
+    against: str | None,
+    fail_on: str,
+    markdown: Path | None,
+    regression_threshold: float,
+) -> None:
+    """Compare a version with another: exit 0 when nothing got slower, 1 when something did,
+    2 when the store or the versions cannot be used."""
+    from .check import CheckError, check_versions
+    from .check_text import format_markdown, format_text
+
+    mode: Any = fail_on
+    try:
+        result = check_versions(database, version, against, change_threshold=regression_threshold)
+    except (StoreError, CheckError) as exc:
+        raise _CannotCheck(str(exc)) from None
+    except Exception as exc:  # a driver's error while reading: the gate is broken, not red
+        raise _CannotCheck(f"cannot read {database}: {exc}") from None
+    click.echo(terminal_safe(format_text(result, mode), keep_newlines=True))
+    if markdown is not None:
+        text = format_markdown(result, mode)
+        if str(markdown) == "-":
+            click.echo(text, nl=False)
+        else:
+            try:
+                markdown.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise _CannotCheck(f"cannot write {markdown}: {exc.strerror}") from None
+    if result.failures(mode):
+        sys.exit(1)
+
+
 def report_options(function: Any) -> Any:
     """The options ``flamewatch report`` and ``flask flamewatch report`` share."""
     options = [

@@ -23,9 +23,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GIT_ENV_VARIABLES", "VersionInfo", "detect_version", "read_git_commit"]
+__all__ = [
+    "GIT_ENV_VARIABLES",
+    "TEST_SOURCE",
+    "VersionInfo",
+    "detect_version",
+    "read_git_commit",
+]
 
 _log = logging.getLogger("flamewatch")
+
+#: the source of a version recorded by a test run (``pytest --flamewatch``), not a deployment:
+#: reports compare a test run with test runs and a deployment with deployments unless asked
+TEST_SOURCE = "tests"
 
 GIT_ENV_VARIABLES: tuple[str, ...] = (
     "SOURCE_VERSION",  # Heroku (build)
