@@ -15,8 +15,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Any
 
 from flask import Flask
@@ -28,7 +26,7 @@ from flamewatch.sampler.logs import log, log_swallowed
 from flamewatch.sampler.resources import ResourceMonitor
 from flamewatch.sampler.stack_sampler import StackSampler
 from flamewatch.sampler.store import Baseline, ProcessInfo, RouteInfo, Store, make_store
-from flamewatch.sampler.version import VersionInfo
+from flamewatch.sampler.version import VersionInfo, flamewatch_version
 from flamewatch.sampler.writer import seed_statistics, thresholds_ns
 
 from .config import Settings
@@ -114,7 +112,7 @@ class Agent:
                 version=self.version.label,
                 version_source=self.version.source,
                 started_at=time.time(),
-                agent=f"flamewatch {_flamewatch_version()} / Python {platform.python_version()}",
+                agent=f"flamewatch {flamewatch_version()} / Python {platform.python_version()}",
             )
             green = _green_threads()
             sampling = settings.sampler and not green
@@ -249,13 +247,6 @@ def _green_threads() -> str | None:
     if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
         return "eventlet"
     return None
-
-
-def _flamewatch_version() -> str:
-    try:
-        return package_version("flamewatch")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "unknown"
 
 
 def _after_fork_in_child() -> None:
