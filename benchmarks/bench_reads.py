@@ -106,9 +106,9 @@ def with_histograms(source: Path, work: Path) -> Path:
     shutil.copyfile(source, work)
     start = time.perf_counter()
     sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import fold_histograms  # TEMPORARY: the ingest branch's backfill replaces it
+    from helpers import backfill_inserted_rows  # flamewatch migrate's backfill
 
-    fold_histograms(work)
+    backfill_inserted_rows(work)
     print(f"histograms built from the rows in {time.perf_counter() - start:.1f} s")
     return work
 

@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from helpers import fold_histograms, rows
+from helpers import rows
 from test_aggregate import WITHIN, binned, box_of, expected_verdict, mann_whitney, median_interval
 
 from flamewatch.reports.aggregate import ReportData
-from flamewatch.reports.cli import main
 from flamewatch.reports.hosts import process_rows
 from flamewatch.reports.model import Box
 from flamewatch.reports.summary import open_readonly, summarize
 from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
-from flamewatch.sampler.store.schema import MIGRATIONS
 
 START = 1.7e9
 USERS = [f"user-{i}" for i in range(6)] + [None]
@@ -82,7 +78,6 @@ def write_store(database: Path | str, per_version: int = 700) -> None:
                 store.write_requests(process, records)
     finally:
         store.close()
-    fold_histograms(database)  # TEMPORARY: until the ingest branch's writer fills them
 
 
 @pytest.fixture
@@ -199,19 +194,3 @@ def test_version_comparisons_on_binned_data_match_the_exact_verdicts(
         assert change.ratio == pytest.approx(ratio, rel=2.1 * WITHIN)  # two medians, 1 % each
     assert changes["wide"].verdict == "slower"
     assert changes["wide"].p_value < 1e-6
-
-
-def test_a_store_older_than_the_histograms_is_refused_saying_to_migrate(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    conn = sqlite3.connect(path)
-    for statements in MIGRATIONS[:3]:
-        for statement in statements:
-            conn.execute(statement)
-    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')")
-    conn.commit()
-    conn.close()
-    for command in (["summary"], ["report", "-o", str(tmp_path / "site"), "-q"]):
-        result = CliRunner().invoke(main, [*command, "-d", str(path)])
-        assert result.exit_code == 1, result.output
-        assert "schema version 3" in result.output
-        assert "run `flamewatch migrate" in result.output
