@@ -255,22 +255,3 @@ def fetch_concurrently(app: Flask, paths: list[str], clients: int = 8) -> list[b
         server.shutdown()
         thread.join()
         server.server_close()
-
-
-def backfill_inserted_rows(database: Database) -> None:
-    """Give a store whose rows were inserted around the writer (a synthetic store) the
-    histograms the writer would have folded, by flamewatch's own migration path: its rows are
-    marked as written before the histograms (:func:`~flamewatch.sampler.store.backfill.
-    mark_backfill`, as migrating an older store does), then ``flamewatch migrate``'s backfill
-    (:func:`~flamewatch.reports.transfer.build_histograms`) folds them, groups capped alike."""
-    from flamewatch.reports.transfer import build_histograms
-    from flamewatch.sampler.store.backfill import mark_backfill
-    from flamewatch.sampler.store.connection import open_connection
-
-    conn = open_connection(str(database), readonly=False)
-    try:
-        with conn.transaction():
-            mark_backfill(conn.execute, lambda statement: statement)
-    finally:
-        conn.close()
-    build_histograms(str(database), quiet=True)
