@@ -51,8 +51,6 @@ import orjson
 from pyinstrument.session import Session
 
 from flamewatch.sampler.store import SQLiteStore
-from flamewatch.sampler.store.backfill import backfill_histograms, mark_backfill
-from flamewatch.sampler.store.connection import StoreConnection
 
 __all__ = [
     "PROCESSES_PER_VERSION",
@@ -298,7 +296,11 @@ def generate(
 def _fold_histograms(conn: sqlite3.Connection, path: Path) -> None:
     """The latency histograms of the rows just inserted. They went in around the writer, so
     they are marked as written before the histograms (as migrating an older store marks
-    them) and folded by ``flamewatch migrate``'s own backfill, groups capped alike."""
+    them) and folded by ``flamewatch migrate``'s own backfill, groups capped alike. Imported
+    here: bench_reads imports this module under a flamewatch older than the histograms."""
+    from flamewatch.sampler.store.backfill import backfill_histograms, mark_backfill
+    from flamewatch.sampler.store.connection import StoreConnection
+
     mark_backfill(conn.execute, lambda statement: statement)
     backfill_histograms(StoreConnection.wrap(conn, str(path)))
 
