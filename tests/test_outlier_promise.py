@@ -227,7 +227,11 @@ def test_the_prior_gives_way_to_the_new_versions_own_requests(
     _, first_threshold, first_ms = found[0]
     assert first_threshold is not None
     assert flags[0] == (first_ms > first_threshold)
-    assert not any(flags[-5:])  # 150 requests later, this is v2's normal
+    # 150 requests later the bar is over v2's 20 ms normal (v1's was ~5 ms); a loaded
+    # machine may still stall one of the last five past it, and that one is flagged
+    last = [tuple(row) for row in found[-5:]]
+    assert all(threshold > 20 for _, threshold, _ in last), last
+    assert [bool(flag) for flag, _, _ in last] == [ms > bar for _, bar, ms in last]
 
 
 def test_a_cpu_bound_outlier_behind_a_real_server_is_profiled_end_to_end(

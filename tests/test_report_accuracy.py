@@ -13,18 +13,28 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from helpers import rows
 from test_aggregate import WITHIN, binned, box_of, expected_verdict, mann_whitney, median_interval
 
 from flamewatch.reports.aggregate import ReportData
+from flamewatch.reports.cli import main
 from flamewatch.reports.hosts import process_rows
 from flamewatch.reports.model import Box
 from flamewatch.reports.summary import open_readonly, summarize
-from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
+from flamewatch.sampler.store import (
+    ProcessInfo,
+    RequestRecord,
+    StoreError,
+    make_store,
+    resolve_database,
+)
+from flamewatch.sampler.store.schema import MIGRATIONS
 
 START = 1.7e9
 USERS = [f"user-{i}" for i in range(6)] + [None]
@@ -194,3 +204,28 @@ def test_version_comparisons_on_binned_data_match_the_exact_verdicts(
         assert change.ratio == pytest.approx(ratio, rel=2.1 * WITHIN)  # two medians, 1 % each
     assert changes["wide"].verdict == "slower"
     assert changes["wide"].p_value < 1e-6
+
+
+def test_a_store_older_than_the_histograms_is_refused_by_the_reader_and_upgraded_by_the_cli(
+    tmp_path: Path,
+) -> None:
+    """Reading code refuses a schema-3 store, saying what to run; the commands that read a
+    store run that migration first, as `flamewatch migrate` does."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for statements in MIGRATIONS[:3]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')")
+    conn.commit()
+    conn.close()
+    with open_readonly(str(path)) as store, pytest.raises(StoreError) as refused:
+        ReportData(store).hourly_hits()
+    assert "schema version 3" in str(refused.value)
+    assert "run `flamewatch migrate" in str(refused.value)
+    for command in (["summary"], ["report", "-o", str(tmp_path / "site"), "-q"]):
+        result = CliRunner().invoke(main, [*command, "-d", str(path)])
+        assert result.exit_code == 0, result.output
+    assert [
+        tuple(r) for r in rows(path, "SELECT value FROM meta WHERE key = 'schema_version'")
+    ] == [("4",)]
