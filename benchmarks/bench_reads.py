@@ -2,9 +2,10 @@
 request, side by side on one store.
 
 The store is :mod:`bench_report`'s synthetic one (default 1,000,000 requests, 500 outliers;
-``--quick``: 100,000 and 100) with its histograms filled. Two copies of flamewatch read it: this
-working tree ("after") and the tree of a git revision (``--before``, default ``hist-schema``:
-schema 4, whose reports still read every request), exported with ``git archive`` and imported
+``--quick``: 100,000 and 100), whose histograms the generator fills with ``flamewatch migrate``'s
+backfill. Two copies of flamewatch read it: this working tree ("after") and the tree of a git
+revision (``--before``, default ``a229e75``: main before the histograms, whose reports read
+every request; it reads a schema-4 store as it is), exported with ``git archive`` and imported
 ahead of the installed package through ``PYTHONPATH``. Each measurement runs in a child process
 of one copy, the copies taking turns, three rounds; the figures are medians:
 
@@ -101,22 +102,16 @@ def run_child(pythonpath: str, database: Path, what: str, repeat: int) -> dict[s
     return result
 
 
-def with_histograms(source: Path, work: Path) -> Path:
-    """A copy of the synthetic store with its histograms built from its rows."""
+def copy_of(source: Path, work: Path) -> Path:
+    """A copy of the synthetic store, which the dashboard's app registers its process in."""
     shutil.copyfile(source, work)
-    start = time.perf_counter()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import fold_histograms  # TEMPORARY: the ingest branch's backfill replaces it
-
-    fold_histograms(work)
-    print(f"histograms built from the rows in {time.perf_counter() - start:.1f} s")
     return work
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--before", default="hist-schema", help="git revision read as 'before'")
+    parser.add_argument("--before", default="a229e75", help="git revision read as 'before'")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", choices=["report", "dashboard"], help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
@@ -131,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     requests, outliers = (100_000, 100) if args.quick else (1_000_000, 500)
     tmp = Path(tempfile.mkdtemp(prefix="bench-reads-"))
     try:
-        database = with_histograms(store(requests, outliers), tmp / "store.sqlite3")
+        database = copy_of(store(requests, outliers), tmp / "store.sqlite3")
         copies = {"before": str(export(args.before, tmp / "before")), "after": ""}
         figures: dict[str, dict[str, list[float]]] = {label: {} for label in copies}
         for _ in range(args.rounds):

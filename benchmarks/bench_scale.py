@@ -157,7 +157,9 @@ def dashboard(path: Path, endpoint: str, repeat: int, budget_s: float) -> dict[s
     """Each page's median milliseconds (cache off), in a child attached to a copy of the
     store (the app records its own process and routes in it); the child's peak RSS."""
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        work = Path(tmp) / "store.sqlite3"
+        # absolute: Flamewatch resolves a relative database path against the app's instance
+        # folder, where the child would read a new, empty store
+        work = (Path(tmp) / "store.sqlite3").absolute()
         shutil.copyfile(path, work)
         command = [sys.executable, __file__, "--child-dashboard", str(work), endpoint]
         _, peak, out = run_child([*command, "--repeat", str(repeat), "--budget", str(budget_s)])

@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from helpers import fold_histograms
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.aggregate import ReportData
@@ -300,7 +299,6 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     path = tmp_path_factory.mktemp("synthetic") / "store.sqlite3"
     generator = _generator()
     generator.generate(path, requests=5000, endpoints=5, versions=4, users=12, outliers=20, seed=7)
-    fold_histograms(path)  # TEMPORARY: until the ingest branch's backfill lands
     return path, generator.manifest(path)
 
 
@@ -352,7 +350,6 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         for app in (old, new):
             app.extensions["flamewatch"].close()
-    fold_histograms(db)  # TEMPORARY: until the ingest branch's writer fills the histograms
     return db
 
 
