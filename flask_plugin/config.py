@@ -140,7 +140,7 @@ class Settings:
         _DEFAULT_RULE.k,
         Number(0),
         "`k` in the outlier rule: after the warm-up, a request is an outlier when its duration"
-        " exceeds max(mean + k * stddev, factor * mean, min_ms) of its endpoint and version.",
+        " exceeds `max(mean + k * stddev, factor * mean, min_ms)` of its endpoint and version.",
     )
     outlier_factor: float = setting(
         _DEFAULT_RULE.factor, Number(1), "`factor` in the outlier rule."
