@@ -18,6 +18,13 @@ sigma 0.15, plus 2 % of requests three times slower); samples are folded with th
 Counted over all histories: flags on unchanged endpoint-versions (false flags), planted
 changes missed, and planted changes blamed on the wrong function.
 
+(c') Verdicts on binned data (``--verdicts``): on the same histories, every version comparison
+the report makes (per endpoint, and per user for the groups it compares) judged twice: as the
+report does, from the latency histograms, and exactly, from the stored durations themselves
+(nearest-rank medians, the median's interval at its order statistics, the Mann-Whitney test
+with every distinct duration its own rank). Counted: comparisons whose verdicts agree, and each
+one that does not, printed.
+
 (d) Report build: the site of ``bench_report``'s synthetic store built with and without
 aggregated profiles added to it (per endpoint, version and 20 users, 30 distinct stacks each:
 600,000 rows for the 1M-request store's 50 endpoints and 20 versions).
@@ -26,6 +33,7 @@ Run from the repository root::
 
     python benchmarks/bench_flames.py            # full run, a few minutes
     python benchmarks/bench_flames.py --quick    # smoke run
+    python benchmarks/bench_flames.py --verdicts # (c') only: binned against exact verdicts
 
 Results are printed and written to ``bench-out/bench_flames.json``.
 """
@@ -33,6 +41,7 @@ Results are printed and written to ``bench-out/bench_flames.json``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import random
@@ -49,7 +58,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.flames import FlameReport
+from flamewatch.reports.model import Verdict
 from flamewatch.reports.site import write_site
+from flamewatch.reports.stats_tests import (
+    QUANTILES,
+    mann_whitney_p,
+    median_ci_ranks,
+    nearest_rank,
+    ratio,
+    verdict,
+)
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.folding import StackFolder
 from flamewatch.sampler.inflight import Sample, Stack
@@ -214,9 +232,8 @@ def _work(endpoint: str, version: str, user: str) -> list[tuple[str, float]]:
     return work
 
 
-def one_history(
-    path: Path, seed: int, per_cell: int
-) -> dict[tuple[str, str, str, str | None], str | None]:
+def write_history(path: Path, seed: int, per_cell: int) -> None:
+    """One synthetic history, its requests and aggregated profiles, in a new SQLite store."""
     rng = random.Random(seed)
     store = SQLiteStore(path)
     store.open()
@@ -260,6 +277,12 @@ def one_history(
             store.write_profiles(process, folder.drain())
     finally:
         store.close()
+
+
+def one_history(
+    path: Path, seed: int, per_cell: int
+) -> dict[tuple[str, str, str, str | None], str | None]:
+    write_history(path, seed, per_cell)
     with open_readonly(str(path)) as conn:
         report = FlameReport(conn, ReportData(conn))
         return {
@@ -290,6 +313,123 @@ def false_flags(histories: int, per_cell: int) -> dict[str, Any]:
     counts["false_flag_rate_per_comparison"] = counts["false_flags"] / unchanged_cells
     counts["requests_per_user_endpoint_version"] = per_cell
     return counts
+
+
+# -- (c') ---------------------------------------------------------------------------------------
+
+Comparison = tuple[str, str, str, str | None]  # endpoint, previous version, version, group
+
+
+def exact_verdict(
+    before: list[float], after: list[float], threshold: float = 0.2, alpha: float = 0.01
+) -> tuple[Verdict, float, float]:
+    """The verdict of the durations themselves (sorted): what the report said before it read
+    histograms. Returns (verdict, ratio of the medians, p-value)."""
+
+    def at(values: list[float], rank: int) -> float:
+        return values[rank - 1]
+
+    def median(values: list[float]) -> float:
+        return at(values, nearest_rank(QUANTILES["median"], len(values)))
+
+    def bounds(values: list[float]) -> tuple[float, float]:
+        low, high = median_ci_ranks(len(values))
+        return at(values, low), at(values, high)
+
+    (old_low, old_high), (new_low, new_high) = bounds(before), bounds(after)
+    low, high = ratio(new_low, old_high), ratio(new_high, old_low)
+    change = ratio(median(after), median(before))
+    u = 0.0
+    for x in after:  # old values below x, ties count half
+        below = bisect.bisect_left(before, x)
+        u += below + (bisect.bisect_right(before, x, below) - below) / 2
+    pooled: dict[float, int] = {}
+    for x in before + after:
+        pooled[x] = pooled.get(x, 0) + 1
+    ties = sum(t**3 - t for t in pooled.values() if t > 1)
+    n = len(after)
+    p_value = mann_whitney_p(n, len(before), u + n * (n + 1) / 2, ties)
+    return verdict(change, low, high, p_value, threshold, alpha), change, p_value
+
+
+def history_verdicts(path: Path) -> dict[Comparison, tuple[Verdict, Verdict, float, float, float]]:
+    """Every comparison of a history's report: (binned verdict, exact verdict, binned ratio,
+    exact ratio, exact p-value)."""
+    with open_readonly(str(path)) as conn:
+        data = ReportData(conn)
+        report = FlameReport(conn, data)
+        binned = {(c.endpoint, c.previous, c.version, None): c for c in data.changes()}
+        for g in report.group_changes:
+            c = g.change
+            binned[(c.endpoint, c.previous, c.version, g.group)] = c
+        durations: dict[tuple[str, str, str | None], list[float]] = {}
+        for endpoint, version, group, ms in conn.execute(
+            "SELECT e.name, v.name, g.name, r.duration_ms FROM requests r"
+            " JOIN endpoints e ON e.id = r.endpoint_id JOIN versions v ON v.id = r.version_id"
+            " LEFT JOIN user_groups g ON g.id = r.group_id"
+        ):
+            durations.setdefault((endpoint, version, None), []).append(ms)
+            durations.setdefault((endpoint, version, group), []).append(ms)
+    for values in durations.values():
+        values.sort()
+    found = {}
+    for (endpoint, old, new, group), change in binned.items():
+        exact, exact_ratio, p_value = exact_verdict(
+            durations[(endpoint, old, group)], durations[(endpoint, new, group)]
+        )
+        found[(endpoint, old, new, group)] = (
+            change.verdict,
+            exact,
+            change.ratio,
+            exact_ratio,
+            p_value,
+        )
+    return found
+
+
+def verdict_agreement(histories: int, per_cell: int) -> dict[str, Any]:
+    """(c'): binned against exact verdicts over ``histories`` histories."""
+    agree = 0
+    disagreements: list[dict[str, Any]] = []
+    by_verdict: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(histories):
+            path = Path(tmp) / f"v{seed}.sqlite3"
+            write_history(path, seed, per_cell)
+            _fold_histograms(path)
+            for key, (binned, exact, b_ratio, e_ratio, p) in history_verdicts(path).items():
+                by_verdict[exact] = by_verdict.get(exact, 0) + 1
+                if binned == exact:
+                    agree += 1
+                    continue
+                disagreements.append(
+                    {
+                        "history": seed,
+                        "comparison": key,
+                        "exact": exact,
+                        "binned": binned,
+                        "exact_ratio": e_ratio,
+                        "binned_ratio": b_ratio,
+                        "exact_p": p,
+                    }
+                )
+            path.unlink()
+    return {
+        "histories": histories,
+        "comparisons": agree + len(disagreements),
+        "agree": agree,
+        "disagree": len(disagreements),
+        "exact_verdicts": by_verdict,
+        "disagreements": disagreements,
+    }
+
+
+def _fold_histograms(path: Path) -> None:
+    """TEMPORARY, until the writer fills the histograms (branch ``ingest``)."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+    from helpers import fold_histograms
+
+    fold_histograms(path)
 
 
 # -- (d) -------------------------------------------------------------------------------------
@@ -347,9 +487,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--histories", type=int, default=None)
+    parser.add_argument(
+        "--verdicts", action="store_true", help="only (c'): binned against exact verdicts"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     results: dict[str, Any] = {"python": sys.version.split()[0], "quick": quick}
+    if args.verdicts:
+        return _verdicts_only(args.histories or (10 if quick else 200))
 
     results["fold"] = fold = fold_cost(2000 if quick else 20_000)
     write_ms = fold["drain_and_write_ms_per_flush"]
@@ -387,6 +532,27 @@ def main(argv: list[str] | None = None) -> int:
     out = Path("bench-out")
     out.mkdir(exist_ok=True)
     (out / f"{NAME}.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def _verdicts_only(histories: int) -> int:
+    found = verdict_agreement(histories, 15)
+    print(
+        f"verdicts on binned data against exact ones: {found['agree']} of"
+        f" {found['comparisons']:,} comparisons agree, {found['disagree']} disagree"
+        f" ({histories} histories; exact verdicts: {found['exact_verdicts']})"
+    )
+    for d in found["disagreements"]:
+        endpoint, old, new, group = d["comparison"]
+        who = "all users" if group is None else group
+        print(
+            f"  history {d['history']}: {endpoint} {old} -> {new} ({who}): exact {d['exact']}"
+            f" (ratio {d['exact_ratio']:.3f}, p {d['exact_p']:.2g}), binned {d['binned']}"
+            f" (ratio {d['binned_ratio']:.3f})"
+        )
+    out = Path("bench-out")
+    out.mkdir(exist_ok=True)
+    (out / f"{NAME}-verdicts.json").write_text(json.dumps(found, indent=2, default=str))
     return 0
 
 

@@ -1,17 +1,25 @@
 """Everything the report shows: :class:`ReportData`.
 
 A store holds millions of requests; a report page needs a few numbers per endpoint, version
-and group. Counts (hits, outliers, recent hits, hits per hour) are ``GROUP BY`` queries in the
-database. Order statistics come from :class:`~.sweep.Durations`: one streamed, unsorted read of
-every duration into compact sorted arrays, from which each grouping's boxes and each version
-pair's Mann-Whitney rank sums are read (:mod:`.sweep`, :mod:`.stats_tests`). This module names
-those numbers, orders them (versions in deployment order, groups slowest first) and turns them
-into version comparisons. Memory grows by 8 bytes per request while a report is built; page
-sizes depend on endpoints x versions x groups, never on the number of requests.
+and group. The writer keeps those numbers ready, in the same transaction as the requests' rows
+(schema 4), in tables whose size grows with endpoints x versions x groups x hours, never with
+the number of requests, and every number here is read from them:
+
+- ``traffic`` -- requests per endpoint, version, process, UTC hour, method and status, with
+  their outliers and the exact sum of their durations: hits (in all, in the last day and week,
+  per hour), outliers, means.
+- ``latency`` -- a histogram of durations per endpoint, version and group (1 % buckets, see
+  :mod:`flamewatch.sampler.histogram`): every box and every version comparison, read from the
+  buckets as :mod:`.binned` explains (each quantile within 1 % of the exact one).
+
+Raw ``requests`` rows are never read here; only lists of single requests (outliers) read them.
+This module names the numbers, orders them (versions in deployment order, groups slowest
+first) and turns them into version comparisons. Group 0 is the requests without a group
+(``"unknown"``); group -1 holds the groups the writer did not keep apart, beyond its cap per
+endpoint and version (``"others"``), which the report adds to its own ``"others"``.
 
 The SQL is standard, run through :class:`~flamewatch.sampler.store.connection.StoreConnection`
-on SQLite and PostgreSQL alike; where the two differ (the start of a timestamp's hour) the
-connection writes the expression. Results are computed once per :class:`ReportData`, on first
+on SQLite and PostgreSQL alike. Results are computed once per :class:`ReportData`, on first
 use, and cached.
 """
 
@@ -19,40 +27,41 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
+from flamewatch.sampler.histogram import Histogram
+from flamewatch.sampler.store.base import StoreError
 from flamewatch.sampler.store.connection import StoreConnection
 
+from .binned import box_of, median_bounds, rank_sum
+from .latency import CAPPED_GROUPS, NO_GROUP, Latencies, read_latencies
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
-from .stats_tests import mann_whitney_p, median_ci_ranks, ratio, verdict
-from .sweep import NO_GROUP, Durations, Key, Ranked, rank, rank_sum
+from .stats_tests import QUANTILES, mann_whitney_p, ratio, verdict
 
-__all__ = ["HOUR_START_SQL", "MIN_CHANGE_REQUESTS", "ReportData"]
+__all__ = [
+    "CAPPED_GROUPS",
+    "MIN_CHANGE_REQUESTS",
+    "NO_GROUP",
+    "OTHER_GROUPS",
+    "UNKNOWN_GROUP",
+    "ReportData",
+]
 
 #: the fewest requests on each side of a version comparison
 MIN_CHANGE_REQUESTS = 10
 #: the group of requests stored without one, and the box of the groups beyond ``max_groups``
 UNKNOWN_GROUP, OTHER_GROUPS = "unknown", "others"
-#: Unix time of the start of the UTC hour of ``started_at``, in SQLite (its CAST truncates;
-#: PostgreSQL's rounds, see :meth:`StoreConnection.hour_start`).
-HOUR_START_SQL = "CAST(started_at / 3600 AS INTEGER) * 3600"
+#: the schema that has the tables read here
+HISTOGRAM_SCHEMA = 4
 
 _DAY, _WEEK = 86_400.0, 7 * 86_400.0
+_MEDIAN = QUANTILES["median"]
 
-
-@dataclass(frozen=True)
-class _Sweep:
-    """Every box and rank sum of a report, computed together over one copy of the durations."""
-
-    endpoints: dict[Key, Ranked]  # (endpoint,)
-    versions: dict[Key, Ranked]  # (endpoint, version)
-    groups: dict[int, list[tuple[int, Box]]]  # endpoint -> all (group, box), slowest first
-    kept: dict[Key, Ranked]  # (endpoint, kept group, version)
-    others: dict[int, Ranked]  # endpoint -> the groups beyond max_groups together
-    rank_sums: dict[tuple[int, int, int], tuple[float, int]]  # (endpoint, old, new) -> sums
+Key = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class _Totals:
     outliers: int = 0
     last_day: int = 0
     last_week: int = 0
+    sum_ms: float = 0.0
 
     def __add__(self, other: _Totals) -> _Totals:
         return _Totals(
@@ -68,6 +78,7 @@ class _Totals:
             self.outliers + other.outliers,
             self.last_day + other.last_day,
             self.last_week + other.last_week,
+            self.sum_ms + other.sum_ms,
         )
 
 
@@ -75,15 +86,20 @@ class ReportData:
     """The numbers of a report, read from a store's connection (read-only is enough): a
     :class:`StoreConnection` (SQLite or PostgreSQL) or a plain ``sqlite3.Connection``.
 
-    ``now`` anchors "last day/week" (default: the time of construction). A version comparison
+    ``now`` anchors "last day/week" (default: the time of construction): the requests of the
+    UTC hours that began in the 24 hours (7 days) up to ``now``. A version comparison
     (:class:`Change`) needs :data:`MIN_CHANGE_REQUESTS` requests on each side; its verdict uses
     ``change_threshold`` (the smallest relevant change of the median, 0.2 = 20 %) and ``alpha``
     (the significance level). Per endpoint, the ``max_groups`` slowest groups get their own
-    box; the rest share one, ``"others"``. These settings stay readable as attributes.
+    box; the rest share one, ``"others"``, with the groups beyond the writer's cap. These
+    settings stay readable as attributes.
 
     An endpoint's ``change`` is the change of the latest version it ran in against the one
     before; ``None`` when either has fewer than :data:`MIN_CHANGE_REQUESTS` requests (an older
     change is not shown instead). Requests without a group are the group ``"unknown"``.
+
+    Raises :class:`~flamewatch.sampler.store.StoreError` on first use when the store's schema
+    predates the histograms (``flamewatch migrate`` upgrades it).
     """
 
     def __init__(
@@ -105,9 +121,7 @@ class ReportData:
 
     def endpoints(self) -> list[EndpointRow]:
         """Every endpoint in the store, requested or not, by name."""
-        totals: dict[int, _Totals] = defaultdict(_Totals)
-        for (endpoint_id, _), counts in self._totals.items():
-            totals[endpoint_id] += counts
+        totals = self._endpoint_totals
         rules: dict[int, list[str]] = defaultdict(list)
         methods: dict[int, set[str]] = defaultdict(set)
         for endpoint_id, rule, joined in self._conn.execute(
@@ -116,12 +130,12 @@ class ReportData:
             rules[endpoint_id].append(rule)
             methods[endpoint_id].update(m for m in joined.split(",") if m)
         latest = self._latest_changes
+        boxes = self._endpoint_boxes
         rows = []
         for endpoint_id, name, monitored, last_accessed in self._conn.execute(
             "SELECT id, name, monitored, last_accessed FROM endpoints ORDER BY name"
         ).fetchall():
-            counts = totals[endpoint_id]
-            ranked = self._sweep.endpoints.get((endpoint_id,))
+            counts = totals.get(endpoint_id, _Totals())
             rows.append(
                 EndpointRow(
                     name=name,
@@ -131,7 +145,7 @@ class ReportData:
                     hits=counts.hits,
                     hits_last_day=counts.last_day,
                     hits_last_week=counts.last_week,
-                    box=None if ranked is None else ranked.box,
+                    box=boxes.get(endpoint_id),
                     outliers=counts.outliers,
                     last_accessed=last_accessed,
                     change=latest.get(endpoint_id),
@@ -166,60 +180,73 @@ class ReportData:
 
     def hourly_hits(self) -> list[HourlyHits]:
         """Requests per endpoint per UTC hour, by endpoint name, then hour."""
-        hits: dict[tuple[int, int], int] = defaultdict(int)
-        for e, _, hour, counts in self._activity:
-            hits[(e, hour)] += counts.hits
+        self._require_histograms()
         names = self._endpoint_names
+        rows = self._conn.execute(
+            "SELECT endpoint_id, hour, CAST(SUM(hits) AS BIGINT) FROM traffic"
+            " GROUP BY endpoint_id, hour"
+        )
         return sorted(
-            (HourlyHits(names[e], hour, count) for (e, hour), count in hits.items()),
+            (HourlyHits(names[e], int(hour), int(count)) for e, hour, count in rows if count),
             key=lambda h: (h.endpoint, h.hour),
         )
 
     def box_by_endpoint(self) -> dict[str, Box]:
         """The box of each requested endpoint's durations."""
         names = self._endpoint_names
-        return {names[e]: ranked.box for (e,), ranked in self._sorted(self._sweep.endpoints)}
+        return {names[e]: box for (e,), box in self._sorted(self._endpoint_boxes_by_key)}
 
     def boxes_by_version(self) -> dict[str, list[tuple[str, Box]]]:
         """Per endpoint, a box per version it ran in, in deployment order."""
         result: dict[str, list[tuple[str, Box]]] = {}
-        for (e, v), ranked in self._sorted(self._sweep.versions, version_at=1):
-            result.setdefault(self._endpoint_names[e], []).append(
-                (self._version_names[v], ranked.box)
-            )
+        for (e, v), box in self._sorted(self._version_boxes, version_at=1):
+            result.setdefault(self._endpoint_names[e], []).append((self._version_names[v], box))
         return result
 
     def boxes_by_group(self) -> dict[str, list[tuple[str, Box]]]:
         """Per endpoint, the ``max_groups`` slowest groups (by median) with their boxes, then
-        ``("others", box)`` of all the remaining groups' requests, if any remain."""
+        ``("others", box)`` of all the remaining groups' requests (with the groups beyond the
+        writer's cap), if any remain."""
         result = {
             self._endpoint_names[e]: [(self._group_name(g), box) for g, box in kept]
             for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0]))
         }
-        for e, ranked in sorted(self._sweep.others.items()):
-            result[self._endpoint_names[e]].append((OTHER_GROUPS, ranked.box))
+        for e, histogram in sorted(self._latency.others.items()):
+            result.setdefault(self._endpoint_names[e], []).append((OTHER_GROUPS, box_of(histogram)))
         return result
 
     def boxes_by_group_version(self) -> dict[str, dict[str, list[tuple[str, Box]]]]:
         """Per endpoint, per group kept by :meth:`boxes_by_group`, a box per version."""
-        boxes = self._sweep.kept
-        result: dict[str, dict[str, list[tuple[str, Box]]]] = {}
+        return {
+            endpoint: {
+                group: [(version, box_of(h)) for version, h in found]
+                for group, found in per_group.items()
+            }
+            for endpoint, per_group in self.histograms_by_group_version().items()
+        }
+
+    def histograms_by_group_version(self) -> dict[str, dict[str, list[tuple[str, Histogram]]]]:
+        """The histograms behind :meth:`boxes_by_group_version`, for comparisons per group."""
+        cells = self._latency.kept
+        result: dict[str, dict[str, list[tuple[str, Histogram]]]] = {}
         for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0])):
             per_group = result[self._endpoint_names[e]] = {}
             for g, _ in kept:
                 per_group[self._group_name(g)] = [
-                    (self._version_names[v], boxes[(e, g, v)].box)
+                    (self._version_names[v], cells[(e, g, v)])
                     for v in self._version_order
-                    if (e, g, v) in boxes
+                    if (e, g, v) in cells
                 ]
         return result
 
     def outlier_counts(self) -> dict[str, int]:
         """Requests flagged as outliers, per requested endpoint."""
-        counts: dict[str, int] = defaultdict(int)
-        for (e, _), totals in self._totals.items():
-            counts[self._endpoint_names[e]] += totals.outliers
-        return dict(sorted(counts.items()))
+        names = self._endpoint_names
+        return {
+            names[e]: totals.outliers
+            for e, totals in sorted(self._endpoint_totals.items(), key=lambda i: names[i[0]])
+            if totals.hits
+        }
 
     # -- names and order ---------------------------------------------------------------------
 
@@ -245,7 +272,7 @@ class ReportData:
     @cached_property
     def _group_names(self) -> dict[int, str]:
         names = dict(self._conn.execute("SELECT id, name FROM user_groups").fetchall())
-        return {**names, NO_GROUP: UNKNOWN_GROUP}
+        return {**names, NO_GROUP: UNKNOWN_GROUP, CAPPED_GROUPS: OTHER_GROUPS}
 
     def _group_name(self, group_key: int) -> str:
         return self._group_names[group_key]
@@ -254,9 +281,9 @@ class ReportData:
         return self._endpoint_names[endpoint_id], endpoint_id
 
     def _sorted(
-        self, boxes: dict[Key, Ranked], version_at: int | None = None
-    ) -> list[tuple[Key, Ranked]]:
-        def order(item: tuple[Key, Ranked]) -> tuple[Any, ...]:
+        self, boxes: dict[Key, Box], version_at: int | None = None
+    ) -> list[tuple[Key, Box]]:
+        def order(item: tuple[Key, Box]) -> tuple[Any, ...]:
             key = item[0]
             place = () if version_at is None else (self._version_order[key[version_at]],)
             return (*self._endpoint_key(key[0]), *place)
@@ -269,86 +296,72 @@ class ReportData:
 
     # -- counts ------------------------------------------------------------------------------
 
-    @cached_property
-    def _activity(self) -> list[tuple[int, int, int, _Totals]]:
-        """(endpoint, version, hour, counts): one GROUP BY serves hits, outliers, recent hits
-        and the hourly chart."""
-        now, conn = self.now, self._conn
-        endpoint, version = conn.unindexed("endpoint_id"), conn.unindexed("version_id")
-        rows = conn.execute(
-            "SELECT endpoint_id, version_id, hour, COUNT(*), SUM(outlier), SUM(day), SUM(week)"
-            f" FROM (SELECT endpoint_id, version_id, {conn.hour_start('started_at')} AS hour,"
-            " CASE WHEN is_outlier <> 0 THEN 1 ELSE 0 END AS outlier,"
-            " CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END AS day,"
-            " CASE WHEN started_at >= ? AND started_at <= ? THEN 1 ELSE 0 END AS week"
-            f" FROM requests) a GROUP BY {endpoint}, {version}, hour",
-            (now - _DAY, now, now - _WEEK, now),
-        ).fetchall()
-        return [(e, v, int(hour), _Totals(*counts)) for e, v, hour, *counts in rows]
+    def _require_histograms(self) -> None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or int(row[0]) < HISTOGRAM_SCHEMA:
+            raise StoreError(
+                f"{self._conn.label or 'the store'} has schema version"
+                f" {'none' if row is None else row[0]}, older than its reports read"
+                f" ({HISTOGRAM_SCHEMA}); run `flamewatch migrate --database ...` on it first"
+            )
 
     @cached_property
     def _totals(self) -> dict[tuple[int, int], _Totals]:
-        """Hits, outliers and recent hits per (endpoint, version)."""
-        totals: dict[tuple[int, int], _Totals] = defaultdict(_Totals)
-        for e, v, _, counts in self._activity:
-            totals[(e, v)] += counts
-        return dict(totals)
-
-    # -- boxes and rank sums -----------------------------------------------------------------
+        """Hits, outliers, recent hits and sums per (endpoint, version): one ``GROUP BY``."""
+        self._require_histograms()
+        day, week, now = self.now - _DAY, self.now - _WEEK, self.now
+        rows = self._conn.execute(
+            "SELECT endpoint_id, version_id, CAST(SUM(hits) AS BIGINT),"
+            " CAST(SUM(outliers) AS BIGINT),"
+            " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
+            " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
+            " SUM(sum_ms) FROM traffic GROUP BY endpoint_id, version_id",
+            (day, now, week, now),
+        ).fetchall()
+        return {
+            (e, v): _Totals(int(hits), int(outliers), int(last_day), int(last_week), float(ms))
+            for e, v, hits, outliers, last_day, last_week, ms in rows
+        }
 
     @cached_property
-    def _sweep(self) -> _Sweep:
-        """All boxes and version comparisons in one go, from one streamed read of the
-        durations (:class:`~.sweep.Durations`): the first method that needs one pays for all,
-        which is what a report does anyway."""
-        durations = Durations.load(self._conn)
-        parts = durations.parts
-        by_version = durations.merged(((e, v), (e, v, g)) for e, v, g in parts)
-        versions = {key: rank(values, median_ci=True) for key, values in by_version.items()}
-        pairs = [
-            (e, old, new)
-            for e, old, new in self._pairs_in(versions)
-            if min(versions[(e, old)].box.count, versions[(e, new)].box.count)
-            >= MIN_CHANGE_REQUESTS
-        ]
-        sums = {
-            (e, old, new): rank_sum(by_version[(e, old)], by_version[(e, new)])
-            for e, old, new in pairs
-        }
-        del by_version
-        endpoints = {
-            key: rank(values)
-            for key, values in durations.merged(((e,), (e, v, g)) for e, v, g in parts).items()
-        }
-        per_endpoint: dict[int, list[tuple[int, Box]]] = defaultdict(list)
-        for (e, g), values in durations.merged(((e, g), (e, v, g)) for e, v, g in parts).items():
-            per_endpoint[e].append((g, rank(values).box))
-        groups = {
-            e: sorted(found, key=lambda i: (-i[1].median, self._group_name(i[0])))
-            for e, found in per_endpoint.items()
-        }
-        kept_keys = {(e, g) for e, found in groups.items() for g, _ in found[: self.max_groups]}
-        kept: dict[Key, Ranked] = {
-            (e, g, v): rank(values) for (e, v, g), values in parts.items() if (e, g) in kept_keys
-        }
-        others = durations.merged(((e,), (e, v, g)) for e, v, g in parts if (e, g) not in kept_keys)
-        return _Sweep(
-            endpoints=endpoints,
-            versions=versions,
-            groups=groups,
-            kept=kept,
-            others={key[0]: rank(values) for key, values in others.items()},
-            rank_sums=sums,
-        )
+    def _endpoint_totals(self) -> dict[int, _Totals]:
+        totals: dict[int, _Totals] = defaultdict(_Totals)
+        for (e, _), counts in self._totals.items():
+            totals[e] += counts
+        return dict(totals)
+
+    # -- histograms and boxes ----------------------------------------------------------------
+
+    @cached_property
+    def _latency(self) -> Latencies:
+        self._require_histograms()
+        return read_latencies(self._conn, self.max_groups, self._group_name)
 
     @property
     def _kept_groups(self) -> dict[int, list[tuple[int, Box]]]:
         """Per endpoint id, the groups with a box of their own, slowest first."""
-        return {e: found[: self.max_groups] for e, found in self._sweep.groups.items()}
+        return self._latency.groups
+
+    @cached_property
+    def _version_boxes(self) -> dict[Key, Box]:
+        totals = self._totals
+        return {
+            key: _box(histogram, totals.get(key))
+            for key, histogram in self._latency.versions.items()
+        }
+
+    @cached_property
+    def _endpoint_boxes(self) -> dict[int, Box]:
+        totals = self._endpoint_totals
+        return {e: _box(h, totals.get(e)) for e, h in self._latency.endpoints.items()}
+
+    @property
+    def _endpoint_boxes_by_key(self) -> dict[Key, Box]:
+        return {(e,): box for e, box in self._endpoint_boxes.items()}
 
     # -- version comparisons -----------------------------------------------------------------
 
-    def _pairs_in(self, versions: dict[Key, Ranked]) -> list[tuple[int, int, int]]:
+    def _pairs_in(self, versions: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
         """(endpoint, previous version, version): consecutive versions each endpoint ran in."""
         ran_in: dict[int, list[int]] = defaultdict(list)
         for e, v in sorted(versions, key=lambda k: self._version_order[k[1]]):
@@ -359,37 +372,26 @@ class ReportData:
     def _changes(self) -> dict[tuple[int, int], Change]:
         """(endpoint, version) -> its change against the previous version, where both sides
         have enough requests."""
-        return {
-            (e, new): self._change(e, old, new, sums)
-            for (e, old, new), sums in self._sweep.rank_sums.items()
-        }
-
-    def _change(self, e: int, old: int, new: int, sums: tuple[float, int]) -> Change:
-        versions, names = self._sweep.versions, self._version_names
-        return self.version_change(
-            self._endpoint_names[e],
-            names[old],
-            names[new],
-            versions[(e, old)],
-            versions[(e, new)],
-            sums,
-        )
+        versions, names = self._latency.versions, self._version_names
+        changes = {}
+        for e, old, new in self._pairs_in(versions):
+            before, after = versions[(e, old)], versions[(e, new)]
+            if min(before.total, after.total) >= MIN_CHANGE_REQUESTS:
+                changes[(e, new)] = self.version_change(
+                    self._endpoint_names[e], names[old], names[new], before, after
+                )
+        return changes
 
     def version_change(
-        self,
-        endpoint: str,
-        previous: str,
-        version: str,
-        before: Ranked,
-        after: Ranked,
-        sums: tuple[float, int],
+        self, endpoint: str, previous: str, version: str, before: Histogram, after: Histogram
     ) -> Change:
-        """How durations changed from ``before`` (in ``previous``) to ``after`` (in ``version``),
-        both ranked with their median's interval; ``sums`` is their :func:`.sweep.rank_sum`."""
-        (old_low, old_high), (new_low, new_high) = _median_ci(before), _median_ci(after)
+        """How durations changed from ``before`` (in ``previous``) to ``after`` (in
+        ``version``): the ratio of the medians with its 95 % interval (from the medians'
+        intervals), the rank test's p-value, and the verdict, all read from the histograms."""
+        (old_low, old_high), (new_low, new_high) = median_bounds(before), median_bounds(after)
         low, high = ratio(new_low, old_high), ratio(new_high, old_low)
-        change = ratio(after.box.median, before.box.median)
-        p_value = mann_whitney_p(after.box.count, before.box.count, *sums)
+        change = ratio(after.quantile(_MEDIAN), before.quantile(_MEDIAN))
+        p_value = mann_whitney_p(after.total, before.total, *rank_sum(before, after))
         return Change(
             endpoint=endpoint,
             version=version,
@@ -398,8 +400,8 @@ class ReportData:
             ratio_low=low,
             ratio_high=high,
             p_value=p_value,
-            count=after.box.count,
-            previous_count=before.box.count,
+            count=after.total,
+            previous_count=before.total,
             verdict=verdict(change, low, high, p_value, self.change_threshold, self.alpha),
         )
 
@@ -407,12 +409,14 @@ class ReportData:
     def _latest_changes(self) -> dict[int, Change]:
         """Per endpoint id, the change of its latest version, if that one has a change."""
         latest: dict[int, int] = {}
-        for e, _, new in self._pairs_in(self._sweep.versions):
+        for e, _, new in self._pairs_in(self._latency.versions):
             latest[e] = new
         changes = self._changes
         return {e: changes[(e, v)] for e, v in latest.items() if (e, v) in changes}
 
 
-def _median_ci(ranked: Ranked) -> tuple[float, float]:
-    low, high = median_ci_ranks(ranked.box.count)
-    return ranked.at[low], ranked.at[high]
+def _box(histogram: Histogram, totals: _Totals | None) -> Box:
+    """The box of a histogram, its mean from the exact sum when ``traffic`` counted the same
+    requests (the two tables are written together; pruned apart, they may differ)."""
+    exact = totals is not None and totals.hits == histogram.total
+    return box_of(histogram, totals.sum_ms if exact and totals is not None else None)

@@ -1,21 +1,21 @@
 """The durations the findings compare, as latency histograms: the one place that reads them.
 
 The findings (:mod:`.findings`) need, per endpoint, a histogram of its durations per version
-and group (versions compared; one user against the others) and per version and time bucket
-(changes inside a version). They get them from :func:`read_distributions` only, as
-:class:`~flamewatch.sampler.histogram.Histogram` objects, so where the numbers come from can
-change without touching the tests themselves: today one streamed scan of the request rows
-fills the histograms; a store with pre-aggregated histograms (``latency``: per endpoint x
-version x group; ``latency_hourly``: per endpoint x version x hour) answers the same question
-by summing their counts, for buckets of whole hours.
+and group (versions compared; one user against the others) and per version and hour (changes
+inside a version). They read them from the store's pre-aggregated histograms (schema 4), never
+from the request rows, so what is read grows with endpoints x versions x groups x hours:
 
-Requests without a group are kept as the group ``None``: part of "everyone else" in a group's
-comparison, never a group of their own.
+- ``latency``: per endpoint, version and group -- the version and group comparisons;
+- ``latency_hourly``: per endpoint, version and UTC hour -- the series of hourly medians in
+  which changes inside a version are looked for.
+
+Requests without a group (``group_id`` 0) and the groups the writer counted together beyond its
+cap (``-1``) are kept as the group ``None``: part of "everyone else" in a group's comparison,
+never a group of their own.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -24,7 +24,8 @@ from flamewatch.sampler.store.connection import StoreConnection
 
 __all__ = ["Distributions", "read_distributions", "version_order"]
 
-#: the width of the time buckets in which changes inside a version are looked for
+#: the width of the time buckets in which changes inside a version are looked for: an hour,
+#: that of ``latency_hourly``
 HOUR_S = 3600.0
 
 CellKey = tuple[str, str, str | None]  # endpoint, version, group (None: no group of its own)
@@ -38,7 +39,7 @@ class Distributions:
     versions: list[str]
     #: (endpoint, version, group) -> its durations
     cells: dict[CellKey, Histogram]
-    #: (endpoint, version) -> (bucket start, durations) in time order, buckets of ``bucket_s``
+    #: (endpoint, version) -> (hour start, durations) in time order
     buckets: dict[tuple[str, str], list[tuple[float, Histogram]]]
     bucket_s: float
 
@@ -70,36 +71,26 @@ def version_order(conn: StoreConnection) -> list[str]:
     ]
 
 
-def read_distributions(conn: StoreConnection, bucket_s: float = HOUR_S) -> Distributions:
-    """Every histogram the findings need, in one streamed read of the request rows.
-
-    ``bucket_s`` is the width of the time buckets (an hour by default; shorter buckets serve
-    short histories such as a test run)."""
-    if not bucket_s > 0 or math.isinf(bucket_s):
-        raise ValueError(f"a time bucket must last a positive number of seconds, not {bucket_s}")
+def read_distributions(conn: StoreConnection) -> Distributions:
+    """Every histogram the findings need: one scan of ``latency``, one of ``latency_hourly``."""
     endpoints = dict(conn.execute("SELECT id, name FROM endpoints").fetchall())
     versions = dict(conn.execute("SELECT id, name FROM versions").fetchall())
     groups = dict(conn.execute("SELECT id, name FROM user_groups").fetchall())
-    cells: dict[tuple[int, int, int | None], Histogram] = {}
-    timed: dict[tuple[int, int, int], Histogram] = {}
-    rows = conn.stream(
-        "SELECT endpoint_id, version_id, group_id, started_at, duration_ms FROM requests"
-    )
-    for e, v, g, started_at, ms in rows:
-        cell = cells.get((e, v, g))
-        if cell is None:
-            cell = cells[(e, v, g)] = Histogram()
-        cell.add(ms)
-        key = (e, v, int(started_at // bucket_s))
-        bucket = timed.get(key)
-        if bucket is None:
-            bucket = timed[key] = Histogram()
-        bucket.add(ms)
-    by_name: dict[CellKey, Histogram] = {}
-    for (e, v, g), histogram in cells.items():
-        group = None if g is None else groups[g]
-        by_name[(endpoints[e], versions[v], group)] = histogram
-    series: dict[tuple[str, str], list[tuple[float, Histogram]]] = defaultdict(list)
-    for (e, v, index), histogram in sorted(timed.items()):
-        series[(endpoints[e], versions[v])].append((index * bucket_s, histogram))
-    return Distributions(version_order(conn), by_name, dict(series), bucket_s)
+    cells: dict[CellKey, dict[int, int]] = defaultdict(dict)
+    for e, v, g, bucket, count in conn.stream(
+        "SELECT endpoint_id, version_id, group_id, bucket, count FROM latency"
+    ):
+        counts = cells[(endpoints[e], versions[v], groups.get(g))]  # 0, -1: no group of its own
+        counts[bucket] = counts.get(bucket, 0) + int(count)
+    hours: dict[tuple[str, str], dict[float, dict[int, int]]] = defaultdict(dict)
+    for e, v, hour, bucket, count in conn.stream(
+        "SELECT endpoint_id, version_id, hour, bucket, count FROM latency_hourly"
+    ):
+        counts = hours[(endpoints[e], versions[v])].setdefault(float(hour), {})
+        counts[bucket] = counts.get(bucket, 0) + int(count)
+    series = {
+        key: [(hour, Histogram.from_counts(counts)) for hour, counts in sorted(by_hour.items())]
+        for key, by_hour in hours.items()
+    }
+    by_name = {key: Histogram.from_counts(counts) for key, counts in cells.items()}
+    return Distributions(version_order(conn), by_name, series, HOUR_S)

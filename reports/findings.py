@@ -43,7 +43,7 @@ from .aggregate import MIN_CHANGE_REQUESTS
 from .calltree import CallPath, CallTree, culprit_paths
 from .change_tests import compare, interaction, median, without
 from .changepoints import TimeChange, find_time_changes
-from .distributions import HOUR_S, Distributions, read_distributions, version_order
+from .distributions import Distributions, read_distributions, version_order
 from .flames import FlameReport, Profile
 from .model import Change
 
@@ -156,10 +156,9 @@ def find_changes(
     *,
     threshold: float = 0.2,
     alpha: float = 0.01,
-    bucket_s: float = HOUR_S,
 ) -> list[Finding]:
     """Every finding of a store (see :func:`derive_findings`)."""
-    distributions = read_distributions(StoreConnection.wrap(conn), bucket_s)
+    distributions = read_distributions(StoreConnection.wrap(conn))
     return derive_findings(distributions, flames, threshold=threshold, alpha=alpha)
 
 
@@ -182,7 +181,6 @@ def read_findings(
     *,
     threshold: float = 0.2,
     alpha: float = 0.01,
-    bucket_s: float = HOUR_S,
     since: str | None = None,
 ) -> list[Finding]:
     """The findings of the store at ``database`` (a path or URL), only those from version
@@ -198,7 +196,7 @@ def read_findings(
             known = ", ".join(order[-8:]) or "none"
             raise ValueError(f"{since!r} is not a version of the store (the latest: {known})")
         flames = FlameReport(conn, ReportData(conn))
-        found = find_changes(conn, flames, threshold=threshold, alpha=alpha, bucket_s=bucket_s)
+        found = find_changes(conn, flames, threshold=threshold, alpha=alpha)
     if since is None:
         return found
     first = order.index(since)

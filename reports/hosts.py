@@ -1,8 +1,9 @@
 """Who served the requests: per host and per process (worker), for the utilization page.
 
-Several gunicorn workers on several servers write one store; every request row names the
-process that served it (``processes``: host, pid, version, agent, heartbeat, drops). This reads
-that breakdown with two ``GROUP BY`` queries, whatever the number of requests.
+Several gunicorn workers on several servers write one store; every request is counted under
+the process that served it (``processes``: host, pid, version, agent, heartbeat, drops), in the
+``traffic`` table the writer keeps per process and hour. This reads that breakdown with two
+queries whose cost grows with processes x hours, never with the number of requests.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def process_rows(conn: StoreConnection) -> list[ProcessRow]:
     counts = {
         process_id: (hits, outliers)
         for process_id, hits, outliers in conn.execute(
-            "SELECT process_id, COUNT(*), SUM(CASE WHEN is_outlier <> 0 THEN 1 ELSE 0 END)"
-            " FROM requests GROUP BY process_id"
+            "SELECT process_id, CAST(SUM(hits) AS BIGINT), CAST(SUM(outliers) AS BIGINT)"
+            " FROM traffic GROUP BY process_id"
         ).fetchall()
     }
     rows = conn.execute(

@@ -41,7 +41,7 @@ from markupsafe import Markup, escape
 
 from .aggregate import ReportData
 from .change_tests import median
-from .distributions import HOUR_S, Distributions, read_distributions
+from .distributions import Distributions, read_distributions
 from .export import export_profile, to_speedscope
 from .figures import (
     box_figure,
@@ -142,7 +142,6 @@ def read_site(
     change_threshold: float = 0.2,
     max_groups: int = 15,
     live: bool = False,
-    time_bucket_s: float = HOUR_S,
 ) -> Site:
     """Read everything the pages show from ``database``, in one pass over the store.
 
@@ -173,7 +172,7 @@ def read_site(
             FlameReport(conn, data),
             endpoints,
             numbers.by_version,
-            read_distributions(conn, time_bucket_s),
+            read_distributions(conn),
             change_threshold,
             data.alpha,
         )
@@ -384,7 +383,6 @@ class Site:
             profiles=profiles,
             findings=findings,
             over_time=bool(medians),
-            bucket=_bucket_words(self.flames.bucket_s),
             charts=charts,
         )
 
@@ -486,7 +484,6 @@ def write_site(
     change_threshold: float = 0.2,
     max_groups: int = 15,
     quiet: bool = True,
-    time_bucket_s: float = HOUR_S,
 ) -> Path:
     """Build the site for ``database`` into ``output``; return the path of its ``index.html``."""
     timezone_of(timezone)  # a bad timezone is refused before anything is written
@@ -502,7 +499,6 @@ def write_site(
         now=now,
         change_threshold=change_threshold,
         max_groups=max_groups,
-        time_bucket_s=time_bucket_s,
     )
     write_assets(output / "assets")
     pages = site.pages(outliers=False)
@@ -567,9 +563,8 @@ class _Flames:
     functions: dict[int, Function]
     findings: list[Finding]
     profiles: dict[str, list[tuple[str, Profile, float]]]  # endpoint -> (version, profile, mean)
-    #: endpoint -> (version, [(time bucket start, median ms, requests)]), deployment order
+    #: endpoint -> (version, [(hour start, median ms, requests)]), deployment order
     medians: dict[str, list[tuple[str, list[tuple[float, float, int]]]]]
-    bucket_s: float  # their time buckets' width
 
 
 @dataclass(frozen=True)
@@ -609,16 +604,7 @@ def _read_flames(
             if series:
                 points = [(start, median(h), h.total) for start, h in series]
                 medians.setdefault(name, []).append((version, points))
-    return _Flames(report.functions, findings, profiles, medians, distributions.bucket_s)
-
-
-def _bucket_words(seconds: float) -> str:
-    """``hour``, ``30 minutes``, ``0.5 s``: a time bucket's width for a page."""
-    if seconds == HOUR_S:
-        return "hour"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} minutes"
-    return f"{seconds:g} s"
+    return _Flames(report.functions, findings, profiles, medians)
 
 
 def _diff_charts(

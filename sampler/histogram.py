@@ -70,6 +70,15 @@ class Histogram:
             self.merge_counts(counts)
 
     @classmethod
+    def from_counts(cls, counts: dict[int, int]) -> Histogram:
+        """A histogram that takes ``counts`` (bucket -> positive count) as its own: no copy,
+        for the many histograms read from SQL at once."""
+        histogram = cls()
+        histogram.counts = counts
+        histogram.total = sum(counts.values())
+        return histogram
+
+    @classmethod
     def of(cls, durations_ms: Iterable[float]) -> Histogram:
         histogram = cls()
         for ms in durations_ms:

@@ -83,7 +83,7 @@ def test_pages_say_what_changed_for_whom_and_why(site: Path) -> None:
     code = r"<code[^>]*>{}</code>"
     feed = code.format("feed") + " → " + code.format("render_feed")
     assert re.search(feed + r" \+[\d.]+ ms per request \([\d.]+ → [\d.]+ ms; \d+% → \d+% of", text)
-    assert re.search(r"only for carol \(the others ×[\d.]+\)", text)
+    assert re.search(r"only for carol \(the others \u00d7[\d.]+\)", text)
     assert re.search(code.format("apply_discounts"), text)
     assert re.search(code.format("rank_results") + " \u2212", text)
     assert text.count('<section class="finding ') == len(EXPECTED)

@@ -122,8 +122,65 @@ _V3 = (
     )""",
 )
 
+_V4 = (
+    # Mergeable latency histograms, written with the rows they summarise (same transaction), so
+    # that every answer reads rows whose number grows with endpoints x versions x groups x hours,
+    # never with requests. ``bucket`` is flamewatch.sampler.histogram.bucket_of(duration_ms), a
+    # fixed log mapping (relative error 1 %): equal buckets of any processes, hosts and hours
+    # merge by adding their counts (SUM ... GROUP BY bucket). Counts are BIGINT on both
+    # backends (SQLite reads BIGINT as INTEGER).
+    #
+    # per endpoint, version and group, all time: the box plots per endpoint / version / group /
+    # group x version, and the version comparisons. group_id: a user_groups id; 0 the requests
+    # without a group; -1 the groups beyond the cap per (endpoint, version) ("others")
+    """CREATE TABLE IF NOT EXISTS latency (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        group_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, version_id, group_id, bucket)
+    )""",
+    # per endpoint, version and UTC hour (Unix time of its start): durations over time
+    """CREATE TABLE IF NOT EXISTS latency_hourly (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        hour BIGINT NOT NULL,
+        bucket INTEGER NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, version_id, hour, bucket)
+    )""",
+    # per endpoint, method and status, all time, never pruned: the OpenMetrics histogram
+    # (cumulative counters); sum_ms is the exact sum of the bucket's durations
+    """CREATE TABLE IF NOT EXISTS latency_total (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        method TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        count BIGINT NOT NULL,
+        sum_ms REAL NOT NULL,
+        PRIMARY KEY (endpoint_id, method, status, bucket)
+    )""",
+    # counts per endpoint, version, process, UTC hour, method and status: hits (per day, per
+    # hour of the week, recent), outliers, status classes, the host and process tables
+    """CREATE TABLE IF NOT EXISTS traffic (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        process_id INTEGER NOT NULL REFERENCES processes (id),
+        hour BIGINT NOT NULL,
+        method TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        hits BIGINT NOT NULL,
+        outliers BIGINT NOT NULL,
+        sum_ms REAL NOT NULL,
+        PRIMARY KEY (endpoint_id, version_id, process_id, hour, method, status)
+    )""",
+    "CREATE INDEX IF NOT EXISTS traffic_hour ON traffic (hour)",
+    "CREATE INDEX IF NOT EXISTS latency_hourly_hour ON latency_hourly (hour)",
+)
+
 #: statements taking a store from version ``n - 1`` to ``n``, at index ``n - 1``
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
