@@ -147,7 +147,7 @@ def changes(database: str, as_json: bool, since: str | None, regression_threshol
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:
-        raise click.ClickException(f"--since: {exc}") from None
+        raise click.ClickException(f"--{exc}") from None
     if as_json:
         click.echo(json_text([f.to_json() for f in found]))
         return

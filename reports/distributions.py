@@ -43,6 +43,15 @@ class Distributions:
     buckets: dict[tuple[str, str], list[tuple[float, Histogram]]]
     bucket_s: float
 
+    def only(self, versions: set[str]) -> Distributions:
+        """The durations of ``versions`` alone, as if no other version had been deployed."""
+        return Distributions(
+            [v for v in self.versions if v in versions],
+            {key: h for key, h in self.cells.items() if key[1] in versions},
+            {key: series for key, series in self.buckets.items() if key[1] in versions},
+            self.bucket_s,
+        )
+
     def endpoints(self) -> list[str]:
         return sorted({endpoint for endpoint, _, _ in self.cells})
 

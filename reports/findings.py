@@ -32,9 +32,7 @@ demo and ``flamewatch check`` give. It is derived from the store's durations as 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Literal
+from dataclasses import dataclass
 
 from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store.connection import StoreConnection
@@ -43,7 +41,8 @@ from .aggregate import MIN_CHANGE_REQUESTS
 from .calltree import CallPath, CallTree, culprit_paths
 from .change_tests import compare, interaction, median, without
 from .changepoints import TimeChange, find_time_changes
-from .distributions import Distributions, read_distributions, version_order
+from .distributions import Distributions, read_distributions
+from .finding_model import Direction, Finding, Start, iso_time
 from .flames import FlameReport, Profile
 from .model import Change
 
@@ -61,105 +60,45 @@ TOP_PATHS = 5
 #: ...each holding at least this part of the change of the mean duration
 MIN_PART = 0.2
 
-Direction = Literal["slower", "faster"]
-
-
-@dataclass(frozen=True)
-class Start:
-    """The version where a change began that had too few requests to show it on its own."""
-
-    version: str
-    requests: int
-    ratio: float  # its median against the version compared against
-    p_value: float
-    significant: bool  # whether its own comparison flagged the change
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A change that got flagged: where and when it started, against what, how large and how
-    certain, for whom, and the call paths that hold it."""
-
-    endpoint: str
-    version: str  # where it started (a time finding: the version it happened in)
-    against: str  # the version compared against (a time finding: the same version)
-    verdict: Direction
-    ratio: float  # of the medians, after / before
-    ci: tuple[float, float]  # 95 % confidence interval of the ratio
-    p_value: float
-    group: str | None  # the one user or group it concerns; None: all users
-    paths: list[CallPath]  # the largest first
-    mean_before_ms: float  # mean duration per request (the group's, for a group finding)
-    mean_after_ms: float
-    requests_before: int
-    requests_after: int
-    confirmed_in: str | None = None  # the version that confirms a change started in `version`
-    start: Start | None = None
-    since: float | None = None  # a time finding: when it started (Unix time)
-    rest_ratio: float | None = None  # a group finding: the other users' ratio
-    others_changed: bool = False  # a group finding: the endpoint as a whole changed too
-    profile_group: str | None = None  # whose aggregated profiles give the paths
-    before: Profile | None = field(default=None, compare=False, repr=False)
-    after: Profile | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def kind(self) -> Literal["version", "time"]:
-        return "version" if self.since is None else "time"
-
-    def to_json(self) -> dict[str, Any]:
-        """The finding as ``flamewatch changes --json`` prints it (docs/changes.schema.json)."""
-        start = self.start
-        return {
-            "endpoint": self.endpoint,
-            "kind": self.kind,
-            "version": self.version,
-            "against": self.against,
-            "since": None if self.since is None else iso_time(self.since),
-            "confirmed_in": self.confirmed_in,
-            "started": None
-            if start is None
-            else {
-                "version": start.version,
-                "requests": start.requests,
-                "ratio": _number(start.ratio),
-                "p": start.p_value,
-                "significant": start.significant,
-            },
-            "verdict": self.verdict,
-            "ratio": _number(self.ratio),
-            "ci": [_number(self.ci[0]), _number(self.ci[1])],
-            "p": self.p_value,
-            "group": self.group,
-            "rest_ratio": None if self.rest_ratio is None else _number(self.rest_ratio),
-            "requests_before": self.requests_before,
-            "requests_after": self.requests_after,
-            "mean_ms_before": round(self.mean_before_ms, 3),
-            "mean_ms_after": round(self.mean_after_ms, 3),
-            "functions": [path.names for path in self.paths],
-            "ms_before": [round(path.before_ms, 3) for path in self.paths],
-            "ms_after": [round(path.after_ms, 3) for path in self.paths],
-        }
-
-
-def iso_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _number(value: float) -> float | None:
-    """A ratio for JSON: rounded, ``None`` where it is infinite (a median of zero before)."""
-    return round(value, 4) if math.isfinite(value) else None
-
 
 def find_changes(
     conn: StoreConnection,
     flames: FlameReport,
     *,
+    since: str | None = None,
+    version: str | None = None,
+    against: str | None = None,
     threshold: float = 0.2,
     alpha: float = 0.01,
 ) -> list[Finding]:
-    """Every finding of a store (see :func:`derive_findings`)."""
+    """The findings of a store (see :func:`derive_findings`), the one answer the report, the
+    command line and scripts share.
+
+    ``since``: only those that started in that version or later (deployment order).
+    ``version``: only those that started or were confirmed in it, or happened inside it.
+    ``version`` and ``against``: that version compared with ``against`` directly, as if no
+    version between them had been deployed (``against`` must be the older). Raises
+    :class:`ValueError` for a name that is not a version of the store, or versions in the
+    wrong order."""
     distributions = read_distributions(StoreConnection.wrap(conn))
-    return derive_findings(distributions, flames, threshold=threshold, alpha=alpha)
+    order = distributions.versions
+    for option, name in (("since", since), ("version", version), ("against", against)):
+        if name is not None and name not in order:
+            known = ", ".join(order[-8:]) or "none"
+            raise ValueError(f"{option}: {name!r} is not a version of the store ({known})")
+    if against is not None:
+        if version is None:
+            raise ValueError("against: give the version to compare with it too")
+        if order.index(against) >= order.index(version):
+            raise ValueError(f"against: {against!r} was not deployed before {version!r}")
+        distributions = distributions.only({against, version})
+    found = derive_findings(distributions, flames, threshold=threshold, alpha=alpha)
+    if since is not None:
+        first = order.index(since)
+        found = [f for f in found if order.index(f.version) >= first]
+    if version is not None:
+        found = [f for f in found if version in (f.version, f.confirmed_in)]
+    return found
 
 
 def derive_findings(
@@ -179,28 +118,28 @@ def derive_findings(
 def read_findings(
     database: str,
     *,
+    since: str | None = None,
+    version: str | None = None,
+    against: str | None = None,
     threshold: float = 0.2,
     alpha: float = 0.01,
-    since: str | None = None,
 ) -> list[Finding]:
-    """The findings of the store at ``database`` (a path or URL), only those from version
-    ``since`` on (deployment order) when it is given. Raises
-    :class:`~flamewatch.sampler.store.StoreError` when there is no readable store and
-    :class:`ValueError` when ``since`` is not one of its versions."""
+    """:func:`find_changes` of the store at ``database`` (a path or URL). Raises
+    :class:`~flamewatch.sampler.store.StoreError` when there is no readable store."""
     from .aggregate import ReportData
     from .summary import open_readonly
 
     with open_readonly(database) as conn:
-        order = version_order(conn)
-        if since is not None and since not in order:
-            known = ", ".join(order[-8:]) or "none"
-            raise ValueError(f"{since!r} is not a version of the store (the latest: {known})")
         flames = FlameReport(conn, ReportData(conn))
-        found = find_changes(conn, flames, threshold=threshold, alpha=alpha)
-    if since is None:
-        return found
-    first = order.index(since)
-    return [f for f in found if order.index(f.version) >= first]
+        return find_changes(
+            conn,
+            flames,
+            since=since,
+            version=version,
+            against=against,
+            threshold=threshold,
+            alpha=alpha,
+        )
 
 
 @dataclass(frozen=True)
