@@ -31,6 +31,10 @@ Run from the repository root (needs ``valgrind``; about 5 minutes)::
 
     python benchmarks/bench_instructions.py
     python benchmarks/bench_instructions.py --via client --variants flamewatch  # as bench_overhead
+
+``--baseline DIR`` counts the same variants again with another checkout of flamewatch (its
+``DIR/.venv/bin/python`` and ``DIR/benchmarks/bench_instructions.py``), in the same run, each
+compared with its own bare request: a change's cost side by side with the code before it.
 """
 
 from __future__ import annotations
@@ -118,9 +122,20 @@ def child(variant: str, n: int, via: str = "wsgi") -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def count(variant: str, n: int, work: Path, via: str = "wsgi") -> tuple[int, int]:
-    """(instructions of the serving thread, of all threads) for one child run."""
-    out = work / f"{variant}-{n}.cg"
+def count(
+    variant: str, n: int, work: Path, via: str = "wsgi", tree: Path | None = None
+) -> dict[str, int]:
+    """Instructions of each thread of one child run, by :func:`thread_name`; ``tree``: run
+    the child of another checkout (with its own virtualenv) instead of this one."""
+    out = work / f"{variant}-{n}{'-base' if tree else ''}.cg"
+    python, script = (
+        (sys.executable, __file__)
+        if tree is None
+        else (
+            str(tree / ".venv" / "bin" / "python"),
+            str(tree / "benchmarks" / Path(__file__).name),
+        )
+    )
     env = dict(os.environ, PYTHONHASHSEED="0")
     # Without address-space randomisation flamewatch's count repeats to within ~100
     # instructions per request; with it, it moved by up to ~1,500 from run to run. (Only for
@@ -134,8 +149,8 @@ def count(variant: str, n: int, work: Path, via: str = "wsgi") -> tuple[int, int
             "--tool=callgrind",
             "--separate-threads=yes",
             f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
+            python,
+            script,
             "--child",
             variant,
             str(n),
@@ -147,11 +162,23 @@ def count(variant: str, n: int, work: Path, via: str = "wsgi") -> tuple[int, int
         stderr=subprocess.DEVNULL,
     )
     totals = {}
-    for path in work.glob(f"{out.name}-*"):
-        match = re.search(r"^summary: (\d+)", path.read_text(errors="replace"), re.MULTILINE)
+    for path in sorted(work.glob(f"{out.name}-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])):
+        text = path.read_text(errors="replace")
+        match = re.search(r"^summary: (\d+)", text, re.MULTILINE)
         if match:
-            totals[int(path.name.rsplit("-", 1)[1])] = int(match.group(1))
-    return totals[1], sum(totals.values())
+            totals[thread_name(int(path.name.rsplit("-", 1)[1]), text)] = int(match.group(1))
+    return totals
+
+
+def thread_name(number: int, callgrind_text: str) -> str:
+    """What a thread of the child is, from its number and the C functions it ran: the first
+    serves the requests; flamewatch's writer is the one that runs SQLite's virtual machine
+    (the stack sampler is off); another is named by its number."""
+    if number == 1:
+        return "serving"
+    if "sqlite3VdbeExec" in callgrind_text:
+        return "writer"
+    return f"thread {number}"
 
 
 def fmd_installed() -> bool:
@@ -175,6 +202,17 @@ def main() -> int:
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS)
     )
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep the callgrind files here (one per thread and run), for callgrind_annotate",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="also count the variants with the flamewatch checkout in DIR (DIR/.venv)",
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
@@ -185,30 +223,62 @@ def main() -> int:
     wanted = {"bare", *args.variants.split(",")}
     variants = [v for v in VARIANTS if v in wanted and (v != "fmd" or fmd_installed())]
     per_request: dict[str, dict[str, float]] = {}
+    threads: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="fw-instr-") as tmp:
-        for variant in variants:
-            n1, n2 = RUNS[variant]
-            main1, all1 = count(variant, n1, Path(tmp), args.via)
-            main2, all2 = count(variant, n2, Path(tmp), args.via)
-            per_request[variant] = {
-                "serving_thread": (main2 - main1) / (n2 - n1),
-                "all_threads": (all2 - all1) / (n2 - n1),
-            }
-            print(f"  {variant:12} measured", flush=True)
-    bare = per_request["bare"]
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        trees: list[Path | None] = [None] if args.baseline is None else [None, args.baseline]
+        for tree in trees:
+            for variant in variants:
+                label = variant if tree is None else f"{variant}@base"
+                n1, n2 = RUNS[variant]
+                short = count(variant, n1, work, args.via, tree)
+                long = count(variant, n2, work, args.via, tree)
+                names = [*long, *(name for name in short if name not in long)]
+                threads[label] = {
+                    name: (long.get(name, 0) - short.get(name, 0)) / (n2 - n1) for name in names
+                }
+                per_request[label] = {
+                    "serving_thread": threads[label]["serving"],
+                    "all_threads": sum(threads[label].values()),
+                }
+                print(f"  {label:12} measured", flush=True)
+
+    def bare_of(label: str) -> dict[str, float]:
+        return per_request["bare@base" if label.endswith("@base") else "bare"]
+
     how = "direct WSGI calls" if args.via == "wsgi" else "Flask's test client"
     print(f"\nInstructions per trivial request (valgrind callgrind, {how})")
-    print(f"  {'variant':12} {'serving thread':>15} {'added':>10} {'share':>7} {'all threads':>12}")
-    result: dict[str, Any] = {"via": args.via, "per_request": per_request, "added": {}}
+    print(
+        f"  {'variant':12} {'serving thread':>15} {'added':>10} {'share':>7}"
+        f" {'all threads':>12} {'added':>10} {'share':>7}"
+    )
+    result: dict[str, Any] = {
+        "via": args.via,
+        "per_request": per_request,
+        "per_thread": threads,
+        "added": {},
+    }
+    if args.baseline is not None:
+        result["baseline"] = str(args.baseline)
     for variant, figures in per_request.items():
+        bare = bare_of(variant)
         added = figures["serving_thread"] - bare["serving_thread"]
         added_all = figures["all_threads"] - bare["all_threads"]
-        share = added / bare["serving_thread"]
         result["added"][variant] = {"serving_thread": added, "all_threads": added_all}
         print(
-            f"  {variant:12} {figures['serving_thread']:15,.0f} {added:+10,.0f} {share:7.1%}"
-            f" {figures['all_threads']:12,.0f}"
+            f"  {variant:12} {figures['serving_thread']:15,.0f} {added:+10,.0f}"
+            f" {added / bare['serving_thread']:7.1%} {figures['all_threads']:12,.0f}"
+            f" {added_all:+10,.0f} {added_all / bare['all_threads']:7.1%}"
         )
+    print("\nPer thread (instructions per request; shares of a bare request's, all threads)")
+    for variant, named in threads.items():
+        bare = bare_of(variant)
+        split = ", ".join(
+            f"{name} {value:,.0f} ({value / bare['all_threads']:.1%})"
+            for name, value in named.items()
+        )
+        print(f"  {variant:12} {split}")
     if "fmd" in per_request:
         fw, fmd = result["added"]["flamewatch"], result["added"]["fmd"]
         for scope in ("serving_thread", "all_threads"):

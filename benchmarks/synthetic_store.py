@@ -17,6 +17,10 @@ What is in it:
   with an ``outliers`` row: request facts, CPU and memory, the stack at its threshold and a
   small gzip-compressed pyinstrument session.
 
+The requests themselves are drawn by :func:`draw_requests` from a :class:`Plan`
+(:func:`make_plan`), apart from any store: ``bench_scale.py`` feeds the same draws through the
+writer's real code path instead of inserting rows.
+
 What was planted (regressions, improvements, the slow user, ...) is the *manifest*: returned by
 :func:`manifest`, stored in the ``meta`` table under ``synthetic_manifest`` and printed by the
 command line::
@@ -36,17 +40,31 @@ import random
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pyinstrument.session import Session
 
 from flamewatch.sampler.store import SQLiteStore
 
-__all__ = ["generate", "main", "manifest"]
+__all__ = [
+    "PROCESSES_PER_VERSION",
+    "Draw",
+    "Endpoint",
+    "Plan",
+    "client_ip",
+    "draw_requests",
+    "generate",
+    "main",
+    "make_plan",
+    "manifest",
+    "process_host",
+    "process_of",
+]
 
 MANIFEST_KEY = "synthetic_manifest"
 _AREAS = ("users", "orders", "search", "reports", "billing", "catalog", "auth", "admin")
@@ -55,10 +73,11 @@ _METHODS = {"create": "POST", "update": "PUT", "delete": "DELETE"}
 _BATCH = 50_000  # rows per executemany
 _TRANSACTION = 250_000  # rows per transaction
 _HOUR = 3600.0
+PROCESSES_PER_VERSION = 2  # web-1 and web-2
 
 
 @dataclass(frozen=True)
-class _Endpoint:
+class Endpoint:
     id: int
     name: str
     rule: str
@@ -67,14 +86,14 @@ class _Endpoint:
     sigma: float
 
 
-def _endpoints(count: int, rng: random.Random) -> list[_Endpoint]:
+def _endpoints(count: int, rng: random.Random) -> list[Endpoint]:
     result = []
     for i in range(count):
         area, action = _AREAS[i % len(_AREAS)], _ACTIONS[(i // len(_AREAS)) % len(_ACTIONS)]
         suffix = "" if i < len(_AREAS) * len(_ACTIONS) else f"_{i // (len(_AREAS) * len(_ACTIONS))}"
         rule = f"/{area}/{action}{suffix}" + ("/<int:id>" if action in ("show", "update") else "")
         result.append(
-            _Endpoint(
+            Endpoint(
                 id=i + 1,
                 name=f"{area}.{action}{suffix}",
                 rule=rule,
@@ -97,7 +116,7 @@ def _hour_weights(start: float, hours: int) -> list[float]:
 
 
 def _session(
-    rng: random.Random, endpoint: _Endpoint, duration_ms: float, started_at: float, slow: bool
+    rng: random.Random, endpoint: Endpoint, duration_ms: float, started_at: float, slow: bool
 ) -> tuple[bytes, int, list[str]]:
     """A small real pyinstrument session of one outlier, gzip-compressed; its sample count and
     the stack it had when it crossed its threshold."""
@@ -146,13 +165,13 @@ def _session(
 
 
 @dataclass
-class _Plan:
+class Plan:
     """What the store will hold, drawn from the seed before any row is written."""
 
     rng: random.Random
     start: float
     end: float
-    endpoints: list[_Endpoint]
+    endpoints: list[Endpoint]
     bounds: list[float]  # version v covers bounds[v] .. bounds[v + 1]
     versions: list[str]
     factor: list[list[float]]  # factor[e][v] multiplies endpoint e's durations in version v
@@ -163,7 +182,10 @@ class _Plan:
     slow_endpoint: int
 
 
-def _plan(*, endpoints: int, versions: int, users: int, days: int, seed: int, end: float) -> _Plan:
+def make_plan(
+    *, endpoints: int, versions: int, users: int, days: int, seed: int, end: float
+) -> Plan:
+    """The endpoints, versions, users and planted changes of a store ending at ``end``."""
     rng = random.Random(seed)
     start = end - days * 86_400
     eps = _endpoints(endpoints, rng)
@@ -190,7 +212,7 @@ def _plan(*, endpoints: int, versions: int, users: int, days: int, seed: int, en
                 "factor": round(change, 3),
             }
         )
-    return _Plan(
+    return Plan(
         rng=rng,
         start=start,
         end=end,
@@ -225,7 +247,7 @@ def generate(
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; give a new path (or delete it first)")
-    plan = _plan(
+    plan = make_plan(
         endpoints=endpoints,
         versions=versions,
         users=users,
@@ -269,7 +291,7 @@ def generate(
     return path
 
 
-def _write_catalog(conn: sqlite3.Connection, plan: _Plan) -> None:
+def _write_catalog(conn: sqlite3.Connection, plan: Plan) -> None:
     """Versions, endpoints (and the idle ``static``), rules, users and processes."""
     start, end, bounds, eps = plan.start, plan.end, plan.bounds, plan.endpoints
     idle = len(eps) + 1
@@ -299,23 +321,33 @@ def _write_catalog(conn: sqlite3.Connection, plan: _Plan) -> None:
         "INSERT INTO processes (id, hostname, pid, version_id, agent, started_at, last_seen)"
         " VALUES (?, ?, ?, ?, 'flamewatch 0.1.0 / Python 3.11.7', ?, ?)",
         [
-            (2 * v + h + 1, f"web-{h + 1}", 1000 + 2 * v + h, v + 1, bounds[v], bounds[v + 1])
+            (p + 1, *process_host(p), v + 1, bounds[v], bounds[v + 1])
             for v in range(len(plan.versions))
-            for h in range(2)
+            for p in range(PROCESSES_PER_VERSION * v, PROCESSES_PER_VERSION * (v + 1))
         ],
     )
     conn.execute("COMMIT")
 
 
-# relative slowness, request id, endpoint, version, group id, status, duration, start
-_Worst = tuple[float, int, int, int, "int | None", int, float, float]
+class Draw(NamedTuple):
+    """One request drawn from a :class:`Plan`, before any store sees it."""
+
+    request: int  # 1-based, in time order
+    endpoint: int  # index in ``plan.endpoints``
+    version: int  # index in ``plan.versions``
+    user: int  # index in ``plan.users``: who sent it (its client address), with or without...
+    group: int | None  # ...being known to the app: ``user + 1``, or None (4 % of requests)
+    status: int
+    started_at: float
+    duration_ms: float
+    normal_ms: float  # the endpoint's median in this version (before the slow user's factor)
 
 
-def _write_requests(
-    conn: sqlite3.Connection, plan: _Plan, requests: int, outliers: int
-) -> list[_Worst]:
-    """Insert the requests hour by hour (so ids follow time); return the ``outliers`` ones
-    slowest relative to their endpoint's normal duration in their version."""
+def draw_requests(plan: Plan, requests: int) -> Iterator[Draw]:
+    """The ``requests`` requests of ``plan``, hour by hour in time order (so ids follow time).
+
+    Draws from ``plan.rng``: the same plan and count always give the same requests.
+    """
     rng, eps, start, end = plan.rng, plan.endpoints, plan.start, plan.end
     hours = max(1, math.ceil((end - start) / _HOUR))
     per_hour = [0] * hours
@@ -325,11 +357,7 @@ def _write_requests(
     cum_endpoints = list(accumulate(1 / (i + 1) ** 0.8 for i in range(len(eps))))
     cum_users = list(accumulate(1 / (i + 1) ** 1.1 for i in range(len(plan.users))))
     last_version = len(plan.versions) - 1
-    worst: list[_Worst] = []
-    last_accessed = [0.0] * len(eps)
-    batch: list[tuple[Any, ...]] = []
     request_id = 0
-    conn.execute("BEGIN")
     for h, count in enumerate(per_hour):
         hour_start = start + h * _HOUR
         stamps = sorted(min(hour_start + rng.random() * _HOUR, end) for _ in range(count))
@@ -345,33 +373,75 @@ def _write_requests(
             group = None if rng.random() < 0.04 else u + 1  # 4 % without a user
             roll = rng.random()
             status = 200 if roll < 0.97 else (404 if roll < 0.99 else 500)
-            batch.append(
-                (
-                    request_id,
-                    endpoint.id,
-                    endpoint.id,  # its rule
-                    v + 1,
-                    group,
-                    2 * v + 1 + (request_id & 1),
-                    endpoint.method,
-                    status,
-                    started_at,
-                    duration,
-                    f"10.0.{u // 250}.{u % 250 + 1}",
-                )
+            yield Draw(request_id, e, v, u, group, status, started_at, duration, normal)
+
+
+def process_of(version: int, request: int) -> int:
+    """The 0-based index of the process that served a request: two per version, alternating."""
+    return PROCESSES_PER_VERSION * version + (request & 1)
+
+
+def process_host(process: int) -> tuple[str, int]:
+    """The host name and pid of the process at ``process`` (see :func:`process_of`)."""
+    return f"web-{process % PROCESSES_PER_VERSION + 1}", 1000 + process
+
+
+def client_ip(user: int) -> str:
+    """The address a user's requests come from."""
+    return f"10.0.{user // 250}.{user % 250 + 1}"
+
+
+# relative slowness, request id, endpoint, version, group id, status, duration, start
+_Worst = tuple[float, int, int, int, "int | None", int, float, float]
+
+
+def _write_requests(
+    conn: sqlite3.Connection, plan: Plan, requests: int, outliers: int
+) -> list[_Worst]:
+    """Insert the requests; return the ``outliers`` ones slowest relative to their endpoint's
+    normal duration in their version."""
+    worst: list[_Worst] = []
+    last_accessed = [0.0] * len(plan.endpoints)
+    batch: list[tuple[Any, ...]] = []
+    conn.execute("BEGIN")
+    for d in draw_requests(plan, requests):
+        endpoint = plan.endpoints[d.endpoint]
+        batch.append(
+            (
+                d.request,
+                endpoint.id,
+                endpoint.id,  # its rule
+                d.version + 1,
+                d.group,
+                process_of(d.version, d.request) + 1,
+                endpoint.method,
+                d.status,
+                d.started_at,
+                d.duration_ms,
+                client_ip(d.user),
             )
-            last_accessed[e] = started_at
-            item = (duration / normal, request_id, e, v, group, status, duration, started_at)
-            if len(worst) < outliers:
-                heapq.heappush(worst, item)
-            elif outliers and item > worst[0]:
-                heapq.heapreplace(worst, item)
-            if len(batch) >= _BATCH:
-                _insert_requests(conn, batch)
-                batch = []
-                if request_id % _TRANSACTION < _BATCH:
-                    conn.execute("COMMIT")
-                    conn.execute("BEGIN")
+        )
+        last_accessed[d.endpoint] = d.started_at
+        item = (
+            d.duration_ms / d.normal_ms,
+            d.request,
+            d.endpoint,
+            d.version,
+            d.group,
+            d.status,
+            d.duration_ms,
+            d.started_at,
+        )
+        if len(worst) < outliers:
+            heapq.heappush(worst, item)
+        elif outliers and item > worst[0]:
+            heapq.heapreplace(worst, item)
+        if len(batch) >= _BATCH:
+            _insert_requests(conn, batch)
+            batch = []
+            if d.request % _TRANSACTION < _BATCH:
+                conn.execute("COMMIT")
+                conn.execute("BEGIN")
     _insert_requests(conn, batch)
     conn.executemany(
         "UPDATE endpoints SET last_accessed = ? WHERE id = ?",
@@ -381,11 +451,12 @@ def _write_requests(
     return sorted(worst, reverse=True)
 
 
-def _write_outliers(conn: sqlite3.Connection, plan: _Plan, worst: list[_Worst]) -> None:
+def _write_outliers(conn: sqlite3.Connection, plan: Plan, worst: list[_Worst]) -> None:
     """Flag the worst requests as outliers, each with its facts, load and profile."""
     rng, rows, flags = plan.rng, [], []
     for rank, (_, rid, e, v, group, status, duration, started_at) in enumerate(worst):
         ep = plan.endpoints[e]
+        host, pid = process_host(process_of(v, rid))
         normal_limit = ep.median_ms * math.exp(2.5 * ep.sigma) * plan.factor[e][v]
         threshold = round(min(normal_limit, 0.8 * duration), 3)
         flags.append((threshold, rid))
@@ -400,8 +471,8 @@ def _write_outliers(conn: sqlite3.Connection, plan: _Plan, worst: list[_Worst]) 
             "threshold_ms": threshold,
             "group": None if group is None else plan.users[group - 1],
             "version": plan.versions[v],
-            "host": f"web-{rid % 2 + 1}",
-            "pid": 1000 + 2 * v + rid % 2,
+            "host": host,
+            "pid": pid,
             "path": ep.rule.replace("<int:id>", str(rng.randrange(1, 10_000))),
             "query": [["page", str(rank % 7 + 1)], ["sort", "date"]],
             "headers": [["User-Agent", "Mozilla/5.0"], ["Authorization", "[redacted]"]],

@@ -15,8 +15,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Any
 
 from flask import Flask
@@ -28,14 +26,14 @@ from flamewatch.sampler.logs import log, log_swallowed
 from flamewatch.sampler.resources import ResourceMonitor
 from flamewatch.sampler.stack_sampler import StackSampler
 from flamewatch.sampler.store import Baseline, ProcessInfo, RouteInfo, Store, make_store
-from flamewatch.sampler.version import VersionInfo
+from flamewatch.sampler.version import VersionInfo, flamewatch_version
 from flamewatch.sampler.writer import seed_statistics, thresholds_ns
 
 from .config import Settings
 from .hooks import ENTRY_CODE
 from .params import describe_request
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "routes_of"]
 
 EXIT_FLUSH_TIMEOUT_S = 5.0
 
@@ -73,13 +71,7 @@ class Agent:
 
     def _routes(self) -> Sequence[RouteInfo]:
         app = self._app_ref()
-        if app is None:
-            return []
-        return [
-            RouteInfo(rule.endpoint, rule.rule, tuple(sorted(rule.methods or ())))
-            for rule in list(app.url_map.iter_rules())
-            if not rule.endpoint.startswith("flamewatch.")  # the dashboard is not the app's
-        ]
+        return [] if app is None else routes_of(app)
 
     def seed(self) -> None:
         """Read the outlier statistics this version starts from, and publish its thresholds.
@@ -120,7 +112,7 @@ class Agent:
                 version=self.version.label,
                 version_source=self.version.source,
                 started_at=time.time(),
-                agent=f"flamewatch {_flamewatch_version()} / Python {platform.python_version()}",
+                agent=f"flamewatch {flamewatch_version()} / Python {platform.python_version()}",
             )
             green = _green_threads()
             sampling = settings.sampler and not green
@@ -158,6 +150,7 @@ class Agent:
                 capturer=capturer,
                 captures_per_hour=settings.profiles_per_hour,
                 retention_days=settings.retention_days,
+                histogram_retention_days=settings.histogram_retention_days,
                 folder=folder,
                 profile_interval=settings.aggregate_flush_interval,
                 stats=seed_statistics(self._baselines, settings.outlier),
@@ -230,6 +223,15 @@ class Agent:
         self.recorder.reset_after_fork()
 
 
+def routes_of(app: Flask) -> list[RouteInfo]:
+    """The routes of an app's URL map, without the dashboard's (which are not the app's)."""
+    return [
+        RouteInfo(rule.endpoint, rule.rule, tuple(sorted(rule.methods or ())))
+        for rule in list(app.url_map.iter_rules())
+        if not rule.endpoint.startswith("flamewatch.")
+    ]
+
+
 def _green_threads() -> str | None:
     """The name of gevent or eventlet when it monkey-patched threading, else None.
 
@@ -245,13 +247,6 @@ def _green_threads() -> str | None:
     if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
         return "eventlet"
     return None
-
-
-def _flamewatch_version() -> str:
-    try:
-        return package_version("flamewatch")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "unknown"
 
 
 def _after_fork_in_child() -> None:

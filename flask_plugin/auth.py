@@ -265,6 +265,13 @@ class FailureLog:
             self._refused += 1
 
     def failed(self, user: str, address: str) -> None:
+        self._log(f"failed dashboard login as {_shown(user)}", address)
+
+    def failed_token(self, address: str) -> None:
+        """A wrong metrics bearer token (never shown: not even a wrong one is logged)."""
+        self._log("wrong metrics token", address)
+
+    def _log(self, what: str, address: str) -> None:
         now = self._clock()
         with self._lock:
             if self._last is not None and now - self._last < LOG_INTERVAL_S:
@@ -276,8 +283,8 @@ class FailureLog:
         if failed or refused:
             since = f" ({failed} more failed and {refused} refused since the last such line)"
         log.warning(
-            "flamewatch: failed dashboard login as %s from %s%s",
-            _shown(user),
+            "flamewatch: %s from %s%s",
+            what,
             _shown(address) if address else "an unknown address",
             since,
         )

@@ -8,7 +8,12 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from flamewatch.reports.cli import build_report, report_options, terminal_safe
+from flamewatch.reports.cli import (
+    build_report,
+    ensure_histograms,
+    report_options,
+    terminal_safe,
+)
 from flamewatch.reports.summary import format_summary, summarize
 from flamewatch.sampler.store import StoreError
 
@@ -22,6 +27,7 @@ def summary_command() -> None:
     """Print what this app's store holds."""
     agent = current_app.extensions["flamewatch"]
     click.echo(terminal_safe(f"version: {agent.version.label} (from {agent.version.source})"))
+    ensure_histograms(agent.database)
     try:
         click.echo(terminal_safe(format_summary(summarize(agent.database)), keep_newlines=True))
     except StoreError as exc:

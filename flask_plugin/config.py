@@ -19,7 +19,7 @@ from typing import Any
 
 from flamewatch.sampler import OutlierRule
 from flamewatch.sampler.redact import Redactor
-from flamewatch.sampler.storable import MIN_NAME_CHARS, Limits
+from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS, MIN_NAME_CHARS, Limits
 from flamewatch.sampler.store import is_postgres, resolve_database
 from flamewatch.sampler.store.connection import safe_url
 
@@ -296,11 +296,26 @@ OPTIONS: tuple[Option, ...] = (
         " random key per process.",
     ),
     Option(
+        "metrics_token",
+        None,
+        "a string of at least 16 visible ASCII characters (no spaces)",
+        "Bearer token with which a scraper (Prometheus) may read url_prefix/metrics, besides"
+        " the dashboard's own authentication.",
+    ),
+    Option(
         "dashboard_cache_s",
         5.0,
         "a number of seconds from 0 to 300",
         "How long the dashboard reuses what it read from the store (at least ten times as"
         " long as reading it took); 0 reads it for every page.",
+    ),
+    Option(
+        "histogram_groups",
+        DEFAULT_HISTOGRAM_GROUPS,
+        "an integer from 0 to 10,000",
+        "Users or groups with latency histograms of their own per endpoint and version (the"
+        " first seen, per process: N processes may admit up to N times as many); the requests"
+        " of later ones are counted together as others.",
     ),
     # -- retention ----------------------------------------------------------------------------
     Option(
@@ -308,13 +323,23 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "a number of days from 0.01 to 36,500, or None",
         "Delete requests (and their outliers) older than this many days, hourly, in batches of"
-        " 5,000 rows, by one process at a time. Default: keep everything.",
+        " 5,000 rows, by one process at a time. Default: keep everything. The latency"
+        " histograms are kept (see histogram_retention_days).",
+    ),
+    Option(
+        "histogram_retention_days",
+        None,
+        "a number of days from 0.01 to 36,500, or None",
+        "Delete the hourly latency histograms and traffic counts older than this many days, and"
+        " the histograms of versions last seen before then, hourly, by one process at a time."
+        " Default: keep them forever. The cumulative histograms behind /metrics are never"
+        " deleted.",
     ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
 _STATIC = ("static", "*.static", "flamewatch", "flamewatch.*")
-_SECRETS = ("password", "secret_key")  # never in an error message
+_SECRETS = ("password", "secret_key", "metrics_token")  # never in an error message
 
 
 @dataclass(frozen=True)
@@ -328,6 +353,7 @@ class DashboardSettings:
     authorize: Callable[[Any], Any] | None
     secret_key: str | None = field(repr=False)
     cache_s: float
+    metrics_token: str | None = field(default=None, repr=False)  # never in a log line
 
 
 @dataclass(frozen=True)
@@ -360,11 +386,17 @@ class Settings:
     retention_days: float | None = None
     max_name_chars: int = 256
     max_capture_kb: int = 64
+    histogram_groups: int = DEFAULT_HISTOGRAM_GROUPS
+    histogram_retention_days: float | None = None
 
     @property
     def limits(self) -> Limits:
         """The caps the store applies to what it writes."""
-        return Limits(name_chars=self.max_name_chars, capture_bytes=self.max_capture_kb * 1024)
+        return Limits(
+            name_chars=self.max_name_chars,
+            capture_bytes=self.max_capture_kb * 1024,
+            histogram_groups=self.histogram_groups,
+        )
 
     def is_excluded(self, endpoint: str) -> bool:
         from fnmatch import fnmatchcase
@@ -451,6 +483,8 @@ def load_settings(
         retention_days=get("retention_days", _optional(_number(0.01, 36_500))),
         max_name_chars=get("max_name_chars", _integer(MIN_NAME_CHARS, 600)),
         max_capture_kb=get("max_capture_kb", _integer(1, 16_384)),
+        histogram_groups=get("histogram_groups", _integer(0, 10_000)),
+        histogram_retention_days=get("histogram_retention_days", _optional(_number(0.01, 36_500))),
     )
 
 
@@ -471,6 +505,7 @@ def _dashboard_settings(get: Callable[[str, Callable[[Any], Any]], Any]) -> Dash
         authorize=get("authorize", _callable),
         secret_key=get("secret_key", _secret),
         cache_s=get("dashboard_cache_s", _number(0, 300)),
+        metrics_token=get("metrics_token", _token),
     )
 
 
@@ -638,6 +673,28 @@ def _secret(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or len(value) < 16:
         raise ValueError("")
+    return value
+
+
+#: a bearer token's shortest length: 16 random characters are beyond guessing at any rate
+MIN_TOKEN_CHARS = 16
+
+
+def _token(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("")
+    if not all("!" <= c <= "~" for c in value):
+        raise ValueError(
+            "it holds white space or characters outside visible ASCII (a newline read from a"
+            " file?), which an Authorization header cannot carry as they are"
+        )
+    if len(value) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"it has {len(value)} characters; make a random one, e.g. with python -c"
+            " 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     return value
 
 

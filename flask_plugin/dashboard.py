@@ -7,6 +7,8 @@ once every ``FLAMEWATCH_DASHBOARD_CACHE_S`` seconds per process, so a busy dashb
 load the app. One page is the dashboard's own: *Monitoring*, where each endpoint's monitor flag
 is switched (a POST with a CSRF token); the flag is written to the store, honoured by this
 process at once and by every other worker process at its writer's next flag refresh (~2 s).
+And ``/metrics``: the store's latency histograms for Prometheus (:mod:`flamewatch.reports.
+metrics`), which a scraper may also read with ``FLAMEWATCH_METRICS_TOKEN`` (:mod:`.bearer`).
 
 Every response under the prefix (also 401, 404, 405, 429 and errors) is private and never
 stored (``Cache-Control``), carries ``X-Content-Type-Options: nosniff`` and a
@@ -46,6 +48,14 @@ from flask.typing import ResponseReturnValue
 from werkzeug.routing import IntegerConverter
 
 from flamewatch.reports.export import content_disposition
+from flamewatch.reports.metrics import (
+    OPENMETRICS_CONTENT_TYPE,
+    PROMETHEUS_CONTENT_TYPE,
+    MetricsCache,
+    read_store_metrics,
+    render,
+    wants_openmetrics,
+)
 from flamewatch.reports.site import (
     ASSETS,
     PROFILE_FILES,
@@ -60,6 +70,7 @@ from flamewatch.sampler.store import StoreError, make_store
 from flamewatch.sampler.store.sql import read_monitor_flags
 
 from .auth import CsrfTokens, Gate
+from .bearer import MetricsGate
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -82,6 +93,8 @@ CSP = (
 PAGE_CACHE_CONTROL = "private, no-store"
 #: a reading of the store is reused at least this many times as long as it took
 REUSE_FACTOR = 10
+#: a scrape reuses a reading of the metrics at least this long (s): many scrapers, one reading
+METRICS_CACHE_S = 1.0
 #: plotly.js is 4 MB of public code: the browser may keep it, but checks it on every use
 ASSET_CACHE_CONTROL = "private, no-cache"
 
@@ -151,6 +164,10 @@ class Dashboard:
         self.settings = agent.settings.dashboard
         self.gate = Gate(self.settings, clock)
         self.csrf = CsrfTokens(self.settings.secret_key)
+        self.metrics_gate = MetricsGate(self.gate, clock)
+        self.metrics = MetricsCache(
+            lambda: read_store_metrics(self.agent.database), METRICS_CACHE_S, clock
+        )
         self._clock = clock
         self._cached: tuple[float, Site] | None = None  # (reuse until, reading)
         self._lock = threading.Lock()
@@ -202,10 +219,14 @@ class Dashboard:
         bp.add_url_rule(f"/assets/<any({', '.join(ASSETS)}):name>", "asset", self._asset)
         bp.add_url_rule("/monitoring", "monitoring", self._monitoring, methods=["GET"])
         bp.add_url_rule("/monitoring", "toggle", self._toggle, methods=["POST"])
+        bp.add_url_rule("/metrics", "metrics", self._metrics)
         return bp
 
     def _authenticate(self) -> Response | None:
-        verdict = self.gate.check(current_app, request)
+        if request.endpoint == f"{BLUEPRINT_NAME}.metrics":
+            verdict = self.metrics_gate.check(current_app, request)
+        else:
+            verdict = self.gate.check(current_app, request)
         if isinstance(verdict, Response):
             return verdict
         g._flamewatch_user = verdict
@@ -257,6 +278,17 @@ class Dashboard:
         response.headers["Cache-Control"] = ASSET_CACHE_CONTROL
         response.add_etag()
         response.make_conditional(request)
+        return response
+
+    def _metrics(self) -> Response:
+        """The latency histograms of every process sharing the store, for scrapers
+        (:mod:`flamewatch.reports.metrics`)."""
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+        response = Response(
+            render(self.metrics.get(), openmetrics=openmetrics),
+            content_type=OPENMETRICS_CONTENT_TYPE if openmetrics else PROMETHEUS_CONTENT_TYPE,
+        )
+        response.vary.add("Accept")
         return response
 
     # -- endpoint selection --------------------------------------------------------------------

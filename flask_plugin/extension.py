@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -16,7 +16,14 @@ from .config import check_option_names, load_settings
 from .dashboard import register_dashboard
 from .hooks import install
 
+if TYPE_CHECKING:
+    from .recorded_run import RecordedRun
+
 __all__ = ["Flamewatch"]
+
+#: the test run the pytest plugin records, while it does (see :mod:`.recorded_run`): every
+#: ``init_app`` meanwhile writes to its store, with its version, group and sampling settings
+recording: RecordedRun | None = None
 
 
 class Flamewatch:
@@ -39,11 +46,20 @@ class Flamewatch:
         """Check the settings and install flamewatch on ``app``; raises ``ConfigError``."""
         if "flamewatch" in app.extensions:
             raise RuntimeError("flamewatch is already initialised on this app")
-        settings = load_settings(app.config, self.options, app.instance_path)
-        version = detect_version(settings.version, git_path=settings.git, root_path=app.root_path)
+        run = recording
+        options = self.options if run is None else run.options(self.options)
+        settings = load_settings(app.config, options, app.instance_path)
+        if run is not None:
+            version = run.version
+        else:
+            version = detect_version(
+                settings.version, git_path=settings.git, root_path=app.root_path
+            )
         agent = Agent(app, settings, version)
         app.extensions["flamewatch"] = agent
         self._agents.add(agent)
+        if run is not None:
+            run.adopt(app, agent)
         if not settings.enabled:
             agent.closed = True
             log.info("flamewatch: disabled on %s (FLAMEWATCH_ENABLED is false)", app.name)

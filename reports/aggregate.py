@@ -36,6 +36,7 @@ from typing import Any
 from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store.base import StoreError
 from flamewatch.sampler.store.connection import StoreConnection
+from flamewatch.sampler.version import TEST_SOURCE
 
 from .binned import box_of, median_bounds, rank_sum
 from .latency import CAPPED_GROUPS, NO_GROUP, Latencies, read_latencies
@@ -265,6 +266,11 @@ class ReportData:
         return {row[0]: row[1] for row in self._versions}
 
     @cached_property
+    def _test_runs(self) -> frozenset[int]:
+        """The ids of the versions recorded by test runs."""
+        return frozenset(row[0] for row in self._versions if row[2] == TEST_SOURCE)
+
+    @cached_property
     def _version_order(self) -> dict[int, int]:
         """Version id -> its place in deployment order."""
         return {row[0]: place for place, row in enumerate(self._versions)}
@@ -362,11 +368,15 @@ class ReportData:
     # -- version comparisons -----------------------------------------------------------------
 
     def _pairs_in(self, versions: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
-        """(endpoint, previous version, version): consecutive versions each endpoint ran in."""
-        ran_in: dict[int, list[int]] = defaultdict(list)
+        """(endpoint, previous version, version): consecutive versions each endpoint ran in,
+        of the same kind. A test run (``pytest --flamewatch``) follows the test run before
+        it, a deployment the deployment before it: a suite on a CI machine and production on
+        its servers do not time alike (``flamewatch check --against`` compares across)."""
+        ran_in: dict[tuple[int, bool], list[int]] = defaultdict(list)
+        test_runs = self._test_runs
         for e, v in sorted(versions, key=lambda k: self._version_order[k[1]]):
-            ran_in[e].append(v)
-        return [(e, old, new) for e, found in ran_in.items() for old, new in pairwise(found)]
+            ran_in[(e, v in test_runs)].append(v)
+        return [(e, old, new) for (e, _), found in ran_in.items() for old, new in pairwise(found)]
 
     @cached_property
     def _changes(self) -> dict[tuple[int, int], Change]:
@@ -409,7 +419,12 @@ class ReportData:
     def _latest_changes(self) -> dict[int, Change]:
         """Per endpoint id, the change of its latest version, if that one has a change."""
         latest: dict[int, int] = {}
-        for e, _, new in self._pairs_in(self._latency.versions):
+        order, test_runs = self._version_order, self._test_runs
+        # the latest deployment's change wins over any test run's
+        for e, _, new in sorted(
+            self._pairs_in(self._latency.versions),
+            key=lambda p: (p[2] not in test_runs, order[p[2]]),
+        ):
             latest[e] = new
         changes = self._changes
         return {e: changes[(e, v)] for e, v in latest.items() if (e, v) in changes}

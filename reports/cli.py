@@ -16,11 +16,12 @@ from typing import Any, BinaryIO
 import click
 import orjson
 
+from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS
 from flamewatch.sampler.store import StoreError, is_postgres
 
 from .summary import format_summary, summarize
 
-__all__ = ["json_text", "main", "terminal_safe"]
+__all__ = ["ensure_histograms", "json_text", "main", "terminal_safe"]
 
 #: C0 and C1 controls, DEL, and the Unicode controls that reorder or hide text (bidi
 #: overrides and isolates, line and paragraph separators)
@@ -69,6 +70,7 @@ database_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def summary(database: str, as_json: bool) -> None:
     """Print what a store holds: versions, endpoints, outliers, drops."""
+    ensure_histograms(database)
     try:
         result = summarize(database)
     except StoreError as exc:
@@ -220,12 +222,23 @@ _EXTENSIONS = {"pyisession": ".pyisession", "speedscope": ".speedscope.json", "h
 
 @main.command()
 @database_option
-def migrate(database: str) -> None:
-    """Upgrade a store's schema to this flamewatch's version (workers do it when they start)."""
-    from .transfer import migrate_store
+@click.option(
+    "--histogram-groups",
+    type=click.IntRange(0, 10_000),
+    default=DEFAULT_HISTOGRAM_GROUPS,
+    show_default=True,
+    help="Groups with latency histograms of their own per endpoint and version, for the rows"
+    " stored before the histograms existed (FLAMEWATCH_HISTOGRAM_GROUPS).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def migrate(database: str, histogram_groups: int, quiet: bool) -> None:
+    """Upgrade a store's schema to this flamewatch's version (workers do it when they start),
+    and build the latency histograms of the rows stored before them (resumable)."""
+    from .transfer import build_histograms, migrate_store
 
     try:
         before, after = migrate_store(database)
+        folded = build_histograms(database, quiet=quiet, histogram_groups=histogram_groups)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     if before == after:
@@ -234,6 +247,19 @@ def migrate(database: str) -> None:
         click.echo(f"schema version {after}: created")
     else:
         click.echo(f"schema version {before} -> {after}: migrated")
+    if folded:
+        click.echo(f"latency histograms built from {folded} stored requests")
+
+
+def ensure_histograms(database: str, quiet: bool = False) -> None:
+    """Before a command reads a store: build the latency histograms it lacks (an upgraded
+    store; see ``flamewatch migrate``), with a progress bar unless ``quiet``."""
+    from .transfer import build_histograms
+
+    try:
+        build_histograms(database, quiet=quiet)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -266,10 +292,19 @@ def copy(source: str, target: str) -> None:
 @click.option(
     "--older-than",
     "days",
-    required=True,
     type=click.FloatRange(0, min_open=True),
     metavar="DAYS",
-    help="Delete what started more than this many days ago.",
+    help="Delete requests and outliers that started more than this many days ago (the latency"
+    " histograms are kept).",
+)
+@click.option(
+    "--histograms-older-than",
+    "histogram_days",
+    type=click.FloatRange(0, min_open=True),
+    metavar="DAYS",
+    help="Delete the hourly latency histograms and traffic counts older than this many days,"
+    " and the histograms of versions last seen before then (the cumulative ones behind the"
+    " metrics are kept).",
 )
 @click.option(
     "--profiles-only",
@@ -283,8 +318,15 @@ def copy(source: str, target: str) -> None:
     show_default=True,
     help="Rows deleted per transaction.",
 )
-def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> None:
-    """Delete old requests and outliers, in short transactions, while workers keep writing."""
+def prune(
+    database: str,
+    days: float | None,
+    histogram_days: float | None,
+    profiles_only: bool,
+    batch_size: int,
+) -> None:
+    """Delete old requests and outliers, and old latency histograms, in short transactions,
+    while workers keep writing."""
     import time
 
     from flamewatch.sampler.store import make_store, resolve_database
@@ -295,17 +337,37 @@ def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> N
         sqlite_file,
     )
     from flamewatch.sampler.store.retention import prune as prune_store
+    from flamewatch.sampler.store.retention import prune_histograms
 
+    if days is None and histogram_days is None:
+        raise click.UsageError("give --older-than DAYS, --histograms-older-than DAYS, or both")
+    lines = []
     try:
         if not is_postgres(database) and not sqlite_file(database).is_file():
             raise StoreError(f"no flamewatch store at {str(sqlite_file(database))!r}")
         store = make_store(resolve_database(database, "."))
         store.open()
         try:
-            cutoff = time.time() - days * 86_400
-            result = prune_store(
-                connection_of(store), cutoff, profiles_only=profiles_only, batch_size=batch_size
-            )
+            now = time.time()
+            if days is not None:
+                result = prune_store(
+                    connection_of(store),
+                    now - days * 86_400,
+                    profiles_only=profiles_only,
+                    batch_size=batch_size,
+                )
+                kept = " (request timings kept)" if profiles_only else ""
+                lines.append(
+                    f"deleted {result.outliers} outliers and {result.requests} requests older"
+                    f" than {days:g} days in {result.batches} batches{kept}"
+                )
+            if histogram_days is not None:
+                pruned = prune_histograms(connection_of(store), now - histogram_days * 86_400)
+                lines.append(
+                    f"deleted {pruned.rows} histogram rows older than {histogram_days:g} days"
+                    f" ({pruned.hours} hours, {pruned.versions} endpoint versions) in"
+                    f" {pruned.batches} batches"
+                )
         finally:
             store.close()
     except ValueError as exc:
@@ -314,11 +376,79 @@ def prune(database: str, days: float, profiles_only: bool, batch_size: int) -> N
         raise click.ClickException(str(exc)) from None
     except driver_errors() as exc:  # what was deleted in earlier batches stays deleted
         raise click.ClickException(f"pruning stopped: {exc}") from None
-    kept = " (request timings kept)" if profiles_only else ""
-    click.echo(
-        f"deleted {result.outliers} outliers and {result.requests} requests older than"
-        f" {days:g} days in {result.batches} batches{kept}"
-    )
+    for line in lines:
+        click.echo(line)
+
+
+class _CannotCheck(click.ClickException):
+    """A store or version ``flamewatch check`` cannot use: exit status 2, as a usage error,
+    so that a CI step tells a broken gate from a failed one (1)."""
+
+    exit_code = 2
+
+
+@main.command()
+@database_option
+@click.option("--version", "version", metavar="V", help="The version checked. Default: the latest.")
+@click.option(
+    "--against",
+    metavar="BASE",
+    help="The version it is compared with. Default: the one deployed before it of the same"
+    " kind (a test run's previous test run, a deployment's previous deployment).",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["slower", "any"]),
+    default="slower",
+    show_default=True,
+    help="Exit 1 when an endpoint got slower, or with 'any' when one changed either way.",
+)
+@click.option(
+    "--markdown",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    metavar="FILE",
+    help="Also write a summary table in Markdown (a pull request comment,"
+    " $GITHUB_STEP_SUMMARY); '-' for standard output.",
+)
+@click.option(
+    "--regression-threshold",
+    type=click.FloatRange(0.01, 10),
+    default=0.2,
+    show_default=True,
+    help="A median change smaller than this fraction is never marked slower or faster.",
+)
+def check(
+    database: str,
+    version: str | None,
+    against: str | None,
+    fail_on: str,
+    markdown: Path | None,
+    regression_threshold: float,
+) -> None:
+    """Compare a version with another: exit 0 when nothing got slower, 1 when something did,
+    2 when the store or the versions cannot be used."""
+    from .check import CheckError, check_versions
+    from .check_text import format_markdown, format_text
+
+    mode: Any = fail_on
+    try:
+        result = check_versions(database, version, against, change_threshold=regression_threshold)
+    except (StoreError, CheckError) as exc:
+        raise _CannotCheck(str(exc)) from None
+    except Exception as exc:  # a driver's error while reading: the gate is broken, not red
+        raise _CannotCheck(f"cannot read {database}: {exc}") from None
+    click.echo(terminal_safe(format_text(result, mode), keep_newlines=True))
+    if markdown is not None:
+        text = format_markdown(result, mode)
+        if str(markdown) == "-":
+            click.echo(text, nl=False)
+        else:
+            try:
+                markdown.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise _CannotCheck(f"cannot write {markdown}: {exc.strerror}") from None
+    if result.failures(mode):
+        sys.exit(1)
 
 
 def report_options(function: Any) -> Any:
@@ -357,6 +487,7 @@ def build_report(
 ) -> None:
     from .site import ReportError, write_site
 
+    ensure_histograms(database, quiet)
     try:
         index = write_site(
             database,

@@ -27,6 +27,8 @@ from pyinstrument.renderers import html as renderers_html
 from pyinstrument.renderers.html import JSONForHTMLRenderer
 from pyinstrument.session import Session
 
+from flamewatch.sampler.frame_ids import parse_frame_identifier
+
 __all__ = [
     "FORMATS",
     "content_disposition",
@@ -44,11 +46,6 @@ SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 # HTMLRenderer resamples (and prints a note to stderr) above this many records; we resample
 # first, the same way, so it never has to.
 _HTML_MAX_RECORDS = 100_000
-
-_IDENTIFIER_SEP = "\x00"
-_ATTRIBUTE_SEP = "\x01"
-_CLASS_MARKER = "c"
-_THREAD_FILE = "<thread>"
 
 _FrameKey = tuple[str, str | None, int | None]
 
@@ -142,20 +139,15 @@ class _FrameTable:
 
 
 def _frame_key(frame_info: str) -> _FrameKey:
-    """(name, file, line) of a pyinstrument frame info.
-
-    ``function\\x00file\\x00first line`` plus attributes gives ``Class.function`` when the
-    ``\\x01c`` attribute is there; line 0 (pyinstrument's for built-ins) counts as unknown. A
-    thread's root, ``name\\x00<thread>\\x00ident``, becomes a frame named after the thread.
-    """
-    identifier, _, attributes = frame_info.partition(_ATTRIBUTE_SEP)
-    function, *rest = identifier.split(_IDENTIFIER_SEP)
-    file = rest[0] if rest else None
-    if file == _THREAD_FILE:
-        return (function or "thread", None, None)
-    owner = _class_name(attributes)
-    line = _parse_line(rest[1]) if len(rest) > 1 else None
-    return (f"{owner}.{function}" if owner else function, file or None, line)
+    """(name, file, line) of a pyinstrument frame info (see
+    :mod:`flamewatch.sampler.frame_ids`): ``Class.function`` when a class owns it, the first
+    line, or ``None`` for line 0 (pyinstrument's for built-ins); a thread's root becomes a frame
+    named after the thread."""
+    frame = parse_frame_identifier(frame_info)
+    if frame.is_thread:
+        return (frame.function or "thread", None, None)
+    line = frame.first_line if frame.first_line is not None and frame.first_line > 0 else None
+    return (frame.qualified_name, frame.file or None, line)
 
 
 def _frame_dict(key: _FrameKey) -> dict[str, str | int]:
@@ -167,21 +159,6 @@ def _frame_dict(key: _FrameKey) -> dict[str, str | int]:
     if line is not None:
         frame["line"] = line
     return frame
-
-
-def _class_name(attributes: str) -> str | None:
-    for attribute in attributes.split(_ATTRIBUTE_SEP) if attributes else ():
-        if attribute.startswith(_CLASS_MARKER) and len(attribute) > 1:
-            return attribute[1:]
-    return None
-
-
-def _parse_line(text: str) -> int | None:
-    try:
-        line = int(text)
-    except ValueError:
-        return None
-    return line if line > 0 else None
 
 
 # -- html ------------------------------------------------------------------------------------

@@ -28,8 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -38,6 +36,9 @@ import click
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
+
+from flamewatch.sampler.frame_ids import parse_frame_identifier
+from flamewatch.sampler.version import flamewatch_version
 
 from .aggregate import ReportData
 from .change_tests import median
@@ -187,7 +188,7 @@ def read_site(
         change_threshold_pct=round(change_threshold * 100),
         alpha=data.alpha,
         max_groups=max_groups,
-        flamewatch_version=_flamewatch_version(),
+        flamewatch_version=flamewatch_version(),
     )
     return Site(database, tz, info, numbers, outliers, flames, live=live)
 
@@ -694,13 +695,9 @@ def _frames_shown(frames: list[str]) -> list[str]:
 
 def _frame_label(identifier: str) -> str:
     """``function (file:line)`` from a pyinstrument frame identifier."""
-    head, _, attributes = identifier.partition("\x01")
-    parts = head.split("\x00")
-    function, filename = parts[0], parts[1] if len(parts) > 1 else ""
-    line = next((a[1:] for a in attributes.split("\x01") if a.startswith("l")), "")
-    owner = next((a[1:] for a in attributes.split("\x01") if a.startswith("c")), "")
-    name = f"{owner}.{function}" if owner else function
-    return f"{name}  ({filename}:{line})" if filename else name
+    frame = parse_frame_identifier(identifier)
+    name = frame.qualified_name
+    return f"{name}  ({frame.file}:{frame.line})" if frame.file else name
 
 
 def asset(name: str) -> bytes:
@@ -736,10 +733,3 @@ def _progress(steps: int, quiet: bool) -> Iterator[Callable[[], None]]:
         return
     with click.progressbar(length=steps, label="Building the report", file=sys.stderr) as bar:
         yield lambda: bar.update(1)
-
-
-def _flamewatch_version() -> str:
-    try:
-        return package_version("flamewatch")
-    except PackageNotFoundError:  # pragma: no cover
-        return "unknown"

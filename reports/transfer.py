@@ -5,17 +5,31 @@ table in the order the migrations create them (so references always point backwa
 batches of :data:`BATCH_ROWS` rows: memory stays flat, and an interrupted copy leaves the
 target as it was. Ids are kept as they are -- the target must be empty, so no id can clash
 and every reference (and an outlier's number in ``flamewatch profile ID``) stays valid; a
-PostgreSQL target's identity sequences are then moved past the copied ids.
+PostgreSQL target's identity sequences are then moved past the copied ids. The latency
+histograms (keyed by their columns, no id) are copied like any table, with how far their
+backfill is (:mod:`flamewatch.sampler.store.backfill`).
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import click
+
+from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS
 from flamewatch.sampler.store import SCHEMA_VERSION, StoreError, is_postgres, make_store
+from flamewatch.sampler.store.backfill import (
+    BACKFILL_TO,
+    BACKFILLED,
+    backfill_histograms,
+    backfill_state,
+    pending_rows,
+)
 from flamewatch.sampler.store.connection import (
     StoreConnection,
     connection_of,
@@ -25,7 +39,14 @@ from flamewatch.sampler.store.connection import (
 )
 from flamewatch.sampler.store.schema import MIGRATIONS
 
-__all__ = ["BATCH_ROWS", "Copied", "copy_store", "migrate_store", "store_tables"]
+__all__ = [
+    "BATCH_ROWS",
+    "Copied",
+    "build_histograms",
+    "copy_store",
+    "migrate_store",
+    "store_tables",
+]
 
 BATCH_ROWS = 5000
 _CREATE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
@@ -72,6 +93,58 @@ def migrate_store(database: str) -> tuple[int, int]:
         raise StoreError(f"{str(path)!r} is not a flamewatch store: {exc}") from None
     finally:
         conn_sqlite.close()
+
+
+def build_histograms(
+    database: str,
+    *,
+    quiet: bool = False,
+    histogram_groups: int = DEFAULT_HISTOGRAM_GROUPS,
+    migrate: bool = True,
+) -> int:
+    """Give a store the latency histograms of the rows written before them, if it lacks any:
+    its schema migrated first (unless ``migrate`` is false: then an old schema is an error),
+    then the backfill, with a progress bar on standard error unless ``quiet``. Returns how
+    many rows were folded. Nothing is written when nothing is pending."""
+    try:
+        conn = open_connection(database, readonly=True)
+        try:
+            state = backfill_state(conn)
+        finally:
+            conn.close()
+        if not state.pending:
+            return 0
+        if state.old_schema:
+            if not migrate:
+                raise StoreError(
+                    f"the store's schema predates the latency histograms; run `flamewatch"
+                    f" migrate --database {database}` first"
+                )
+            migrate_store(database)
+        conn = open_connection(database, readonly=False)
+        try:
+            total = pending_rows(conn)
+            with _rows_bar(total, quiet) as advance:
+                backfill_histograms(conn, histogram_groups=histogram_groups, progress=advance)
+        finally:
+            conn.close()
+    except driver_errors() as exc:  # a read-only file or role, a lost server...
+        raise StoreError(
+            f"cannot build the latency histograms of the rows stored before them ({exc});"
+            f" run `flamewatch migrate --database {database}` where the store can be written"
+            " (the batches already folded are kept)"
+        ) from None
+    return total
+
+
+@contextmanager
+def _rows_bar(total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
+    if quiet or not total:
+        yield lambda rows: None
+        return
+    label = "Building the latency histograms of the rows stored before them"
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
 
 
 def _url(database: str) -> str:
@@ -136,13 +209,28 @@ def _copy_tables(
             copied.rows[table] = _copy_table(src, dst, table)
             if progress is not None:
                 progress(table, copied.rows[table])
+        _copy_backfill_state(src, dst)
         if dst.is_postgres:
             for table in tables:
-                dst.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id))"
-                    f" FROM {table} HAVING max(id) IS NOT NULL"
-                )
+                if "id" in _columns(dst, table):  # the histograms are keyed by their columns
+                    dst.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id))"
+                        f" FROM {table} HAVING max(id) IS NOT NULL"
+                    )
     return copied
+
+
+def _copy_backfill_state(src: StoreConnection, dst: StoreConnection) -> None:
+    """Carry how far the histograms' backfill is: rows keep their ids, so the target folds
+    exactly the rows the source had yet to fold (``meta`` is not copied otherwise)."""
+    for key, value in src.execute(
+        "SELECT key, value FROM meta WHERE key IN (?, ?)", (BACKFILL_TO, BACKFILLED)
+    ).fetchall():
+        dst.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
 
 def _copy_table(src: StoreConnection, dst: StoreConnection, table: str) -> int:

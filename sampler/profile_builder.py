@@ -1,9 +1,8 @@
 """Turning an outlier's raw samples into a pyinstrument :class:`~pyinstrument.session.Session`.
 
-Runs on the writer thread, never on the request thread. Frame identifiers follow pyinstrument's
-own format -- ``function\\x00filename\\x00first line`` plus ``\\x01c<class>`` and ``\\x01l<line>``
-attributes -- so its renderers and ``pyinstrument --load`` work on the result unchanged. Nodes
-group on the part before ``\\x01``, so a function does not split per line.
+Runs on the writer thread, never on the request thread. Frames are named as pyinstrument names
+them (see :mod:`flamewatch.sampler.frame_ids`), so its renderers and ``pyinstrument --load``
+work on the result unchanged.
 
 Time weights: the time between two samples is split at its midpoint between their stacks; the
 first sample also takes the time since the request's start, the last the time to its end. This
@@ -25,45 +24,15 @@ from types import CodeType
 
 from pyinstrument.session import Session
 
+from .frame_ids import UNSAMPLED, frame_identifier, thread_root
 from .inflight import Sample, Stack
 
-__all__ = ["UNSAMPLED", "build_session", "frame_identifier", "stack_identifiers"]
-
-UNSAMPLED = "[unsampled]\x00<flamewatch>\x000"
-
-_base_ids: dict[CodeType, str] = {}
-_MAX_CACHED = 50_000
-
-
-def frame_identifier(code: CodeType, line: int) -> str:
-    """pyinstrument's identifier for a frame running ``code`` at ``line``."""
-    base = _base_ids.get(code)
-    if base is None:
-        if len(_base_ids) > _MAX_CACHED:
-            _base_ids.clear()
-        base = f"{code.co_name}\x00{code.co_filename}\x00{code.co_firstlineno}"
-        owner = _class_name(code)
-        if owner:
-            base += f"\x01c{owner}"
-        _base_ids[code] = base
-    return f"{base}\x01l{line}"
-
-
-def _class_name(code: CodeType) -> str | None:
-    qualname: str = getattr(code, "co_qualname", code.co_name)  # 3.11+
-    head, _, _ = qualname.rpartition(".")
-    if not head or head.endswith("<locals>"):
-        return None
-    return head.rpartition(".")[2]
+__all__ = ["build_session", "stack_identifiers"]
 
 
 def stack_identifiers(stack: Stack) -> list[str]:
     """Root-first identifiers of a sampled stack."""
     return [frame_identifier(code, line) for code, line in stack]
-
-
-def thread_root(thread_name: str, thread_id: int) -> str:
-    return f"{thread_name}\x00<thread>\x00{thread_id}"
 
 
 def build_session(

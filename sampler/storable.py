@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import orjson
 
 __all__ = [
+    "DEFAULT_HISTOGRAM_GROUPS",
     "DEFAULT_MAX_CAPTURE_BYTES",
     "DEFAULT_MAX_NAME_CHARS",
     "MIN_NAME_CHARS",
@@ -52,6 +53,8 @@ MIN_NAME_CHARS = 32
 PARAM_CHARS = 2048
 #: the default cap of an outlier's stored request facts, as JSON
 DEFAULT_MAX_CAPTURE_BYTES = 64 * 1024
+#: the default number of groups with latency histograms of their own per endpoint and version
+DEFAULT_HISTOGRAM_GROUPS = 50
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -61,16 +64,22 @@ _BULKY = ("json", "form", "query", "headers", "files", "path", "body")
 
 @dataclass(frozen=True)
 class Limits:
-    """The caps the store applies to what it writes (``max_name_chars``, ``max_capture_kb``)."""
+    """The caps the store applies to what it writes (``max_name_chars``, ``max_capture_kb``,
+    ``histogram_groups``)."""
 
     name_chars: int = DEFAULT_MAX_NAME_CHARS
     capture_bytes: int = DEFAULT_MAX_CAPTURE_BYTES
+    #: users or groups with latency histograms of their own per endpoint and version (the
+    #: first come, per process); the requests of later ones are counted as "others"
+    histogram_groups: int = DEFAULT_HISTOGRAM_GROUPS
 
     def __post_init__(self) -> None:
         if self.name_chars < MIN_NAME_CHARS:
             raise ValueError(f"name_chars must be at least {MIN_NAME_CHARS}")
         if self.capture_bytes < 1024:
             raise ValueError("capture_bytes must be at least 1024")
+        if self.histogram_groups < 0:
+            raise ValueError("histogram_groups must be at least 0")
 
 
 def truncation_mark(left_out: int) -> str:

@@ -21,11 +21,24 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 
-__all__ = ["GIT_ENV_VARIABLES", "VersionInfo", "detect_version", "read_git_commit"]
+__all__ = [
+    "GIT_ENV_VARIABLES",
+    "TEST_SOURCE",
+    "VersionInfo",
+    "detect_version",
+    "flamewatch_version",
+    "read_git_commit",
+]
 
 _log = logging.getLogger("flamewatch")
+
+#: the source of a version recorded by a test run (``pytest --flamewatch``), not a deployment:
+#: reports compare a test run with test runs and a deployment with deployments unless asked
+TEST_SOURCE = "tests"
 
 GIT_ENV_VARIABLES: tuple[str, ...] = (
     "SOURCE_VERSION",  # Heroku (build)
@@ -256,3 +269,13 @@ def _read_required(path: Path) -> str:
     if content is None:
         raise _Unreadable(f"{path} does not exist")
     return content
+
+
+def flamewatch_version() -> str:
+    """flamewatch's own installed version (not the monitored app's, which
+    :func:`detect_version` finds), as the report pages and each stored process's agent name
+    it."""
+    try:
+        return package_version("flamewatch")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"

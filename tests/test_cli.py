@@ -152,17 +152,21 @@ def test_stored_strings_never_reach_the_terminal_raw(
     if "--json" in command:
         data = json.loads(result.output)  # still JSON, of the very strings stored
         if command[0] == "outliers":
-            assert [(o["endpoint"], o["group"]) for o in data] == [
+            # the slow request at least; on a loaded machine a quick one may be flagged too
+            assert data
+            assert {(o["endpoint"], o["group"]) for o in data} == {
                 (f"ep{TERMINAL_ATTACK}", f"g{TERMINAL_ATTACK}")
-            ]
+            }
         else:
             assert [v["name"] for v in data["versions"]] == [f"v{TERMINAL_ATTACK}".strip()]
     else:
         assert r"\x1b]0;owned\x07\x1b[2J\x9b31m\u202eevil\x0d" in result.output
     if command == ["outliers"]:
-        (row,) = result.output.splitlines()[1:]
-        assert r"ep\x1b]0;owned" in row
-        assert r"g\x1b]0;owned" in row
+        listed = result.output.splitlines()[1:]
+        assert listed
+        for row in listed:
+            assert r"ep\x1b]0;owned" in row
+            assert r"g\x1b]0;owned" in row
 
 
 def test_flask_cli_summary_escapes_stored_strings_too(tmp_path: Path) -> None:

@@ -40,6 +40,13 @@ def _app(tmp_path: Path, **config: Any) -> Flask:
         ("FLAMEWATCH_ENABLED", "maybe", "FLAMEWATCH_ENABLED must be a boolean"),
         ("FLAMEWATCH_DATABASE", "postgresql://db/fw?bogus=1", "not a valid PostgreSQL URL"),
         ("FLAMEWATCH_RETENTION_DAYS", 0, "FLAMEWATCH_RETENTION_DAYS must be a number of days"),
+        (
+            "FLAMEWATCH_HISTOGRAM_RETENTION_DAYS",
+            "forever",
+            "FLAMEWATCH_HISTOGRAM_RETENTION_DAYS must be a number of days from 0.01 to 36,500,"
+            " or None",
+        ),
+        ("FLAMEWATCH_HISTOGRAM_GROUPS", -1, "FLAMEWATCH_HISTOGRAM_GROUPS must be an integer from"),
         ("FLAMEWATCH_DATABASE", ":memory:", "an in-memory database cannot be shared"),
         ("FLAMEWATCH_DATABASE", "mysql://db/fw", "the scheme 'mysql' is not supported"),
         ("FLAMEWATCH_DATABASE", "sqlite://relative", "not a SQLite URL of the form sqlite:///"),

@@ -193,7 +193,7 @@ def test_migration_from_v2_keeps_the_data_and_adds_the_profiles(db_path: Path) -
         store.close()
     conn = sqlite3.connect(db_path)
     try:
-        assert migrate(conn) == SCHEMA_VERSION == 3
+        assert migrate(conn) == SCHEMA_VERSION == 4
         assert conn.execute("SELECT count(*) FROM requests").fetchone() == (1,)
         assert conn.execute("SELECT samples FROM profile_stacks").fetchall() == [(1,)]
     finally:
@@ -253,6 +253,7 @@ def test_bad_aggregation_settings_are_refused(db_path: Path, key: str, value: ob
 
 def test_the_report_reads_a_store_from_before_the_profiles(db_path: Path, tmp_path: Path) -> None:
     from flamewatch.reports.site import write_site
+    from flamewatch.reports.transfer import build_histograms, migrate_store
 
     conn = sqlite3.connect(db_path, isolation_level=None)
     for statements in MIGRATIONS[:2]:
@@ -267,6 +268,8 @@ def test_the_report_reads_a_store_from_before_the_profiles(db_path: Path, tmp_pa
         " duration_ms) VALUES (1, 1, 1, 'GET', 200, 0, 3.5)"
     )
     conn.close()
+    migrate_store(str(db_path))  # what `flamewatch migrate` does first
+    build_histograms(str(db_path), quiet=True)
     index = write_site(str(db_path), tmp_path / "site")
     assert (
         "Where the time goes"
@@ -286,10 +289,13 @@ def test_a_flush_writes_the_folded_stacks_while_the_app_runs(db_path: Path) -> N
         for _ in range(10):
             client.get("/")
         deadline = time.monotonic() + 10
-        while not rows(db_path, "SELECT * FROM profile_stacks"):  # the interval is 10 s
+        # a flush first: on a loaded machine the writer may not have opened the store yet
+        while True:
+            assert fw.flush(timeout=10)
+            if rows(db_path, "SELECT * FROM profile_stacks"):  # the interval is 10 s
+                break
             assert time.monotonic() < deadline, "the flush did not write the folded stacks"
             time.sleep(0.02)  # the sampler folds a request at its next round
-            assert fw.flush(timeout=10)
     finally:
         fw.close()
     (row,) = rows(db_path, "SELECT sum(time_ms) AS ms FROM profile_stacks")

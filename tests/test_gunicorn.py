@@ -27,6 +27,7 @@ from urllib.request import urlopen
 import psutil
 import pytest
 from helpers import Database, rows
+from histogram_check import assert_histograms_match_rows
 
 from flamewatch.reports.site import write_site
 
@@ -283,3 +284,5 @@ def test_a_worker_ended_by_a_signal_loses_at_most_its_last_flush_interval(
             first_lost = min(a.at for a in lost)
             kept = [a.at for a in by_victim if a.rid in stored]
             assert max(kept) < first_lost + ORDER_SLACK_S
+    # each request is its own group: most are counted as "others", every count still adds up
+    assert_histograms_match_rows(store_db, capped=True)

@@ -231,7 +231,10 @@ def test_json_bodies_of_outliers(fuzzed: Fuzzed, values: list[str]) -> None:
 def test_path_segments(fuzzed: Fuzzed, values: list[str]) -> None:
     for value in values:
         response = fuzzed.client.get(f"/h/x{_url_bytes(value)}", environ_overrides={SLOW: 1})
-        assert response.text == "h"
+        # werkzeug's path converter matches no newline: Flask alone answers such a path 404
+        assert (response.status_code, response.text) == (
+            (404, response.text) if "\n" in value else (200, "h")
+        )
     fuzzed.then_ordinary_requests_are_all_stored()
 
 

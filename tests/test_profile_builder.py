@@ -11,12 +11,9 @@ import pytest
 from pyinstrument.session import Session
 
 from flamewatch.sampler.capture import Capturer, CaptureSettings
+from flamewatch.sampler.frame_ids import UNSAMPLED, frame_identifier
 from flamewatch.sampler.inflight import SAMPLING, Sample, Sampling, new_record
-from flamewatch.sampler.profile_builder import (
-    UNSAMPLED,
-    build_session,
-    frame_identifier,
-)
+from flamewatch.sampler.profile_builder import build_session
 from flamewatch.sampler.stack_sampler import MAX_DEPTH, current_frames, thin, walk_stack
 
 MS = 1_000_000

@@ -27,7 +27,13 @@ from flamewatch.reports.cli import main
 from flamewatch.reports.hosts import process_rows
 from flamewatch.reports.model import Box
 from flamewatch.reports.summary import open_readonly, summarize
-from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
+from flamewatch.sampler.store import (
+    ProcessInfo,
+    RequestRecord,
+    StoreError,
+    make_store,
+    resolve_database,
+)
 from flamewatch.sampler.store.schema import MIGRATIONS
 
 START = 1.7e9
@@ -201,7 +207,11 @@ def test_version_comparisons_on_binned_data_match_the_exact_verdicts(
     assert changes["wide"].p_value < 1e-6
 
 
-def test_a_store_older_than_the_histograms_is_refused_saying_to_migrate(tmp_path: Path) -> None:
+def test_a_store_older_than_the_histograms_is_refused_by_the_reader_and_upgraded_by_the_cli(
+    tmp_path: Path,
+) -> None:
+    """Reading code refuses a schema-3 store, saying what to run; the commands that read a
+    store run that migration first, as `flamewatch migrate` does."""
     path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path)
     for statements in MIGRATIONS[:3]:
@@ -210,8 +220,13 @@ def test_a_store_older_than_the_histograms_is_refused_saying_to_migrate(tmp_path
     conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')")
     conn.commit()
     conn.close()
+    with open_readonly(str(path)) as store, pytest.raises(StoreError) as refused:
+        ReportData(store).hourly_hits()
+    assert "schema version 3" in str(refused.value)
+    assert "run `flamewatch migrate" in str(refused.value)
     for command in (["summary"], ["report", "-o", str(tmp_path / "site"), "-q"]):
         result = CliRunner().invoke(main, [*command, "-d", str(path)])
-        assert result.exit_code == 1, result.output
-        assert "schema version 3" in result.output
-        assert "run `flamewatch migrate" in result.output
+        assert result.exit_code == 0, result.output
+    assert [
+        tuple(r) for r in rows(path, "SELECT value FROM meta WHERE key = 'schema_version'")
+    ] == [("4",)]

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 from helpers import Database, flush, is_pg, regression_history, rows
+from histogram_check import assert_histograms_match_rows, stored_tables
 
 from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.cli import main
@@ -88,6 +89,10 @@ def test_copy_sqlite_to_postgres_and_back_keeps_every_row_and_the_report(
         assert [tuple(r) for r in rows(back, f"SELECT * FROM {table} ORDER BY id")] == [
             tuple(r) for r in want
         ], table
+    histograms = assert_histograms_match_rows(history)
+    assert sum(histograms.hourly.values()) == requests
+    assert stored_tables(pg_url) == histograms  # ids kept: the same keys
+    assert stored_tables(back) == histograms
     want_report = report_numbers(history)
     assert report_numbers(pg_url) == want_report
     assert report_numbers(back) == want_report
@@ -275,3 +280,95 @@ def test_a_copy_that_fails_writes_nothing_and_says_why(pg_url: str, tmp_path: Pa
     assert "Traceback" not in result.output
     assert rows(pg_url, "SELECT count(*) FROM requests")[0][0] == 0
     assert rows(pg_url, "SELECT count(*) FROM versions")[0][0] == 0
+
+
+def _tiered_store(database: Database, now: float) -> None:
+    """Rows of three ages: version 0.9 20 days ago (never seen since), version 1.0 six days
+    ago and one minute ago."""
+    store = make_store(resolve_database(str(database), "."))
+    store.open()
+    try:
+        old = store.register_process(ProcessInfo("h", 1, "0.9", "config", now - 20 * DAY, "t"))
+        hour = (now - 20 * DAY) // 3600 * 3600  # all 12 in one hour, one bucket
+        store.write_requests(old, [_record(hour + i, "ancient") for i in range(12)])
+        current = store.register_process(ProcessInfo("h", 2, "1.0", "config", now, "t"))
+        store.write_requests(current, [_record(now - 6 * DAY + i, "old") for i in range(8)])
+        store.write_requests(current, [_record(now - 60 + i, "new") for i in range(5)])
+    finally:
+        store.close()
+
+
+def _hits(database: Database, table: str, endpoint: str) -> int:
+    column = "hits" if table == "traffic" else "count"
+    (found,) = rows(
+        database,
+        f"SELECT coalesce(sum({column}), 0) FROM {table} t JOIN endpoints e"
+        " ON e.id = t.endpoint_id WHERE e.name = ?",
+        endpoint,
+    )[0]
+    return int(found)
+
+
+def _histogram_hits(database: Database) -> dict[str, tuple[int, ...]]:
+    """Per endpoint: its counts in latency, latency_hourly, latency_total and traffic."""
+    tables = ("latency", "latency_hourly", "latency_total", "traffic")
+    return {
+        name: tuple(_hits(database, table, name) for table in tables)
+        for name in ("ancient", "old", "new")
+    }
+
+
+def test_pruning_raw_rows_keeps_every_histogram(store_db: Database) -> None:
+    _tiered_store(store_db, time.time())
+    before = stored_tables(store_db)
+    result = invoke("prune", "-d", str(store_db), "--older-than", "5")
+    assert "deleted 0 outliers and 20 requests older than 5 days" in result.output
+    assert rows(store_db, "SELECT count(*) FROM requests")[0][0] == 5
+    assert stored_tables(store_db) == before
+    assert _histogram_hits(store_db) == {
+        "ancient": (12, 12, 12, 12),
+        "old": (8, 8, 8, 8),
+        "new": (5, 5, 5, 5),
+    }
+
+
+def test_pruning_histograms_deletes_old_hours_and_versions_last_seen_before(
+    store_db: Database,
+) -> None:
+    _tiered_store(store_db, time.time())
+    result = invoke("prune", "-d", str(store_db), "--histograms-older-than", "10")
+    # the hour of 20 days ago (its hourly and traffic rows), and version 0.9's all-time row
+    assert result.output == (
+        "deleted 3 histogram rows older than 10 days (1 hours, 1 endpoint versions) in 2 batches\n"
+    )
+    assert rows(store_db, "SELECT count(*) FROM requests")[0][0] == 25  # raw rows untouched
+    assert _histogram_hits(store_db) == {
+        "ancient": (0, 0, 12, 0),  # the cumulative counts behind the metrics stay
+        "old": (8, 8, 8, 8),
+        "new": (5, 5, 5, 5),
+    }
+    again = invoke("prune", "-d", str(store_db), "--histograms-older-than", "10")
+    assert again.output.startswith("deleted 0 histogram rows")
+
+
+def test_prune_needs_a_cutoff(store_db: Database) -> None:
+    result = CliRunner().invoke(main, ["prune", "-d", str(store_db)])
+    assert result.exit_code == 2
+    assert "give --older-than DAYS, --histograms-older-than DAYS, or both" in result.output
+
+
+def test_both_retention_settings_prune_from_the_writer(
+    store_db: Database, make_app: Callable[..., Flask]
+) -> None:
+    _tiered_store(store_db, time.time())
+    app = make_app(database=str(store_db), retention_days=5, histogram_retention_days=10)
+    app.test_client().get("/")
+    flush(app)  # the writer's round: write, then a retention run of both tiers
+    assert rows(store_db, "SELECT count(*) FROM requests")[0][0] == 6  # 5 new, and "/"
+    assert _histogram_hits(store_db) == {
+        "ancient": (0, 0, 12, 0),
+        "old": (8, 8, 8, 8),  # raw rows gone, histograms kept
+        "new": (5, 5, 5, 5),
+    }
+    writer = app.extensions["flamewatch"]._writer
+    assert (writer.pruned, writer.pruned_histograms) == (20, 3)

@@ -17,6 +17,7 @@ __all__ = [
     "OutlierCapture",
     "ProcessInfo",
     "ProfileStack",
+    "RequestFields",
     "RequestRecord",
     "RouteInfo",
     "Store",
@@ -55,6 +56,22 @@ class RequestRecord(NamedTuple):
     threshold_ms: float | None  # the threshold in force; None while the endpoint warmed up
     capture: OutlierCapture | None = None
 
+
+#: a :class:`RequestRecord`'s fields as a plain tuple, in its order: what the writer hands
+#: the store (building the named tuple would cost a call per request on the writer thread)
+RequestFields = tuple[
+    str,
+    str | None,
+    str,
+    int,
+    float,
+    float,
+    str | None,
+    str | None,
+    bool,
+    float | None,
+    OutlierCapture | None,
+]
 
 #: a function in an aggregated profile: (qualified name, file, first line)
 FrameKey = tuple[str, str, int]
@@ -124,8 +141,9 @@ class Store(abc.ABC):
         """Record a process start (and its version); return the process id."""
 
     @abc.abstractmethod
-    def write_requests(self, process_id: int, records: Sequence[RequestRecord]) -> None:
-        """Insert a batch of requests in one transaction (all or nothing)."""
+    def write_requests(self, process_id: int, records: Sequence[RequestFields]) -> None:
+        """Insert a batch of requests (:class:`RequestRecord` or plain tuples of its fields)
+        in one transaction, with what they add to the latency histograms: all or nothing."""
 
     @abc.abstractmethod
     def record_routes(

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from flamewatch.sampler.storable import Limits
 
-from .base import ProfileStack, RequestRecord, RouteInfo, StoreError
+from .base import ProfileStack, RequestFields, RouteInfo, StoreError
 from .connection import safe_url, scrub_secrets
+from .histograms import upsert_histograms
 from .schema import UPSERT_PROFILE_STACK
-from .sql import REQUEST_COLUMNS, NewIds, SQLStore, apply_migrations, fetch_id
+from .sql import BATCH_COLUMNS, REQUEST_COLUMNS, NewIds, SQLStore, apply_migrations, fetch_id
 
 if TYPE_CHECKING:
     import psycopg
@@ -136,19 +137,26 @@ class PostgresStore(SQLStore["psycopg.Connection[Any]", "psycopg.Cursor[Any]"]):
     # transaction holding new names' row locks while inserting others could wait in a cycle
     # with another worker's doing the same in another order.
 
-    def write_requests(self, process_id: int, records: Sequence[RequestRecord]) -> None:
+    def write_requests(self, process_id: int, records: Sequence[RequestFields]) -> None:
         if not records:
             return
         new = NewIds()
         with self.conn.cursor() as names:  # autocommit: each new name committed on its own
-            rows, captured, last_accessed = self._request_rows(names, new, process_id, records)
+            batch = self._request_rows(names, new, process_id, records)
         self._remember(new)
         with self._transaction() as cur:
-            with cur.copy(f"COPY requests ({REQUEST_COLUMNS}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            self._insert_outliers(cur, captured)
-            # shared rows last, in id order: workers writing together never wait in a cycle
+            shared = (self._process_versions[process_id], process_id)
+            columns = f"{REQUEST_COLUMNS}, {BATCH_COLUMNS}"
+            with cur.copy(f"COPY requests ({columns}) FROM STDIN") as copy:
+                for rows in batch.rows.values():  # one list: NULLs are not kept apart here
+                    for row in rows:
+                        copy.write_row(row + shared)
+            self._insert_outliers(cur, process_id, batch.captured)
+            # rows other workers write too: each table's in key order, the tables in one
+            # order, endpoints and versions last -- workers writing together never wait in a
+            # cycle
+            upsert_histograms(cur, _pg, batch.histograms, ordered=True)
+            last_accessed = batch.last_accessed
             cur.executemany(
                 "UPDATE endpoints SET last_accessed = %s WHERE id = %s"
                 " AND (last_accessed IS NULL OR last_accessed < %s)",
@@ -159,6 +167,7 @@ class PostgresStore(SQLStore["psycopg.Connection[Any]", "psycopg.Cursor[Any]"]):
                 "UPDATE versions SET last_seen = %s WHERE id = %s AND last_seen < %s",
                 (newest, self._process_versions[process_id], newest),
             )
+        self._group_cap.commit(batch.admission)
 
     def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:
         if not stacks:

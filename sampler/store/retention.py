@@ -1,10 +1,18 @@
-"""Retention: deleting what is older than a cutoff, in bounded batches.
+"""Retention in two tiers: raw rows, and the latency histograms, each older than its cutoff.
 
-Each batch is its own short transaction of at most ``batch_size`` rows, so neither SQLite
-(one writer at a time) nor PostgreSQL (row locks) is held for long while workers keep writing.
-Captured outliers (facts, params and profile: the bulky and sensitive part) can be pruned on
-their own, keeping the request timings; pruning requests removes their outliers first.
-Used by ``flamewatch prune`` and by the writer when ``FLAMEWATCH_RETENTION_DAYS`` is set.
+Raw rows (:func:`prune`): each batch is its own short transaction of at most ``batch_size``
+rows, so neither SQLite (one writer at a time) nor PostgreSQL (row locks) is held for long
+while workers keep writing. Captured outliers (facts, params and profile: the bulky and
+sensitive part) can be pruned on their own, keeping the request timings; pruning requests
+removes their outliers first. It never touches the histograms, and keeps the rows the
+histograms' backfill has yet to fold (:mod:`.backfill`).
+
+Histograms (:func:`prune_histograms`), on their own, usually much longer cutoff: the hourly
+histograms and traffic counts of the hours before it, one hour per transaction, and the
+all-time histograms of the versions last seen before it, one endpoint of a version per
+transaction. ``latency_total`` -- the cumulative counters behind the metrics -- is never
+pruned. Used by ``flamewatch prune`` and by the writer when ``FLAMEWATCH_RETENTION_DAYS`` or
+``FLAMEWATCH_HISTOGRAM_RETENTION_DAYS`` is set.
 """
 
 from __future__ import annotations
@@ -12,9 +20,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .backfill import backfill_state
 from .connection import StoreConnection
 
-__all__ = ["BATCH_ROWS", "Pruned", "claim_retention_run", "prune"]
+__all__ = [
+    "BATCH_ROWS",
+    "Pruned",
+    "PrunedHistograms",
+    "claim_retention_run",
+    "prune",
+    "prune_histograms",
+]
 
 BATCH_ROWS = 5000
 _CLAIM_KEY = "retention_run_at"
@@ -34,9 +50,10 @@ _OLD_OUTLIERS = (
     "DELETE FROM outliers WHERE id IN (SELECT o.id FROM outliers o"
     " JOIN requests r ON r.id = o.request_id WHERE r.started_at < ? LIMIT ?)"
 )
+# the rows in (done, end] wait for the histograms' backfill: kept
 _OLD_REQUESTS = (
     "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE started_at < ?"
-    " AND id NOT IN (SELECT request_id FROM outliers) LIMIT ?)"
+    " AND NOT (id > ? AND id <= ?) AND id NOT IN (SELECT request_id FROM outliers) LIMIT ?)"
 )
 
 
@@ -52,20 +69,86 @@ def prune(
     ``cutoff`` (Unix time), ``batch_size`` rows per transaction; stop after ``max_batches``
     with ``done=False`` when rows remain."""
     result = Pruned()
-    steps = [("outliers", _OLD_OUTLIERS)]
+    waiting = backfill_state(conn)
+    steps: list[tuple[str, str, tuple[float, ...]]] = [
+        ("outliers", _OLD_OUTLIERS, (cutoff, batch_size))
+    ]
     if not profiles_only:
-        steps.append(("requests", _OLD_REQUESTS))
-    for table, sql in steps:
+        steps.append(("requests", _OLD_REQUESTS, (cutoff, waiting.done, waiting.end, batch_size)))
+    for table, sql, params in steps:
         while True:
             if max_batches is not None and result.batches >= max_batches:
                 result.done = False
                 return result
             with conn.transaction():
-                deleted = max(conn.execute(sql, (cutoff, batch_size)).rowcount, 0)
+                deleted = max(conn.execute(sql, params).rowcount, 0)
             result.batches += 1
             setattr(result, table, getattr(result, table) + deleted)
             if deleted < batch_size:
                 break
+    return result
+
+
+@dataclass
+class PrunedHistograms:
+    """What a prune of the histograms deleted, and whether some older than the cutoff remain."""
+
+    hours: int = 0  # hours whose hourly histograms and traffic counts were deleted
+    versions: int = 0  # (endpoint, version) pairs whose all-time histograms were deleted
+    rows: int = 0
+    batches: int = 0
+    done: bool = True
+
+
+_OLD_HOURS = (
+    "SELECT hour FROM latency_hourly WHERE hour <= ? UNION SELECT hour FROM traffic"
+    " WHERE hour <= ? ORDER BY hour LIMIT ?"
+)
+_OLD_VERSIONS = (
+    "SELECT DISTINCT endpoint_id, version_id FROM latency WHERE version_id IN"
+    " (SELECT id FROM versions WHERE last_seen < ?) ORDER BY endpoint_id, version_id LIMIT ?"
+)
+
+
+def prune_histograms(
+    conn: StoreConnection, cutoff: float, *, max_batches: int | None = None
+) -> PrunedHistograms:
+    """Delete the hourly histograms and traffic counts of the hours that ended before
+    ``cutoff`` (Unix time), and the all-time histograms of the versions last seen before it;
+    one hour, or one endpoint of a version, per transaction. Stops after ``max_batches`` with
+    ``done=False`` when some remain. ``latency_total`` is kept."""
+    result = PrunedHistograms()
+    last_hour = int(cutoff // 3600) * 3600 - 3600  # the last hour that ended by the cutoff
+    # a version seen again since it was selected (a process of it started) keeps its rows
+    still_old = " AND version_id IN (SELECT id FROM versions WHERE last_seen < ?)"
+    steps: list[tuple[str, tuple[object, ...], tuple[str, ...], str, tuple[object, ...]]] = [
+        (_OLD_HOURS, (last_hour, last_hour), ("latency_hourly", "traffic"), "hour = ?", ()),
+        (
+            _OLD_VERSIONS,
+            (cutoff,),
+            ("latency",),
+            "endpoint_id = ? AND version_id = ?" + still_old,
+            (cutoff,),
+        ),
+    ]
+    for select, params, tables, where, tail in steps:
+        while True:
+            keys = conn.execute(select, (*params, 100)).fetchall()
+            if not keys:
+                break
+            for key in keys:
+                if max_batches is not None and result.batches >= max_batches:
+                    result.done = False
+                    return result
+                with conn.transaction():
+                    for table in tables:
+                        deleted = conn.execute(f"DELETE FROM {table} WHERE {where}", (*key, *tail))
+                        result.rows += max(deleted.rowcount, 0)
+                result.batches += 1
+                if len(key) == 1:
+                    result.hours += 1
+                else:
+                    result.versions += 1
     return result
 
 

@@ -12,27 +12,40 @@ from __future__ import annotations
 
 import abc
 import itertools
+import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import orjson
 
+from flamewatch.sampler.histogram import MIN_MS
 from flamewatch.sampler.storable import Limits, capture_json, storable, storable_json
 
+from .backfill import HISTOGRAMS_VERSION, mark_backfill
 from .base import (
     Baseline,
     FrameKey,
     OutlierCapture,
     ProcessInfo,
     ProfileStack,
-    RequestRecord,
+    RequestFields,
     RouteInfo,
     Store,
     StoreError,
+)
+from .histograms import (
+    INV_LOG_GAMMA,
+    MIN_BUCKET,
+    NO_GROUP,
+    Cell,
+    GroupAdmission,
+    GroupCap,
+    HistogramDeltas,
+    fold_cells,
 )
 from .schema import (
     INSERT_FRAME,
@@ -44,9 +57,11 @@ from .schema import (
 )
 
 __all__ = [
+    "BATCH_COLUMNS",
     "INSERT_REQUEST",
     "REQUEST_COLUMNS",
     "NewIds",
+    "RequestBatch",
     "SQLStore",
     "apply_migrations",
     "fetch_id",
@@ -94,17 +109,40 @@ def open_sql_stores() -> list[SQLStore[Any, Any]]:
 
 #: a row to insert
 Row = tuple[Any, ...]
+#: which of a row's rule id, group id and client address are missing (NULL), for a backend
+#: that inserts such rows apart (``()`` for one that does not)
+NullColumns = tuple[bool, ...]
 #: what :meth:`SQLStore._request_rows` finds once per batch for a (endpoint, rule, group,
-#: method, client address): the three ids, the method and the client address as stored
-_Found = tuple[int, int | None, int | None, str, str | None]
+#: method, client address): the three ids, the method and the client address as stored, the
+#: index of the five in the batch's order of first sight, and the list their rows go to
+_Found = tuple[int, Any, Any, str, Any, int, list[Row]]
 
-#: the columns of the rows :meth:`SQLStore._request_rows` makes, in their order
+
+class RequestBatch(NamedTuple):
+    """What :meth:`SQLStore._request_rows` makes of a batch of records."""
+
+    #: the ``requests`` rows without a capture (:data:`REQUEST_COLUMNS`), by missing columns
+    rows: dict[NullColumns, list[Row]]
+    #: the rows with an outlier capture, and their capture
+    captured: list[tuple[Row, OutlierCapture]]
+    #: per endpoint id, its latest request's start
+    last_accessed: dict[int, float]
+    #: what the batch adds to the histograms
+    histograms: HistogramDeltas
+    #: the groups the histograms admitted, to keep once the batch is committed
+    admission: GroupAdmission
+
+
+#: the columns of the rows :meth:`SQLStore._request_rows` makes, in their order, followed by
+#: the two that every row of a batch shares (:data:`BATCH_COLUMNS`), which the rows leave out
 REQUEST_COLUMNS = (
-    "endpoint_id, rule_id, version_id, group_id, process_id, method, status, started_at,"
-    " duration_ms, client_ip, is_outlier, threshold_ms"
+    "endpoint_id, rule_id, group_id, method, status, started_at, duration_ms, client_ip,"
+    " is_outlier, threshold_ms"
 )
+BATCH_COLUMNS = "version_id, process_id"
 INSERT_REQUEST = (
-    f"INSERT INTO requests ({REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO requests ({REQUEST_COLUMNS}, {BATCH_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_PROCESS = (
     "INSERT INTO processes (hostname, pid, version_id, agent, started_at, last_seen)"
@@ -127,7 +165,8 @@ def fetch_id(cur: _Cursor) -> int:
 def apply_migrations(conn: _Connection, dialect: Callable[[str], str]) -> int:
     """Bring the schema to :data:`SCHEMA_VERSION` inside the caller's transaction, each
     statement of :data:`MIGRATIONS` passed through ``dialect`` (the backend's types and
-    placeholders); return the version found before. A newer schema is refused."""
+    placeholders); return the version found before. A newer schema is refused. A store with
+    rows that gets the histograms is marked for their backfill (:mod:`.backfill`)."""
     conn.execute(dialect(MIGRATIONS[0][0]))  # the meta table
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     found = int(row[0]) if row else 0
@@ -139,6 +178,8 @@ def apply_migrations(conn: _Connection, dialect: Callable[[str], str]) -> int:
     for statements in MIGRATIONS[found:]:
         for statement in statements:
             conn.execute(dialect(statement))
+    if 0 < found < HISTOGRAMS_VERSION <= SCHEMA_VERSION:
+        mark_backfill(conn.execute, dialect)  # the rows written before the histograms
     conn.execute(
         dialect(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -164,6 +205,15 @@ class NewIds:
 class SQLStore(Store, Generic[ConnT, CursorT]):
     """A :class:`Store` in a SQL database, over one connection of the backend's driver."""
 
+    #: what a ``requests`` row holds for a missing rule id, group id or client address:
+    #: None, except in a backend whose driver binds None slowly (:class:`~.sqlite.SQLiteStore`),
+    #: whose statements turn it into NULL
+    _null: Any = None
+    #: whether rows missing different columns are kept apart (:data:`NullColumns`)
+    _split_nulls = False
+    #: the statement inserting one ``requests`` row (qmark SQL)
+    _insert_request: str = INSERT_REQUEST
+
     def __init__(self, limits: Limits | None = None) -> None:
         #: what is cut or replaced before it is written (:mod:`flamewatch.sampler.storable`)
         self.limits = limits or Limits()
@@ -175,6 +225,8 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
         self._process_versions: dict[int, int] = {}
         self._frame_ids: dict[FrameKey, int] = {}
         self._stack_ids: dict[str, int] = {}
+        #: which groups get latency histograms of their own (only ever from committed batches)
+        self._group_cap = GroupCap(self.limits.histogram_groups)
 
     # -- what each backend does its own way --------------------------------------------------
 
@@ -243,6 +295,7 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
             self._stack_ids,
         ):
             cache.clear()
+        self._group_cap.forget()
 
     @property
     def conn(self) -> ConnT:
@@ -296,71 +349,97 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
             )
 
     def _request_rows(
-        self, cur: CursorT, new: NewIds, process_id: int, records: Sequence[RequestRecord]
-    ) -> tuple[list[Row], list[tuple[Row, OutlierCapture]], dict[int, float]]:
+        self, cur: CursorT, new: NewIds, process_id: int, records: Sequence[RequestFields]
+    ) -> RequestBatch:
         """The ``requests`` rows of a batch (:data:`REQUEST_COLUMNS`), the names' ids found
-        or inserted with ``cur``: the rows without a capture, those with one (and their
-        capture), and per endpoint id, its latest request's start.
+        or inserted with ``cur``, and what the batch adds to the latency histograms.
 
-        Runs on the writer thread for every record, holding the GIL the app's threads want:
-        the names' ids are looked up, and the method and client address made storable, once
-        per (endpoint, rule, group, method, client address) and batch.
+        Runs on the writer thread for every record, holding the GIL the app's threads want,
+        so what can be done once per distinct value is: the names' ids are looked up, the
+        method and client address made storable and the row list chosen once per (endpoint,
+        rule, group, method, client address) and batch. Per record: the row, the histogram
+        bucket (computed inline) and one append to its cell's list of durations; the cells
+        -- few: a batch has one version and one process -- are added to the four tables after
+        the loop (:func:`~.histograms.fold_cells`).
         """
         version_id = self._process_versions[process_id]
-        cap = self.limits.name_chars
         last_accessed: dict[int, float] = {}
-        rows: list[Row] = []
+        rows: dict[NullColumns, list[Row]] = {}
         captured: list[tuple[Row, OutlierCapture]] = []
         ids: dict[tuple[str, str | None, str | None, str, str | None], _Found] = {}
+        cells: dict[Cell, list[float]] = {}
+        outliers: dict[Cell, int] = {}
+        log, ceil, inv_log_gamma, min_ms = math.log, math.ceil, INV_LOG_GAMMA, MIN_MS
         for record in records:
             (endpoint, rule, method, status, started, duration, group, client_ip, outlier,
              threshold, capture) = record  # fmt: skip
-            key = (endpoint, rule, group, method, client_ip)
-            found = ids.get(key)
+            found = ids.get((endpoint, rule, group, method, client_ip))
             if found is None:
-                endpoint_id = self._endpoint_id(cur, new, endpoint, started)
-                rule_id = None
-                if rule is not None:
-                    rule_id = self._rule_id(cur, new, endpoint_id, rule, started)
-                group_id = None
-                if group is not None:
-                    group_id = self._group_id(cur, new, group)
-                found = ids[key] = (
-                    endpoint_id,
-                    rule_id,
-                    group_id,
-                    storable(method, cap),
-                    None if client_ip is None else storable(client_ip, cap),
+                found = ids[(endpoint, rule, group, method, client_ip)] = self._names(
+                    cur, new, rows, record, len(ids)
                 )
             endpoint_id = found[0]
             if started > last_accessed.get(endpoint_id, 0.0):
                 last_accessed[endpoint_id] = started
-            row = (
-                endpoint_id,
-                found[1],
-                version_id,
-                found[2],
-                process_id,
-                found[3],
-                status,
-                started,
-                duration,
-                found[4],
-                1 if outlier else 0,
-                threshold,
-            )
+            row = (endpoint_id, found[1], found[2], found[3], status, started, duration,
+                   found[4], 1 if outlier else 0, threshold)  # fmt: skip
             if capture is None:
-                rows.append(row)
+                found[6].append(row)
             else:
                 captured.append((row, capture))
-        return rows, captured, last_accessed
+            # flamewatch.sampler.histogram.bucket_of, inline (NaN and tiny: MIN_BUCKET)
+            bucket = ceil(log(duration) * inv_log_gamma) if duration > min_ms else MIN_BUCKET
+            cell = (found[5], status, started // 3600, bucket)
+            durations = cells.get(cell)
+            if durations is None:
+                cells[cell] = [duration]
+            else:
+                durations.append(duration)
+            if outlier:
+                outliers[cell] = outliers.get(cell, 0) + 1
+        admission = self._group_cap.begin(cur, self._sql)
+        names = [(found[0], found[2] or NO_GROUP, found[3]) for found in ids.values()]
+        histograms = fold_cells(cells, outliers, names, version_id, process_id, admission)
+        return RequestBatch(rows, captured, last_accessed, histograms, admission)
+
+    def _names(
+        self,
+        cur: CursorT,
+        new: NewIds,
+        rows: dict[NullColumns, list[Row]],
+        record: RequestFields,
+        index: int,
+    ) -> _Found:
+        """What :meth:`_request_rows` keeps for the first record of an (endpoint, rule,
+        group, method, client address) in a batch; ``index`` counts those seen before."""
+        cap = self.limits.name_chars
+        endpoint, rule, method, _, started, _, group, client_ip, _, _, _ = record
+        endpoint_id = self._endpoint_id(cur, new, endpoint, started)
+        rule_id = None if rule is None else self._rule_id(cur, new, endpoint_id, rule, started)
+        group_id = None if group is None else self._group_id(cur, new, group)
+        ip = None if client_ip is None else storable(client_ip, cap)
+        missing = (rule_id is None, group_id is None, ip is None) if self._split_nulls else ()
+        target = rows.get(missing)
+        if target is None:
+            target = rows[missing] = []
+        null = self._null
+        return (
+            endpoint_id,
+            null if rule_id is None else rule_id,
+            null if group_id is None else group_id,
+            storable(method, cap),
+            null if ip is None else ip,
+            index,
+            target,
+        )
 
     def _insert_outliers(
-        self, cur: CursorT, captured: Sequence[tuple[Row, OutlierCapture]]
+        self, cur: CursorT, process_id: int, captured: Sequence[tuple[Row, OutlierCapture]]
     ) -> None:
         """Insert the requests that carry a capture one by one, each with its outlier row."""
+        shared = (self._process_versions[process_id], process_id)  # BATCH_COLUMNS
         for row, capture in captured:
-            request_id = self._insert_id(cur, INSERT_REQUEST, row)
+            request_id = self._insert_id(cur, self._insert_request, row + shared)
             self._insert_outlier(cur, request_id, capture)
 
     def _insert_outlier(self, cur: CursorT, request_id: int, capture: OutlierCapture) -> None:

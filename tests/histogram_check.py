@@ -1,0 +1,118 @@
+"""The latency histograms a store should hold, recomputed from its raw rows, and the check that
+the stored ones agree: every count exactly, every sum of durations to rounding.
+
+Recomputed here with :func:`~flamewatch.sampler.histogram.bucket_of` and plain Python, apart
+from the writer's fold, so that a fold that drifted from its rows is caught.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from helpers import Database, rows
+
+from flamewatch.sampler.histogram import bucket_of
+
+__all__ = ["Tables", "assert_histograms_match_rows", "expected_tables", "stored_tables"]
+
+
+@dataclass
+class Tables:
+    """The four tables as dicts: key -> count (or counts and sums)."""
+
+    latency: Counter[tuple[int, int, int, int]] = field(default_factory=Counter)
+    hourly: Counter[tuple[int, int, int, int]] = field(default_factory=Counter)
+    total: dict[tuple[int, str, int, int], list[float]] = field(default_factory=dict)
+    traffic: dict[tuple[int, int, int, int, str, int], list[float]] = field(default_factory=dict)
+
+
+def expected_tables(database: Database, *, where: str = "", args: tuple[Any, ...] = ()) -> Tables:
+    """The tables as the rows of ``requests`` (those ``where`` selects) make them, every group
+    with its own rows (no cap): group 0 for a request without one."""
+    tables = Tables()
+    for e, v, g, p, method, status, started, ms, outlier in rows(
+        database,
+        "SELECT endpoint_id, version_id, group_id, process_id, method, status, started_at,"
+        f" duration_ms, is_outlier FROM requests {where} ORDER BY id",
+        *args,
+    ):
+        bucket, hour = bucket_of(ms), int(started // 3600) * 3600
+        tables.latency[(e, v, g or 0, bucket)] += 1
+        tables.hourly[(e, v, hour, bucket)] += 1
+        total = tables.total.setdefault((e, method, status, bucket), [0, 0.0])
+        total[0] += 1
+        total[1] += ms
+        traffic = tables.traffic.setdefault((e, v, p, hour, method, status), [0, 0, 0.0])
+        traffic[0] += 1
+        traffic[1] += outlier
+        traffic[2] += ms
+    return tables
+
+
+def stored_tables(database: Database) -> Tables:
+    """The four tables as the store holds them."""
+    tables = Tables()
+    for e, v, g, b, n in rows(
+        database, "SELECT endpoint_id, version_id, group_id, bucket, count FROM latency"
+    ):
+        tables.latency[(e, v, g, b)] = n
+    for e, v, h, b, n in rows(
+        database, "SELECT endpoint_id, version_id, hour, bucket, count FROM latency_hourly"
+    ):
+        tables.hourly[(e, v, h, b)] = n
+    for e, m, s, b, n, total in rows(
+        database, "SELECT endpoint_id, method, status, bucket, count, sum_ms FROM latency_total"
+    ):
+        tables.total[(e, m, s, b)] = [n, total]
+    for e, v, p, h, m, s, hits, outliers, total in rows(
+        database,
+        "SELECT endpoint_id, version_id, process_id, hour, method, status, hits, outliers,"
+        " sum_ms FROM traffic",
+    ):
+        tables.traffic[(e, v, p, h, m, s)] = [hits, outliers, total]
+    return tables
+
+
+def _counts(table: dict[Any, list[float]]) -> dict[Any, list[int]]:
+    return {key: [int(v) for v in values[:-1]] for key, values in table.items()}
+
+
+def _sums(table: dict[Any, list[float]]) -> dict[Any, float]:
+    return {key: values[-1] for key, values in table.items()}
+
+
+def assert_histograms_match_rows(database: Database, *, capped: bool = False) -> Tables:
+    """Fail unless the stored histograms are exactly what the rows make.
+
+    ``capped``: groups may have been counted under -1 ("others"); then the all-groups counts
+    must still match, each admitted group may hold only requests of its own, and the rest is
+    under -1. Without it every group has its own rows. Returns the stored tables.
+    """
+    expected, found = expected_tables(database), stored_tables(database)
+    assert found.hourly == expected.hourly
+    assert _counts(found.total) == _counts(expected.total)
+    assert _sums(found.total) == pytest.approx(_sums(expected.total), rel=1e-9, abs=1e-9)
+    assert _counts(found.traffic) == _counts(expected.traffic)
+    assert _sums(found.traffic) == pytest.approx(_sums(expected.traffic), rel=1e-9, abs=1e-9)
+    if not capped:
+        assert found.latency == expected.latency
+        return found
+    all_groups: Counter[tuple[int, int, int]] = Counter()
+    for (e, v, _, b), n in found.latency.items():
+        all_groups[(e, v, b)] += n
+    expected_all: Counter[tuple[int, int, int]] = Counter()
+    for (e, v, _, b), n in expected.latency.items():
+        expected_all[(e, v, b)] += n
+    assert all_groups == expected_all
+    others: defaultdict[tuple[int, int, int], int] = defaultdict(int)
+    for (e, v, g, b), n in expected.latency.items():
+        kept = found.latency.get((e, v, g, b), 0)
+        assert kept <= n, (e, v, g, b)  # an admitted group holds only its own requests
+        others[(e, v, b)] += n - kept
+    assert {k: n for k, n in others.items() if n} == {
+        (e, v, b): n for (e, v, g, b), n in found.latency.items() if g == -1 and n
+    }
+    return found
