@@ -401,7 +401,6 @@ def verdict_agreement(histories: int, per_cell: int) -> dict[str, Any]:
         for seed in range(histories):
             path = Path(tmp) / f"v{seed}.sqlite3"
             write_history(path, seed, per_cell)
-            _fold_histograms(path)
             for key, (binned, exact, b_ratio, e_ratio, p) in history_verdicts(path).items():
                 by_verdict[exact] = by_verdict.get(exact, 0) + 1
                 if binned == exact:
@@ -427,14 +426,6 @@ def verdict_agreement(histories: int, per_cell: int) -> dict[str, Any]:
         "exact_verdicts": by_verdict,
         "disagreements": disagreements,
     }
-
-
-def _fold_histograms(path: Path) -> None:
-    """TEMPORARY, until the writer fills the histograms (branch ``ingest``)."""
-    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-    from helpers import fold_histograms
-
-    fold_histograms(path)
 
 
 # -- (d) -------------------------------------------------------------------------------------

@@ -102,13 +102,20 @@ def run_child(pythonpath: str, database: Path, what: str, repeat: int) -> dict[s
 
 
 def with_histograms(source: Path, work: Path) -> Path:
-    """A copy of the synthetic store with its histograms built from its rows."""
+    """A copy of the synthetic store with its histograms built from its rows by the backfill
+    (the generator writes rows in bulk, past the writer)."""
+    from flamewatch.reports.transfer import build_histograms
+    from flamewatch.sampler.store.backfill import rebuild_histograms
+    from flamewatch.sampler.store.connection import open_connection
+
     shutil.copyfile(source, work)
     start = time.perf_counter()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import fold_histograms  # TEMPORARY: the ingest branch's backfill replaces it
-
-    fold_histograms(work)
+    conn = open_connection(str(work), readonly=False)
+    try:
+        rebuild_histograms(conn)
+    finally:
+        conn.close()
+    build_histograms(str(work), quiet=True)
     print(f"histograms built from the rows in {time.perf_counter() - start:.1f} s")
     return work
 

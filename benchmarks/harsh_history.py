@@ -203,7 +203,6 @@ def comparisons(planted: list[Planted]) -> int:
 def history_errors(path: Path, seed: int) -> dict[str, Any]:
     """Write one history, find its changes, count what went wrong."""
     planted = write_history(path, seed)
-    _fold_histograms(path)
     with open_readonly(str(path)) as conn:
         found = find_changes(conn, FlameReport(conn, ReportData(conn)))
     by_key: dict[tuple[str, str, str, str | None], Finding] = {}
@@ -230,13 +229,3 @@ def history_errors(path: Path, seed: int) -> dict[str, Any]:
         "blamed": blamed,
         "wrong_culprit": wrong,
     }
-
-
-def _fold_histograms(path: Path) -> None:
-    """TEMPORARY, until the writer fills the histograms (branch ``ingest``)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-    from helpers import fold_histograms
-
-    fold_histograms(path)

@@ -25,10 +25,11 @@ post (as the Flask tutorial's does). After a while a bulk import adds 200 posts;
 gets slower without any deploy. ``about`` stays as it was. Changes inside a version are looked
 for in hourly medians, and a test cannot wait a day: the history is a time-lapse -- each
 :data:`GROWTH_BUCKET_S` of real traffic is stored as an hour (its requests' start times
-stretched before the histograms are folded).
+stretched, then the histograms built again from them).
 
-Both histories work on SQLite files and PostgreSQL URLs. The histogram tables are filled by
-``helpers.fold_histograms``: TEMPORARY, until the writer fills them (branch ``ingest``).
+Both histories work on SQLite files and PostgreSQL URLs. The writer fills the histogram
+tables as it writes; the time-lapse, which moves the rows in time afterwards, has the backfill
+build them again (:func:`~flamewatch.sampler.store.backfill.rebuild_histograms`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ import time
 from pathlib import Path
 
 from flask import Flask, request
-from helpers import Database, fold_histograms
+from helpers import Database
 
 from flamewatch.flask_plugin import Flamewatch
+from flamewatch.reports.transfer import build_histograms
+from flamewatch.sampler.store.backfill import rebuild_histograms
 from flamewatch.sampler.store.connection import open_connection
 
 __all__ = [
@@ -183,8 +186,8 @@ def requests_of(endpoint: str, version: str, user: str) -> int:
 
 
 def make_deploy_history(database: Database, instance: Path, *, seed: int = 0) -> None:
-    """Every request of the plan, shuffled; every agent closed (its profiles written), the
-    histograms folded."""
+    """Every request of the plan, shuffled; every agent closed (its requests, histograms and
+    profiles written)."""
     apps = {version: _shop(version, database, instance) for version in VERSIONS}
     clients = {version: app.test_client() for version, app in apps.items()}
     for version in VERSIONS:  # each version's first request registers it: deployment order
@@ -205,7 +208,6 @@ def make_deploy_history(database: Database, instance: Path, *, seed: int = 0) ->
     finally:
         for app in apps.values():
             app.extensions["flamewatch"].close()
-    fold_histograms(database)  # TEMPORARY: until the ingest branch's writer fills them
 
 
 def _blog(database: Database, instance: Path) -> Flask:
@@ -237,7 +239,7 @@ def _blog(database: Database, instance: Path) -> Flask:
 
 def make_growth_history(database: Database, instance: Path, *, seconds: float = 4.0) -> None:
     """``seconds`` of traffic to the blog, the bulk import, ``seconds`` more; stored as a
-    time-lapse (each :data:`GROWTH_BUCKET_S` an hour), the histograms folded."""
+    time-lapse (each :data:`GROWTH_BUCKET_S` an hour), the histograms built again."""
     app = _blog(database, instance)
     client = app.test_client()
     try:
@@ -251,11 +253,12 @@ def make_growth_history(database: Database, instance: Path, *, seconds: float = 
     finally:
         app.extensions["flamewatch"].close()
     _time_lapse(database, 3600 / GROWTH_BUCKET_S)
-    fold_histograms(database)  # TEMPORARY: until the ingest branch's writer fills them
 
 
 def _time_lapse(database: Database, factor: float) -> None:
-    """Stretch the stored requests' start times by ``factor`` from the first one."""
+    """Stretch the stored requests' start times by ``factor`` from the first one, and have the
+    real backfill build the histograms again from the rows as they now are (the writer's
+    hours were those of the real traffic)."""
     conn = open_connection(str(database), readonly=False)
     try:
         ((first,),) = conn.execute("SELECT min(started_at) FROM requests").fetchall()
@@ -265,5 +268,7 @@ def _time_lapse(database: Database, factor: float) -> None:
                 "UPDATE requests SET started_at = ? + (started_at - ?) * ?",
                 (start, first, factor),
             )
+        rebuild_histograms(conn)
     finally:
         conn.close()
+    build_histograms(str(database), quiet=True)

@@ -109,6 +109,3 @@ def make_flame_history(database: Path, instance: Path, *, rounds: int = 14, seed
     finally:
         for app in apps:
             app.extensions["flamewatch"].close()
-    from helpers import fold_histograms  # TEMPORARY: until the ingest writer fills them
-
-    fold_histograms(database)

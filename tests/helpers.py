@@ -218,7 +218,6 @@ def make_history(database: Path, versions: dict[str, float], *, instance: Path) 
         fw.flush()
         client.get(f"/checkout?slow=1&q={HOSTILE_PARAM}", headers={"X-User": HOSTILE_USER})
         fw.close()
-    fold_histograms(database)  # TEMPORARY: until the ingest branch's writer fills them
 
 
 def regression_history(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
@@ -256,61 +255,3 @@ def fetch_concurrently(app: Flask, paths: list[str], clients: int = 8) -> list[b
         server.shutdown()
         thread.join()
         server.server_close()
-
-
-def fold_histograms(database: Database) -> None:
-    """TEMPORARY, until the writer fills the histograms (branch ``ingest``): rebuild the four
-    schema-4 tables (latency, latency_hourly, latency_total, traffic) of a store from its
-    ``requests`` rows, in plain Python, on SQLite or PostgreSQL. No cap on groups."""
-    from collections import defaultdict
-
-    from flamewatch.sampler.histogram import bucket_of
-    from flamewatch.sampler.store.connection import open_connection
-
-    latency: dict[tuple[int, int, int, int], int] = defaultdict(int)
-    hourly: dict[tuple[int, int, int, int], int] = defaultdict(int)
-    total: dict[tuple[int, str, int, int], list[float]] = defaultdict(lambda: [0, 0.0])
-    traffic: dict[tuple[int, int, int, int, str, int], list[float]] = defaultdict(
-        lambda: [0, 0, 0.0]
-    )
-    conn = open_connection(str(database), readonly=False)
-    try:
-        for e, v, g, p, method, status, started, ms, outlier in conn.execute(
-            "SELECT endpoint_id, version_id, group_id, process_id, method, status, started_at,"
-            " duration_ms, is_outlier FROM requests"
-        ).fetchall():
-            bucket, hour = bucket_of(ms), int(started // 3600) * 3600
-            latency[(e, v, 0 if g is None else g, bucket)] += 1
-            hourly[(e, v, hour, bucket)] += 1
-            t = total[(e, method, status, bucket)]
-            t[0] += 1
-            t[1] += ms
-            c = traffic[(e, v, p, hour, method, status)]
-            c[0] += 1
-            c[1] += 1 if outlier else 0
-            c[2] += ms
-        with conn.transaction():
-            for table in ("latency", "latency_hourly", "latency_total", "traffic"):
-                conn.execute(f"DELETE FROM {table}")
-            conn.executemany(
-                "INSERT INTO latency (endpoint_id, version_id, group_id, bucket, count)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(*k, n) for k, n in latency.items()],
-            )
-            conn.executemany(
-                "INSERT INTO latency_hourly (endpoint_id, version_id, hour, bucket, count)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(*k, n) for k, n in hourly.items()],
-            )
-            conn.executemany(
-                "INSERT INTO latency_total (endpoint_id, method, status, bucket, count, sum_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(*k, int(n), s) for k, (n, s) in total.items()],
-            )
-            conn.executemany(
-                "INSERT INTO traffic (endpoint_id, version_id, process_id, hour, method, status,"
-                " hits, outliers, sum_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*k, int(h), int(o), s) for k, (h, o, s) in traffic.items()],
-            )
-    finally:
-        conn.close()

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 from flame_history import EXPECTED, make_flame_history
-from helpers import HOSTILE_USER, fold_histograms, rows
+from helpers import HOSTILE_USER, rows
 from playwright.sync_api import Browser
 from test_browser import _visit, browser  # noqa: F401 - the module's Chromium fixture
 
@@ -175,7 +175,6 @@ def test_hostile_function_and_file_names_are_escaped(tmp_path: Path) -> None:
             )
     finally:
         store.close()
-    fold_histograms(database)  # TEMPORARY: until the ingest branch's writer fills them
     assert _findings(database) == {("ep", "v2", "slower", None): [["entry", HOSTILE_FUNCTION]]}
     site = write_site(str(database), tmp_path / "site").parent
     pages = [site / "versions.html", site / endpoint_page("ep")]

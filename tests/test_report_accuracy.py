@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import fold_histograms, rows
+from helpers import rows
 from test_aggregate import WITHIN, binned, box_of, expected_verdict, mann_whitney, median_interval
 
 from flamewatch.reports.aggregate import ReportData
@@ -88,7 +88,6 @@ def write_store(database: Path | str, per_version: int = 700) -> None:
                 store.write_requests(process, records)
     finally:
         store.close()
-    fold_histograms(database)  # TEMPORARY: until the ingest branch's writer fills them
 
 
 @pytest.fixture
