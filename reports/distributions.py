@@ -17,12 +17,13 @@ never a group of their own.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store.connection import StoreConnection
+from flamewatch.sampler.version import TEST_SOURCE
 
-__all__ = ["Distributions", "read_distributions", "version_order"]
+__all__ = ["Distributions", "read_distributions", "test_runs", "version_order"]
 
 #: the width of the time buckets in which changes inside a version are looked for: an hour,
 #: that of ``latency_hourly``
@@ -42,15 +43,30 @@ class Distributions:
     #: (endpoint, version) -> (hour start, durations) in time order
     buckets: dict[tuple[str, str], list[tuple[float, Histogram]]]
     bucket_s: float
+    #: the versions recorded by a test suite (``pytest --flamewatch``): compared with the test
+    #: run before them, as deployments are with the deployment before them
+    test_runs: frozenset[str] = field(default_factory=frozenset)
 
     def only(self, versions: set[str]) -> Distributions:
-        """The durations of ``versions`` alone, as if no other version had been deployed."""
+        """The durations of ``versions`` alone, as if no other version had been deployed, and
+        of one kind: versions named together are compared whatever their kind (a test run
+        with a deployment, as ``flamewatch check --against`` asks)."""
         return Distributions(
             [v for v in self.versions if v in versions],
             {key: h for key, h in self.cells.items() if key[1] in versions},
             {key: series for key, series in self.buckets.items() if key[1] in versions},
             self.bucket_s,
         )
+
+    def of_one_kind(self) -> list[list[str]]:
+        """The versions in deployment order, split by kind: deployments, then test runs.
+        Durations of a suite on a CI machine and of production on its servers are not
+        compared unless asked for (:meth:`only`), as in :class:`~.aggregate.ReportData`."""
+        kinds = [
+            [v for v in self.versions if v not in self.test_runs],
+            [v for v in self.versions if v in self.test_runs],
+        ]
+        return [kind for kind in kinds if kind]
 
     def endpoints(self) -> list[str]:
         return sorted({endpoint for endpoint, _, _ in self.cells})
@@ -70,6 +86,16 @@ class Distributions:
             if e == endpoint and group is not None:
                 found[group][version] = histogram
         return dict(found)
+
+
+def test_runs(conn: StoreConnection) -> frozenset[str]:
+    """The names of the versions a test suite recorded."""
+    return frozenset(
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM versions WHERE source = ?", (TEST_SOURCE,)
+        ).fetchall()
+    )
 
 
 def version_order(conn: StoreConnection) -> list[str]:
@@ -102,4 +128,4 @@ def read_distributions(conn: StoreConnection) -> Distributions:
         for key, by_hour in hours.items()
     }
     by_name = {key: Histogram.from_counts(counts) for key, counts in cells.items()}
-    return Distributions(version_order(conn), by_name, series, HOUR_S)
+    return Distributions(version_order(conn), by_name, series, HOUR_S, test_runs(conn))

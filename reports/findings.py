@@ -8,7 +8,9 @@ demo and ``flamewatch check`` give. It is derived from the store's durations as 
   :data:`~.aggregate.MIN_CHANGE_REQUESTS` requests against the one before it that has as many
   (:func:`~.change_tests.compare`: ratio of medians with its 95 % interval, Mann-Whitney test,
   relevance threshold). When a version has a change inside it (:mod:`.changepoints`), its side
-  next to the other version is compared, not its mix of both levels.
+  next to the other version is compared, not its mix of both levels. Versions are of two
+  kinds, as in the report: a test run (``pytest --flamewatch``) follows the test run before
+  it, a deployment the deployment before it; ``against`` compares any two.
 - **Few requests where it started.** Versions between the two compared that had some requests,
   too few to compare, are looked at: the first whose median is already nearer the new level
   than the old (half the change or more, on the log scale) is where the change started. The
@@ -181,21 +183,27 @@ class _Finder:
     def _pairs(
         self, endpoint: str, series: dict[str, Histogram], edges: dict[str, list[Histogram]]
     ) -> list[_Compared]:
-        """Each version with enough requests against the previous one with enough; ``edges``
-        gives a version's first and last side where a change inside it splits it."""
-        ordered = [(v, series[v]) for v in self.d.versions if v in series]
-        result, previous, skipped = [], None, []
-        for version, histogram in ordered:
-            if histogram.total < MIN_CHANGE_REQUESTS:
-                skipped.append((version, histogram))
-                continue
-            if previous is not None:
-                old, old_h = previous
-                before = edges.get(old, [old_h])[-1]
-                after = edges.get(version, [histogram])[0]
-                change = self._compare(endpoint, old, version, before, after)
-                result.append(_Compared(old, version, change, before, after, skipped))
-            previous, skipped = (version, histogram), []
+        """Each version with enough requests against the previous one of its kind with
+        enough; ``edges`` gives a version's first and last side where a change inside it
+        splits it."""
+        result = []
+        for kind in self.d.of_one_kind():  # test runs follow test runs, deployments deployments
+            previous: tuple[str, Histogram] | None = None
+            skipped: list[tuple[str, Histogram]] = []
+            for version in kind:
+                histogram = series.get(version)
+                if histogram is None:
+                    continue
+                if histogram.total < MIN_CHANGE_REQUESTS:
+                    skipped.append((version, histogram))
+                    continue
+                if previous is not None:
+                    old, old_h = previous
+                    before = edges.get(old, [old_h])[-1]
+                    after = edges.get(version, [histogram])[0]
+                    change = self._compare(endpoint, old, version, before, after)
+                    result.append(_Compared(old, version, change, before, after, skipped))
+                previous, skipped = (version, histogram), []
         return result
 
     def endpoint(self, endpoint: str) -> list[Finding]:
