@@ -137,9 +137,10 @@ def outliers(
 def changes(database: str, as_json: bool, since: str | None, regression_threshold: float) -> None:
     """What got slower or faster: for whom, since when, in which code.
 
-    The report's findings: each version against the one before it, each user or group that
-    changed differently from the others, changes inside a version over time, with the call
-    paths that hold them. The JSON follows docs/changes.schema.json.
+    The report's findings: each version against the one before it of its kind (a test run
+    against the test run before it, a deployment against the deployment before it), each user
+    or group that changed differently from the others, changes inside a version over time,
+    with the call paths that hold them. The JSON follows docs/changes.schema.json.
     """
     from .finding_words import describe
     from .findings import read_findings
