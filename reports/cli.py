@@ -119,6 +119,48 @@ def outliers(
         )
 
 
+@main.command()
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of text.")
+@click.option(
+    "--since",
+    metavar="VERSION",
+    help="Only what changed in this version or later (in deployment order).",
+)
+@click.option(
+    "--regression-threshold",
+    type=click.FloatRange(0.01, 10),
+    default=0.2,
+    show_default=True,
+    help="A median change smaller than this fraction is never a finding.",
+)
+def changes(database: str, as_json: bool, since: str | None, regression_threshold: float) -> None:
+    """What got slower or faster: for whom, since when, in which code.
+
+    The report's findings: each version against the one before it of its kind (a test run
+    against the test run before it, a deployment against the deployment before it), each user
+    or group that changed differently from the others, changes inside a version over time,
+    with the call paths that hold them. The JSON follows docs/changes.schema.json.
+    """
+    from .finding_words import describe
+    from .findings import read_findings
+
+    try:
+        found = read_findings(database, threshold=regression_threshold, since=since)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(f"--{exc}") from None
+    if as_json:
+        click.echo(json_text([f.to_json() for f in found]))
+        return
+    if not found:
+        click.echo("no change found")
+        return
+    for finding in found:
+        click.echo(terminal_safe("\n".join(describe(finding)), keep_newlines=True))
+
+
 class _AsciiId(click.ParamType):  # type: ignore[type-arg]
     """An outlier id in ASCII digits: ``int()`` also takes other scripts' digits ('١٢٣')."""
 
