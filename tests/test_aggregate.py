@@ -33,10 +33,7 @@ from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.model import Box, Change
 from flamewatch.reports.stats_tests import mann_whitney_p, median_ci_ranks, verdict
 from flamewatch.reports.summary import open_readonly
-from flamewatch.reports.transfer import build_histograms
 from flamewatch.sampler.histogram import ALPHA, bucket_of, bucket_value
-from flamewatch.sampler.store.backfill import rebuild_histograms
-from flamewatch.sampler.store.connection import open_connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -294,16 +291,6 @@ def _generator() -> ModuleType:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
-
-
-def _backfill(path: Path) -> None:
-    """The histograms of rows written in bulk, past the writer: built by the real backfill."""
-    conn = open_connection(str(path), readonly=False)
-    try:
-        rebuild_histograms(conn)
-    finally:
-        conn.close()
-    build_histograms(str(path), quiet=True)
 
 
 @pytest.fixture(scope="module")
