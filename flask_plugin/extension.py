@@ -13,6 +13,7 @@ from flamewatch.sampler.logs import log
 from flamewatch.sampler.store.connection import safe_url
 
 from .agent import Agent
+from .cli import flamewatch_cli
 from .config import check_option_names, load_settings
 from .dashboard import register_dashboard
 from .hooks import install
@@ -103,7 +104,5 @@ class Flamewatch:
 
 
 def _register_cli(app: Flask) -> None:
-    from .cli import flamewatch_cli
-
     if "flamewatch" not in app.cli.commands:
         app.cli.add_command(flamewatch_cli)

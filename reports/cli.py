@@ -8,46 +8,25 @@ never sent to the terminal, where it could recolour, retitle or rewrite what the
 
 from __future__ import annotations
 
-import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
-import orjson
 
 from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS
-from flamewatch.sampler.store import StoreError, is_postgres
+from flamewatch.sampler.store import StoreError, is_postgres, make_store, resolve_database
+from flamewatch.sampler.store.connection import connection_of, driver_errors, safe_url, sqlite_file
+from flamewatch.sampler.store.retention import prune as prune_store
+from flamewatch.sampler.store.retention import prune_histograms
 
+from .cli_common import build_report, ensure_histograms, json_text, report_options, terminal_safe
+from .export import export_profile
 from .summary import format_summary, summarize
+from .transfer import build_histograms, copy_store, migrate_store
 
-__all__ = ["ensure_histograms", "json_text", "main", "terminal_safe"]
-
-#: C0 and C1 controls, DEL, and the Unicode controls that reorder or hide text (bidi
-#: overrides and isolates, line and paragraph separators)
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-#: what JSON text may still hold raw: JSON escapes C0 controls but not the rest
-_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match[0])
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def terminal_safe(text: str, keep_newlines: bool = False) -> str:
-    """``text`` with every control character shown as ``\\xNN``/``\\uNNNN`` (newlines kept
-    when asked, for multi-line output built by flamewatch itself)."""
-    if keep_newlines:
-        return "\n".join(_UNSAFE.sub(_escaped, line) for line in text.split("\n"))
-    return _UNSAFE.sub(_escaped, text)
-
-
-def json_text(data: Any) -> str:
-    """``data`` as indented JSON with no raw control character (the \\u escapes are JSON's
-    own, so the text still parses to the same strings)."""
-    text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
-    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+__all__ = ["main"]
 
 
 @click.group()
@@ -156,7 +135,6 @@ _ascii_id = _AsciiId()
 )
 def profile(outlier_id: int, database: str, fmt: str, output: Path | None) -> None:
     """Export the profile of one outlier."""
-    from .export import export_profile
     from .outliers import load_session
 
     try:
@@ -193,8 +171,6 @@ _EXTENSIONS = {"pyisession": ".pyisession", "speedscope": ".speedscope.json", "h
 def migrate(database: str, histogram_groups: int, quiet: bool) -> None:
     """Upgrade a store's schema to this flamewatch's version (workers do it when they start),
     and build the latency histograms of the rows stored before them (resumable)."""
-    from .transfer import build_histograms, migrate_store
-
     try:
         before, after = migrate_store(database)
         folded = build_histograms(database, quiet=quiet, histogram_groups=histogram_groups)
@@ -210,17 +186,6 @@ def migrate(database: str, histogram_groups: int, quiet: bool) -> None:
         click.echo(f"latency histograms built from {folded} stored requests")
 
 
-def ensure_histograms(database: str, quiet: bool = False) -> None:
-    """Before a command reads a store: build the latency histograms it lacks (an upgraded
-    store; see ``flamewatch migrate``), with a progress bar unless ``quiet``."""
-    from .transfer import build_histograms
-
-    try:
-        build_histograms(database, quiet=quiet)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 @main.command()
 @click.option("--from", "source", required=True, metavar="PATH_OR_URL", help="The store to read.")
 @click.option(
@@ -232,8 +197,6 @@ def ensure_histograms(database: str, quiet: bool = False) -> None:
 )
 def copy(source: str, target: str) -> None:
     """Copy a store into another, e.g. SQLite into PostgreSQL; ids are kept."""
-    from .transfer import copy_store
-
     try:
         copied = copy_store(
             source, target, progress=lambda table, n: click.echo(f"{table}: {n} rows", err=True)
@@ -286,18 +249,6 @@ def prune(
 ) -> None:
     """Delete old requests and outliers, and old latency histograms, in short transactions,
     while workers keep writing."""
-    import time
-
-    from flamewatch.sampler.store import make_store, resolve_database
-    from flamewatch.sampler.store.connection import (
-        connection_of,
-        driver_errors,
-        safe_url,
-        sqlite_file,
-    )
-    from flamewatch.sampler.store.retention import prune as prune_store
-    from flamewatch.sampler.store.retention import prune_histograms
-
     if days is None and histogram_days is None:
         raise click.UsageError("give --older-than DAYS, --histograms-older-than DAYS, or both")
     lines = []
@@ -410,56 +361,6 @@ def check(
         sys.exit(1)
 
 
-def report_options(function: Any) -> Any:
-    """The options ``flamewatch report`` and ``flask flamewatch report`` share."""
-    options = [
-        click.option(
-            "--output",
-            "-o",
-            required=True,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Directory for the site (created; files in it are replaced).",
-        ),
-        click.option(
-            "--timezone",
-            "-z",
-            default="UTC",
-            show_default=True,
-            help="IANA timezone for days and hours of the day, e.g. Europe/Amsterdam.",
-        ),
-        click.option(
-            "--regression-threshold",
-            type=click.FloatRange(0.01, 10),
-            default=0.2,
-            show_default=True,
-            help="A median change smaller than this fraction is never marked slower or faster.",
-        ),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
-def build_report(
-    database: str, output: Path, timezone: str, regression_threshold: float, quiet: bool
-) -> None:
-    from .site import ReportError, write_site
-
-    ensure_histograms(database, quiet)
-    try:
-        index = write_site(
-            database,
-            output,
-            timezone=timezone,
-            change_threshold=regression_threshold,
-            quiet=quiet,
-        )
-    except (StoreError, ReportError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(index)
-
-
 @main.command()
 @database_option
 @report_options
@@ -490,7 +391,6 @@ def report(
 def demo(output: Path, requests_per_version: int) -> None:
     """Run a sample app under traffic across three versions; build its report site."""
     from .demo import run_demo
-    from .export import export_profile
     from .outliers import list_outliers, load_session
 
     database = run_demo(output, requests_per_version, progress=click.echo)
