@@ -4,6 +4,10 @@ Everything it prints that a store holds (endpoint names, versions, user/group la
 monitored app's clients can choose) goes through :func:`terminal_safe` or, as JSON, through
 :func:`json_text`: a control character or escape sequence in a stored string is shown escaped,
 never sent to the terminal, where it could recolour, retitle or rewrite what the user sees.
+
+The modules only some commands need (the report's pages and jinja2, ``check``'s statistics,
+pyinstrument's sessions, the demo's Flask app) are imported when such a command runs (``noqa:
+PLC0415 -- lazy start-up``): ``flamewatch --help`` and ``flamewatch summary`` do not wait for them.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def outliers(
     database: str, endpoint: str | None, version: str | None, limit: int | None, as_json: bool
 ) -> None:
     """List captured outliers, newest first."""
-    from .outliers import list_outliers
+    from .outliers import list_outliers  # noqa: PLC0415 -- lazy start-up
 
     try:
         rows = list_outliers(database, endpoint=endpoint, version=version, limit=limit)
@@ -135,7 +139,7 @@ _ascii_id = _AsciiId()
 )
 def profile(outlier_id: int, database: str, fmt: str, output: Path | None) -> None:
     """Export the profile of one outlier."""
-    from .outliers import load_session
+    from .outliers import load_session  # noqa: PLC0415 -- lazy start-up
 
     try:
         data = export_profile(load_session(database, outlier_id), fmt)
@@ -337,8 +341,8 @@ def check(
 ) -> None:
     """Compare a version with another: exit 0 when nothing got slower, 1 when something did,
     2 when the store or the versions cannot be used."""
-    from .check import CheckError, check_versions
-    from .check_text import format_markdown, format_text
+    from .check import CheckError, check_versions  # noqa: PLC0415 -- lazy start-up
+    from .check_text import format_markdown, format_text  # noqa: PLC0415 -- lazy start-up
 
     mode: Any = fail_on
     try:
@@ -390,8 +394,8 @@ def report(
 )
 def demo(output: Path, requests_per_version: int) -> None:
     """Run a sample app under traffic across three versions; build its report site."""
-    from .demo import run_demo
-    from .outliers import list_outliers, load_session
+    from .demo import run_demo  # noqa: PLC0415 -- lazy start-up
+    from .outliers import list_outliers, load_session  # noqa: PLC0415 -- lazy start-up
 
     database = run_demo(output, requests_per_version, progress=click.echo)
     click.echo("")
@@ -413,7 +417,7 @@ def demo(output: Path, requests_per_version: int) -> None:
             path = output / f"outlier-{slowest.id}{suffix}"
             path.write_bytes(export_profile(session, fmt))
             click.echo(f"Profile of #{slowest.id}: {path}")
-    from .site import write_site
+    from .site import write_site  # noqa: PLC0415 -- lazy start-up
 
     index = write_site(str(database), output / "site", quiet=False)
     click.echo("")

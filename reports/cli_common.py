@@ -90,7 +90,7 @@ def report_options(function: Any) -> Any:
 def build_report(
     database: str, output: Path, timezone: str, regression_threshold: float, quiet: bool
 ) -> None:
-    from .site import ReportError, write_site
+    from .site import ReportError, write_site  # noqa: PLC0415 -- lazy start-up
 
     ensure_histograms(database, quiet)
     try:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from .aggregate import ReportData
 from .demo_app import USERS, create_app
+from .flames import FlameReport
+from .summary import open_readonly
 
 __all__ = ["VERSIONS", "run_demo", "why_it_changed"]
 
@@ -72,10 +75,6 @@ def run_demo(
 
 def why_it_changed(database: Path) -> list[str]:
     """A line per change the report flags, naming the function behind it (:mod:`.flames`)."""
-    from .aggregate import ReportData
-    from .flames import FlameReport
-    from .summary import open_readonly
-
     with open_readonly(str(database)) as conn:
         findings = FlameReport(conn, ReportData(conn)).findings
     lines = []
