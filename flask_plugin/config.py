@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -399,8 +400,6 @@ class Settings:
         )
 
     def is_excluded(self, endpoint: str) -> bool:
-        from fnmatch import fnmatchcase
-
         return any(fnmatchcase(endpoint, pattern) for pattern in (*_STATIC, *self.exclude))
 
 
