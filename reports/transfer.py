@@ -43,7 +43,6 @@ from flamewatch.sampler.store.connection import (
     open_connection,
     sqlite_file,
 )
-from flamewatch.sampler.store.postgres import connect_postgres, migrate_postgres
 from flamewatch.sampler.store.schema import MIGRATIONS
 from flamewatch.sampler.store.sqlite import connect_sqlite, migrate
 
@@ -75,6 +74,11 @@ def migrate_store(database: str) -> tuple[int, int]:
     """Bring a store's schema to the current version; return (version before, after)."""
     if is_postgres(database):
         import psycopg  # noqa: PLC0415 -- optional: only for a PostgreSQL store
+
+        from flamewatch.sampler.store.postgres import (  # noqa: PLC0415 -- as psycopg
+            connect_postgres,
+            migrate_postgres,
+        )
 
         try:
             conn = connect_postgres(_url(database))
