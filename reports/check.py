@@ -228,7 +228,7 @@ def _read_only(conn: StoreConnection) -> None:
     """From now on one consistent snapshot, never a write (PostgreSQL; SQLite reads what is
     committed, as the report does)."""
     if conn.is_postgres:
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional: only for a PostgreSQL store
 
         conn.raw.autocommit = False
         conn.raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ

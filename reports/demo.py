@@ -15,6 +15,8 @@ from pathlib import Path
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .demo_app import USERS, create_app
+from .finding_words import describe
+from .findings import read_findings
 
 __all__ = ["VERSIONS", "run_demo", "why_it_changed"]
 
@@ -73,9 +75,6 @@ def run_demo(
 def why_it_changed(database: Path) -> list[str]:
     """What ``flamewatch changes`` says of the demo's store: a headline per finding and the
     call paths behind it (:mod:`.findings`)."""
-    from .finding_words import describe
-    from .findings import read_findings
-
     return [line for f in read_findings(str(database)) for line in describe(f)]
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store.connection import StoreConnection
 
-from .aggregate import MIN_CHANGE_REQUESTS
+from .aggregate import MIN_CHANGE_REQUESTS, ReportData
 from .calltree import CallPath, CallTree, culprit_paths
 from .change_tests import compare, interaction, median, without
 from .changepoints import TimeChange, find_time_changes
@@ -47,6 +47,7 @@ from .distributions import Distributions, read_distributions
 from .finding_model import Direction, Finding, Start, iso_time
 from .flames import FlameReport, Profile
 from .model import Change
+from .summary import open_readonly
 
 __all__ = [
     "Finding",
@@ -128,9 +129,6 @@ def read_findings(
 ) -> list[Finding]:
     """:func:`find_changes` of the store at ``database`` (a path or URL). Raises
     :class:`~flamewatch.sampler.store.StoreError` when there is no readable store."""
-    from .aggregate import ReportData
-    from .summary import open_readonly
-
     with open_readonly(database) as conn:
         flames = FlameReport(conn, ReportData(conn))
         return find_changes(

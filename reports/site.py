@@ -710,7 +710,8 @@ def asset(name: str) -> bytes:
 
 
 def _plotly_js() -> bytes:
-    from plotly.offline import get_plotlyjs
+    # lazy: plotly takes ~130 ms to import, and the dashboard imports this module
+    from plotly.offline import get_plotlyjs  # noqa: PLC0415 -- lazy start-up
 
     return get_plotlyjs().encode("utf-8")  # type: ignore[no-any-return]
 
