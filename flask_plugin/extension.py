@@ -76,7 +76,7 @@ class Flamewatch:
             safe_url(settings.database),
         )
 
-    #: the paper's name for :meth:`init_app`
+    #: :meth:`init_app` as Flask-MonitoringDashboard spells it (``dashboard.bind(app)``)
     bind = init_app
 
     def flush(self, timeout: float | None = None) -> bool:
