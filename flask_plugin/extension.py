@@ -29,7 +29,7 @@ recording: RecordedRun | None = None
 class Flamewatch:
     """Times every request of an app, stores it with its version and user, flags outliers.
 
-    Options are the settings of the README's configuration table, by their lower-case names
+    Options are the settings of docs/configuration.md, by their lower-case names
     (``Flamewatch(app, group_by=..., database=...)``); they win over ``app.config``'s
     ``FLAMEWATCH_*`` keys. One instance may be initialised on several apps; each app's state
     lives in ``app.extensions["flamewatch"]``.
