@@ -39,7 +39,7 @@ recording: RecordingRun | None = None
 class Flamewatch:
     """Times every request of an app, stores it with its version and user, flags outliers.
 
-    Options are the settings of the README's configuration table, by their lower-case names
+    Options are the settings of docs/configuration.md, by their lower-case names
     (``Flamewatch(app, group_by=..., database=...)``); they win over ``app.config``'s
     ``FLAMEWATCH_*`` keys. One instance may be initialised on several apps; each app's state
     lives in ``app.extensions["flamewatch"]``.
@@ -86,7 +86,7 @@ class Flamewatch:
             safe_url(settings.database),
         )
 
-    #: the paper's name for :meth:`init_app`
+    #: :meth:`init_app` as Flask-MonitoringDashboard spells it (``dashboard.bind(app)``)
     bind = init_app
 
     def flush(self, timeout: float | None = None) -> bool:
