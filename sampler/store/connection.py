@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote
 
 from .base import StoreError
@@ -205,12 +205,17 @@ class StoreConnection:
         self.raw.close()
 
 
-def connection_of(store: Any) -> StoreConnection:
-    """The open connection of a SQLite or PostgreSQL store, as a :class:`StoreConnection`."""
-    raw = getattr(store, "conn", None)
-    if raw is None:
+@runtime_checkable
+class _SQLStore(Protocol):
+    def connection(self) -> StoreConnection: ...
+
+
+def connection_of(store: object) -> StoreConnection:
+    """The open connection of a SQLite or PostgreSQL store, as a :class:`StoreConnection`
+    (its :meth:`~.sql.SQLStore.connection`)."""
+    if not isinstance(store, _SQLStore):
         raise StoreError(f"{store!r} has no SQL connection")
-    return StoreConnection.wrap(raw, str(getattr(store, "url", "")))
+    return store.connection()
 
 
 def open_connection(database: str, *, readonly: bool = True) -> StoreConnection:
