@@ -21,7 +21,7 @@ import time
 
 from .backfill import backfill_state
 from .base import Pruned, PrunedHistograms
-from .connection import StoreConnection
+from .dialect import StoreConnection
 
 __all__ = [
     "BATCH_ROWS",

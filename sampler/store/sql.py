@@ -39,7 +39,7 @@ from .base import (
     Store,
     StoreError,
 )
-from .connection import StoreConnection
+from .dialect import StoreConnection
 from .histograms import (
     INV_LOG_GAMMA,
     MIN_BUCKET,
