@@ -17,7 +17,7 @@ from .base import (
 )
 from .postgres import PostgresStore
 from .schema import SCHEMA_VERSION
-from .sql import open_sql_stores
+from .sql import open_sql_stores, read_monitor_flags
 from .sqlite import SQLiteStore, connect_sqlite
 from .urls import POSTGRES_INSTALL, is_postgres, resolve_database, safe_url
 
@@ -38,6 +38,7 @@ __all__ = [
     "is_postgres",
     "make_store",
     "open_stores",
+    "read_monitor_flags",
     "resolve_database",
 ]
 
