@@ -66,8 +66,7 @@ from flamewatch.reports.site import (
 )
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.logs import log
-from flamewatch.sampler.store import StoreError, make_store
-from flamewatch.sampler.store.sql import read_monitor_flags
+from flamewatch.sampler.store import StoreError, make_store, read_monitor_flags
 
 from .auth import CsrfTokens, Gate
 from .bearer import MetricsGate

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from flamewatch.sampler.storable import Limits
 
 from .base import (
@@ -18,10 +15,11 @@ from .base import (
     Store,
     StoreError,
 )
-from .connection import safe_url, scrub_secrets
+from .postgres import PostgresStore
 from .schema import SCHEMA_VERSION
-from .sql import open_sql_stores
+from .sql import open_sql_stores, read_monitor_flags
 from .sqlite import SQLiteStore, connect_sqlite
+from .urls import POSTGRES_INSTALL, is_postgres, resolve_database, safe_url
 
 __all__ = [
     "POSTGRES_INSTALL",
@@ -40,67 +38,9 @@ __all__ = [
     "is_postgres",
     "make_store",
     "open_stores",
+    "read_monitor_flags",
     "resolve_database",
 ]
-
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
-POSTGRES_INSTALL = "pip install 'flamewatch[postgres]'"
-
-
-def is_postgres(url: str) -> bool:
-    """Whether a database setting or store URL names a PostgreSQL database."""
-    return url.strip().lower().startswith(_POSTGRES_SCHEMES)
-
-
-def _postgres_url(text: str) -> str:
-    """A ``postgresql://`` URL checked by psycopg's own parser (which must be installed)."""
-    try:
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
-    except ImportError:
-        raise ValueError(
-            f"a PostgreSQL store needs psycopg 3, which is not installed: {POSTGRES_INSTALL}"
-        ) from None
-    url = "postgresql://" + text.split("://", 1)[1]
-    try:
-        conninfo_to_dict(url)
-    except psycopg.Error as exc:  # with libpq's own words, which may quote the password
-        raise ValueError(f"not a valid PostgreSQL URL: {scrub_secrets(str(exc), url)}") from None
-    return url
-
-
-def resolve_database(value: str | os.PathLike[str], base_dir: str | os.PathLike[str]) -> str:
-    """Normalise a database setting to a store URL.
-
-    Accepts a filesystem path, a ``sqlite:///relative`` / ``sqlite:////absolute`` URL
-    (relative paths are taken from ``base_dir``) or a ``postgresql://`` URL (also
-    ``postgres://``). Raises :class:`ValueError` saying what is accepted.
-    """
-    text = os.fspath(value).strip()
-    if not text:
-        raise ValueError("it is empty; give a file path or a sqlite:///… URL")
-    lowered = text.lower()
-    if lowered.startswith(_POSTGRES_SCHEMES):
-        return _postgres_url(text)
-    if lowered.startswith("sqlite:"):
-        if not lowered.startswith("sqlite:///"):
-            raise ValueError(f"{text!r} is not a SQLite URL of the form sqlite:///path/to/file")
-        text = text[len("sqlite:///") :]
-    elif "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise ValueError(
-            f"the scheme {scheme!r} is not supported; give a file path, a sqlite:///… URL"
-            " or a postgresql://… URL"
-        )
-    if text in ("", ":memory:") or text.startswith("file::memory:"):
-        raise ValueError(
-            "an in-memory database cannot be shared with flamewatch's writer thread or with"
-            " the report; give a file path"
-        )
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir) / path
-    return f"sqlite:///{path}"
 
 
 def open_stores() -> list[Store]:
@@ -115,7 +55,5 @@ def make_store(url: str, limits: Limits | None = None) -> Store:
     if url.startswith("sqlite:///"):
         return SQLiteStore(url[len("sqlite:///") :], limits)
     if is_postgres(url):
-        from .postgres import PostgresStore
-
         return PostgresStore(url, limits)
     raise StoreError(f"unsupported store URL {safe_url(url)!r}")

@@ -29,7 +29,7 @@ from typing import Any
 from flamewatch.sampler.histogram import bucket_of
 from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS
 
-from .connection import StoreConnection
+from .dialect import StoreConnection
 from .histograms import NO_GROUP, GroupAdmission, GroupCap, HistogramDeltas, upsert_histograms
 
 __all__ = [

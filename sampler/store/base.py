@@ -17,6 +17,8 @@ __all__ = [
     "OutlierCapture",
     "ProcessInfo",
     "ProfileStack",
+    "Pruned",
+    "PrunedHistograms",
     "RequestFields",
     "RequestRecord",
     "RouteInfo",
@@ -119,6 +121,27 @@ class ProcessInfo:
     agent: str  # e.g. "flamewatch 0.1.0 / Python 3.11.7"
 
 
+@dataclass
+class Pruned:
+    """What a prune deleted, and whether rows older than the cutoff remain."""
+
+    outliers: int = 0
+    requests: int = 0
+    batches: int = 0
+    done: bool = True
+
+
+@dataclass
+class PrunedHistograms:
+    """What a prune of the histograms deleted, and whether some older than the cutoff remain."""
+
+    hours: int = 0  # hours whose hourly histograms and traffic counts were deleted
+    versions: int = 0  # (endpoint, version) pairs whose all-time histograms were deleted
+    rows: int = 0
+    batches: int = 0
+    done: bool = True
+
+
 class Store(abc.ABC):
     """A place where requests are written in batches and read back by the report.
 
@@ -182,3 +205,24 @@ class Store(abc.ABC):
     def write_profiles(self, process_id: int, stacks: Sequence[ProfileStack]) -> None:
         """Add folded stacks to the aggregated profiles of the process's version, in one
         transaction: samples and time of a stack already stored are summed."""
+
+    # -- retention (:mod:`.retention` says how) ------------------------------------------------
+
+    @abc.abstractmethod
+    def claim_retention_run(self, every: float) -> bool:
+        """Whether this process should run retention now: at most one process per ``every``
+        seconds, whatever the number of processes sharing the store."""
+
+    @abc.abstractmethod
+    def prune(
+        self, cutoff: float, *, profiles_only: bool = False, max_batches: int | None = None
+    ) -> Pruned:
+        """Delete outliers (and, unless ``profiles_only``, requests) that started before
+        ``cutoff`` (Unix time), in short transactions; stop after ``max_batches`` of them."""
+
+    @abc.abstractmethod
+    def prune_histograms(
+        self, cutoff: float, *, max_batches: int | None = None
+    ) -> PrunedHistograms:
+        """Delete the histograms older than ``cutoff`` (Unix time), in short transactions;
+        stop after ``max_batches`` of them."""

@@ -34,7 +34,7 @@ def is_store_away(exc: BaseException) -> bool:
         # table) and DatabaseError (not a database, malformed) are about the file
         return not isinstance(exc, (*_SQLITE_REFUSED, sqlite3.ProgrammingError))
     try:
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional (flamewatch[postgres])
     except ImportError:  # pragma: no cover - then no PostgreSQL store was written either
         return False
     if isinstance(exc, psycopg.Error):

@@ -18,10 +18,10 @@ pruned. Used by ``flamewatch prune`` and by the writer when ``FLAMEWATCH_RETENTI
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from .backfill import backfill_state
-from .connection import StoreConnection
+from .base import Pruned, PrunedHistograms
+from .dialect import StoreConnection
 
 __all__ = [
     "BATCH_ROWS",
@@ -34,16 +34,6 @@ __all__ = [
 
 BATCH_ROWS = 5000
 _CLAIM_KEY = "retention_run_at"
-
-
-@dataclass
-class Pruned:
-    """What a prune deleted, and whether rows older than the cutoff remain."""
-
-    outliers: int = 0
-    requests: int = 0
-    batches: int = 0
-    done: bool = True
 
 
 _OLD_OUTLIERS = (
@@ -87,17 +77,6 @@ def prune(
             if deleted < batch_size:
                 break
     return result
-
-
-@dataclass
-class PrunedHistograms:
-    """What a prune of the histograms deleted, and whether some older than the cutoff remain."""
-
-    hours: int = 0  # hours whose hourly histograms and traffic counts were deleted
-    versions: int = 0  # (endpoint, version) pairs whose all-time histograms were deleted
-    rows: int = 0
-    batches: int = 0
-    done: bool = True
 
 
 _OLD_HOURS = (

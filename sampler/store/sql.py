@@ -32,11 +32,14 @@ from .base import (
     OutlierCapture,
     ProcessInfo,
     ProfileStack,
+    Pruned,
+    PrunedHistograms,
     RequestFields,
     RouteInfo,
     Store,
     StoreError,
 )
+from .dialect import StoreConnection
 from .histograms import (
     INV_LOG_GAMMA,
     MIN_BUCKET,
@@ -47,6 +50,7 @@ from .histograms import (
     HistogramDeltas,
     fold_cells,
 )
+from .retention import claim_retention_run, prune, prune_histograms
 from .schema import (
     INSERT_FRAME,
     INSERT_STACK,
@@ -302,6 +306,28 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
         if self._conn is None:
             raise StoreError(f"{self!r} is not open")
         return self._conn
+
+    def connection(self) -> StoreConnection:
+        """The open connection, speaking qmark SQL: for what moves rows in bulk (retention,
+        ``flamewatch copy``) rather than through the :class:`Store` interface."""
+        return StoreConnection.wrap(self.conn, self.url)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def claim_retention_run(self, every: float) -> bool:
+        return claim_retention_run(self.connection(), every)
+
+    def prune(
+        self, cutoff: float, *, profiles_only: bool = False, max_batches: int | None = None
+    ) -> Pruned:
+        return prune(
+            self.connection(), cutoff, profiles_only=profiles_only, max_batches=max_batches
+        )
+
+    def prune_histograms(
+        self, cutoff: float, *, max_batches: int | None = None
+    ) -> PrunedHistograms:
+        return prune_histograms(self.connection(), cutoff, max_batches=max_batches)
 
     # -- writing -----------------------------------------------------------------------------
 
