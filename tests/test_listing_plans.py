@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from helpers import is_pg
 
 from flamewatch.reports import outliers
