@@ -296,46 +296,91 @@ class _Reading:
     @property
     def flames(self) -> _Flames:
         """The findings and profiles of every endpoint (the versions page, the static site)."""
-        return self._part("flames", lambda conn, data: _flames_of(conn, data, self.endpoints))
+        return self._part(
+            "flames",
+            lambda conn, data: _flames_of(conn, data, self.endpoints, self._boxes.by_version),
+        )
 
     def endpoint_view(self, name: str) -> _EndpointView:
         """What endpoint ``name``'s page shows: read for it alone when ``per_endpoint``."""
         if not self.per_endpoint:
-            return self._part(f"endpoint {name}", lambda conn, data: self._view_of(name, data))
+            return self._part(f"endpoint {name}", lambda *_: self._view_of(name))
 
         def read(conn: StoreConnection, _: ReportData) -> _EndpointView:
             data = ReportData(conn, **self._settings, endpoint=name)
-            return self._view_of(name, data, conn)
+            boxes = _boxes_of(data)
+            rows = data.endpoints()
+            flames = _flames_of(conn, data, rows, boxes.by_version)
+            outliers = list_outliers(conn, endpoint=name)
+            return _view(name, rows, boxes, flames, outliers)
 
         return self._part(f"endpoint {name}", read)
 
-    def _view_of(
-        self, name: str, data: ReportData, conn: StoreConnection | None = None
-    ) -> _EndpointView:
-        if conn is None:  # the whole reading: its flames and outliers, filtered
-            flames, outliers = self.flames, [o for o in self.outliers if o.endpoint == name]
-        else:
-            rows = [e for e in data.endpoints() if e.name == name]
-            flames, outliers = _flames_of(conn, data, rows), list_outliers(conn, endpoint=name)
-        endpoint = next(e for e in (self.endpoints if conn is None else rows) if e.name == name)
-        return _EndpointView(
-            endpoint=endpoint,
-            by_version=data.boxes_by_version().get(name, []),
-            by_group=data.boxes_by_group().get(name, []),
-            by_group_version=data.boxes_by_group_version().get(name, {}),
-            hourly=[h for h in data.hourly_hits() if h.endpoint == name],
-            changes=[c for c in data.changes() if c.endpoint == name],
-            outliers=outliers,
-            findings=[
-                (f, f"diff-{i}") for i, f in enumerate(flames.findings, 1) if f.endpoint == name
-            ],
-            profiles=flames.profiles.get(name, []),
-            functions=flames.functions,
-        )
+    @property
+    def _boxes(self) -> _Boxes:
+        return self._part("boxes", lambda _, data: _boxes_of(data))
+
+    def _view_of(self, name: str) -> _EndpointView:
+        """An endpoint's page from the whole reading (which the static site reads anyway)."""
+        outliers = [o for o in self.outliers if o.endpoint == name]
+        return _view(name, self.endpoints, self._boxes, self.flames, outliers)
 
 
-def _flames_of(conn: StoreConnection, data: ReportData, endpoints: list[EndpointRow]) -> _Flames:
-    return _read_flames(FlameReport(conn, data), endpoints, data.boxes_by_version())
+@dataclass(frozen=True)
+class _Boxes:
+    """The boxes and series of the endpoint pages, per endpoint name (computed once)."""
+
+    by_version: dict[str, list[tuple[str, Box]]]
+    by_group: dict[str, list[tuple[str, Box]]]
+    by_group_version: dict[str, dict[str, list[tuple[str, Box]]]]
+    hourly: dict[str, list[HourlyHits]]
+    changes: dict[str, list[Change]]
+
+
+def _boxes_of(data: ReportData) -> _Boxes:
+    hourly: dict[str, list[HourlyHits]] = {}
+    for h in data.hourly_hits():
+        hourly.setdefault(h.endpoint, []).append(h)
+    changes: dict[str, list[Change]] = {}
+    for c in data.changes():
+        changes.setdefault(c.endpoint, []).append(c)
+    return _Boxes(
+        by_version=data.boxes_by_version(),
+        by_group=data.boxes_by_group(),
+        by_group_version=data.boxes_by_group_version(),
+        hourly=hourly,
+        changes=changes,
+    )
+
+
+def _view(
+    name: str,
+    endpoints: list[EndpointRow],
+    boxes: _Boxes,
+    flames: _Flames,
+    outliers: list[OutlierRow],
+) -> _EndpointView:
+    return _EndpointView(
+        endpoint=next(e for e in endpoints if e.name == name),
+        by_version=boxes.by_version.get(name, []),
+        by_group=boxes.by_group.get(name, []),
+        by_group_version=boxes.by_group_version.get(name, {}),
+        hourly=boxes.hourly.get(name, []),
+        changes=boxes.changes.get(name, []),
+        outliers=outliers,
+        findings=[(f, f"diff-{i}") for i, f in enumerate(flames.findings, 1) if f.endpoint == name],
+        profiles=flames.profiles.get(name, []),
+        functions=flames.functions,
+    )
+
+
+def _flames_of(
+    conn: StoreConnection,
+    data: ReportData,
+    endpoints: list[EndpointRow],
+    by_version: dict[str, list[tuple[str, Box]]],
+) -> _Flames:
+    return _read_flames(FlameReport(conn, data), endpoints, by_version)
 
 
 class Site:
