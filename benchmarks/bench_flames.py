@@ -10,15 +10,17 @@ each, over 60 distinct stacks per endpoint, 10 endpoints, 20 users, 5 versions) 
 every 10,000 requests as the writer would every 10 s at 1,000 requests/s, into a real SQLite
 file; the file's size against a file of the same requests' rows.
 
-(c) False-flag rate: many synthetic histories written straight into a store (no HTTP, for
-speed): 5 endpoints, 4 users, 3 versions; in each, ``feed`` gets slower in v2 because
-``render_feed`` does, ``orders`` slower in v3 for ``carol`` only (``apply_discounts``),
-``search`` faster in v3 (``rank_results``), the rest unchanged. Durations are noisy (lognormal,
-sigma 0.15, plus 2 % of requests three times slower); samples are folded with the real folder.
-Counted over all histories: flags on unchanged endpoint-versions (false flags), planted
-changes missed, and planted changes blamed on the wrong function.
+(c) The findings' error rates under a harsh noise model (``--findings``; the model and what is
+counted: :mod:`harsh_history`): heavy tails (log-normal, 1 % of requests 20x slower), a slow
+drift within versions, one-minute load bursts slowing every endpoint, users with 160 down to 4
+requests per endpoint and version; four changes of 1.5x-3x planted per history (an endpoint
+slower, one faster, one slower for one user, one slower from an hour inside a version). Counted
+over all histories: false findings among the comparisons without a change, planted changes
+missed, and version changes whose first call path is not the changed function's.
 
-(c') Verdicts on binned data (``--verdicts``): on the same histories, every version comparison
+(c') The synthetic histories of (c) before the harsh model, written straight into a store (no
+HTTP): 5 endpoints, 4 users, 3 versions, lognormal sigma 0.15 plus 2 % of requests three times
+slower. Verdicts on binned data (``--verdicts``): on those histories, every version comparison
 the report makes (per endpoint, and per user for the groups it compares) judged twice: as the
 report does, from the latency histograms, and exactly, from the stored durations themselves
 (nearest-rank medians, the median's interval at its order statistics, the Mann-Whitney test
@@ -34,6 +36,7 @@ Run from the repository root::
     python benchmarks/bench_flames.py            # full run, a few minutes
     python benchmarks/bench_flames.py --quick    # smoke run
     python benchmarks/bench_flames.py --verdicts # (c') only: binned against exact verdicts
+    python benchmarks/bench_flames.py --findings # (c) only: the findings' error rates
 
 Results are printed and written to ``bench-out/bench_flames.json``.
 """
@@ -211,11 +214,6 @@ def _size(path: Path) -> int:
 
 ENDPOINTS = ("index", "item", "feed", "orders", "search")
 USERS = ("alice", "bob", "carol", "dave")
-EXPECTED = {
-    ("feed", "v2", "slower", None): "render_feed",
-    ("orders", "v3", "slower", "carol"): "apply_discounts",
-    ("search", "v3", "faster", None): "rank_results",
-}
 _NAMES = ("entry", "view", "load_page", "render_feed", "apply_discounts", "rank_results")
 _FN = {name: _codes(name, 1)[0].replace(co_name=name, co_qualname=name) for name in _NAMES}
 
@@ -279,40 +277,47 @@ def write_history(path: Path, seed: int, per_cell: int) -> None:
         store.close()
 
 
-def one_history(
-    path: Path, seed: int, per_cell: int
-) -> dict[tuple[str, str, str, str | None], str | None]:
-    write_history(path, seed, per_cell)
-    with open_readonly(str(path)) as conn:
-        report = FlameReport(conn, ReportData(conn))
-        return {
-            (f.endpoint, f.version, f.verdict, f.group): (
-                f.functions[0].function.short if f.functions else None
-            )
-            for f in report.findings
-        }
+def findings_rates(histories: int) -> dict[str, Any]:
+    """(c): the harsh noise model's histories (:mod:`harsh_history`), their errors counted."""
+    from harsh_history import history_errors
 
-
-def false_flags(histories: int, per_cell: int) -> dict[str, Any]:
-    counts = {"histories": histories, "false_flags": 0, "missed": 0, "wrong_function": 0}
-    unchanged_cells = 0
+    counts = {"histories": histories, "comparisons_without_a_change": 0, "false_findings": 0}
+    counts |= {"planted": 0, "missed": 0, "culprits_checked": 0, "wrong_culprit": 0}
+    examples: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(histories):
-            found = one_history(Path(tmp) / f"h{seed}.sqlite3", seed, per_cell)
-            for key, function in EXPECTED.items():
-                if key not in found:
-                    counts["missed"] += 1
-                elif found[key] != function:
-                    counts["wrong_function"] += 1
-            counts["false_flags"] += len(set(found) - set(EXPECTED))
-            # comparisons that could be flagged falsely: endpoint x version pairs and their
-            # groups, minus the planted ones
-            unchanged_cells += len(ENDPOINTS) * 2 * (1 + len(USERS)) - 3
-    counts["comparisons_without_a_change"] = unchanged_cells
-    counts["false_flag_rate_per_history"] = counts["false_flags"] / histories
-    counts["false_flag_rate_per_comparison"] = counts["false_flags"] / unchanged_cells
-    counts["requests_per_user_endpoint_version"] = per_cell
+            found = history_errors(Path(tmp) / f"h{seed}.sqlite3", seed)
+            counts["comparisons_without_a_change"] += found["comparisons"]
+            counts["planted"] += len(found["planted"])
+            counts["culprits_checked"] += found["blamed"]
+            counts["false_findings"] += len(found["false"])
+            counts["missed"] += len(found["missed"])
+            counts["wrong_culprit"] += len(found["wrong_culprit"])
+            examples += [
+                f"history {seed}: false {f.endpoint} {f.version}/{f.against} {f.verdict}"
+                f" group={f.group} kind={f.kind} x{f.ratio:.2f} p={f.p_value:.2g}"
+                for f in found["false"]
+            ]
+            examples += [f"history {seed}: missed {p}" for p in found["missed"]]
+            examples += [f"history {seed}: culprit {n} for {p}" for p, n in found["wrong_culprit"]]
+    counts["false_finding_rate"] = counts["false_findings"] / counts["comparisons_without_a_change"]
+    counts["missed_rate"] = counts["missed"] / counts["planted"]
+    counts["culprit_right_rate"] = 1 - counts["wrong_culprit"] / max(counts["culprits_checked"], 1)
+    counts["errors"] = examples
     return counts
+
+
+def _print_rates(rates: dict[str, Any]) -> None:
+    print(
+        f"findings over {rates['histories']} harsh histories: false findings"
+        f" {rates['false_findings']} in {rates['comparisons_without_a_change']:,} comparisons"
+        f" without a change ({rates['false_finding_rate']:.4%}); missed {rates['missed']} of"
+        f" {rates['planted']} planted changes of 1.5x-3x ({rates['missed_rate']:.2%}); culprit"
+        f" path right {rates['culprit_right_rate']:.2%} (wrong {rates['wrong_culprit']} of"
+        f" {rates['culprits_checked']} version changes found)"
+    )
+    for line in rates["errors"]:
+        print(f"  {line}")
 
 
 # -- (c') ---------------------------------------------------------------------------------------
@@ -481,11 +486,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--verdicts", action="store_true", help="only (c'): binned against exact verdicts"
     )
+    parser.add_argument(
+        "--findings", action="store_true", help="only (c): the findings' error rates"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     results: dict[str, Any] = {"python": sys.version.split()[0], "quick": quick}
     if args.verdicts:
         return _verdicts_only(args.histories or (10 if quick else 200))
+    if args.findings:
+        results["findings"] = rates = findings_rates(args.histories or (10 if quick else 200))
+        _print_rates(rates)
+        out = Path("bench-out")
+        out.mkdir(exist_ok=True)
+        (out / f"{NAME}-findings.json").write_text(json.dumps(results, indent=2, default=str))
+        return 0
 
     results["fold"] = fold = fold_cost(2000 if quick else 20_000)
     write_ms = fold["drain_and_write_ms_per_flush"]
@@ -504,14 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         f" {growth['checkpoints']}"
     )
     histories = args.histories or (10 if quick else 200)
-    results["false_flags"] = flags = false_flags(histories, 15)
-    print(
-        f"false flags: {flags['false_flags']} in {histories} histories"
-        f" ({flags['false_flag_rate_per_comparison']:.2%} of"
-        f" {flags['comparisons_without_a_change']:,}"
-        f" comparisons without a change); planted changes missed {flags['missed']}"
-        f" of {3 * histories}, blamed on the wrong function {flags['wrong_function']}"
-    )
+    results["findings"] = rates = findings_rates(histories)
+    _print_rates(rates)
     results["report"] = report = report_build(100_000 if quick else 1_000_000, 10 if quick else 30)
     print(
         f"report: {report['requests']:,} requests, {report['profile_rows']:,} profile rows:"

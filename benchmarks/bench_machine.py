@@ -1,10 +1,10 @@
 """How fast this machine runs the yardsticks the request-path targets were set with.
 
-The issue's targets in µs (flamewatch adds at most 5 µs per request) were set on the figures of
-``FACTS.md``, measured on this 2-core VM in its first sessions, when a bare Flask test-client
+The issue's targets in µs (flamewatch adds at most 5 µs per request) were set on figures
+measured on this 2-core VM in its first sessions (2026-11), when a bare Flask test-client
 request took 115-155 µs. The VM is shared: on some days the same request takes two or three
 times as long, while a single clock read costs what it did. This script times the same
-yardsticks again, in this process, and prints each one's ratio to its ``FACTS.md`` figure, so
+yardsticks again, in this process, and prints each one's ratio to its figure then, so
 that a µs figure measured today can be set against the target it is meant for:
 
 * ``time.perf_counter_ns()`` and ``time.time()`` -- one C call, in the CPU's caches;
@@ -13,7 +13,7 @@ that a µs figure measured today can be set against the target it is meant for:
   36 frames deep -- Python-heavy work that touches many objects, as a request does.
 
 Each figure is the median of ``--repeats`` rounds; within a round, a call's cost is the fastest
-of five ``timeit`` repeats (``FACTS.md`` quotes medians, so the ratios here lean a little low)
+of five ``timeit`` repeats (the figures then are medians, so the ratios here lean a little low)
 and the request's the median of 3,000. Run from the repository root::
 
     python benchmarks/bench_machine.py
@@ -37,8 +37,8 @@ from flask import Flask
 OUT_DIR = Path(__file__).resolve().parent.parent / "bench-out"
 DEPTH = 36
 
-#: the yardstick -> its FACTS.md figure in µs (low, high)
-FACTS = {
+#: the yardstick -> its figure in µs when the targets were set, 2026-11 (low, high)
+WHEN_TARGETS_SET = {
     "perf_counter_ns": (0.060, 0.090),
     "time.time": (0.050, 0.060),
     "bare test-client request": (115.0, 155.0),
@@ -111,16 +111,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="rounds (default 5)")
     args = parser.parse_args()
     rounds = [measure() for _ in range(args.repeats)]
-    print(f"median of {args.repeats} rounds; FACTS.md = the figure the targets were set with")
-    print(f"{'yardstick':28} {'today µs':>10} {'FACTS.md µs':>14} {'today ÷ FACTS':>14}")
+    print(f"median of {args.repeats} rounds; then = the figure the targets were set with")
+    print(f"{'yardstick':28} {'today µs':>10} {'then µs':>14} {'today ÷ then':>14}")
     result = {}
-    for name, (low, high) in FACTS.items():
+    for name, (low, high) in WHEN_TARGETS_SET.items():
         today = statistics.median(r[name] for r in rounds)
         slow, fast = today / high, today / low
-        facts = f"{low:g}" if low == high else f"{low:g}-{high:g}"
+        then = f"{low:g}" if low == high else f"{low:g}-{high:g}"
         ratio = f"{slow:.1f}" if low == high else f"{slow:.1f}-{fast:.1f}"
-        print(f"{name:28} {today:10.3f} {facts:>14} {ratio:>14}")
-        result[name] = {"today_us": today, "facts_us": [low, high], "ratio": [slow, fast]}
+        print(f"{name:28} {today:10.3f} {then:>14} {ratio:>14}")
+        result[name] = {"today_us": today, "then_us": [low, high], "ratio": [slow, fast]}
     OUT_DIR.mkdir(exist_ok=True)
     out = OUT_DIR / "bench_machine.json"
     out.write_text(json.dumps({"rounds": args.repeats, "yardsticks": result}, indent=2) + "\n")

@@ -619,9 +619,9 @@ def passthrough_app(busy_iterations: int) -> Flask:
 def sketch_app(busy_iterations: int) -> tuple[Flask, Callable[[], None]]:
     """The issue's sketch of what the request thread does -- two clock reads, a dict update and
     a queue put -- as a WSGI middleware that knows only the environ (no endpoint, status or
-    user), as FACTS.md timed such a middleware (+2-5 µs, when a bare test-client request took
-    115-155 µs): a yardstick measured side by side with flamewatch. Returns the app and the
-    function that empties its queue (between timings)."""
+    user), as such a middleware was timed on this VM when the targets were set (+2-5 µs, when a
+    bare test-client request took 115-155 µs): a yardstick measured side by side with
+    flamewatch. Returns the app and the function that empties its queue (between timings)."""
     app = make_app("sketch_app", busy_iterations)
     inner = app.wsgi_app
     queue: SimpleQueue[tuple[str, int, int]] = SimpleQueue()

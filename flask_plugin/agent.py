@@ -11,6 +11,7 @@ import atexit
 import os
 import platform
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -238,8 +239,6 @@ def _green_threads() -> str | None:
     Their greenlets share one OS thread, and ``sys._current_frames()`` knows OS threads only:
     a sample could not tell one request from another.
     """
-    import sys
-
     gevent_monkey = sys.modules.get("gevent.monkey")
     if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
         return "gevent"

@@ -34,7 +34,7 @@ from werkzeug.security import check_password_hash
 
 from flamewatch.sampler.logs import log, log_swallowed
 
-from .config import PREFIX, DashboardSettings
+from .config import PREFIX, Settings
 from .password_hash import is_password_hash
 
 __all__ = [
@@ -295,7 +295,7 @@ class Gate:
 
     def __init__(
         self,
-        settings: DashboardSettings,
+        settings: Settings,
         clock: Clock = time.monotonic,
         budget: HashBudget | None = None,
     ) -> None:

@@ -8,7 +8,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from flamewatch.reports.cli import (
+from flamewatch.reports.cli_common import (
     build_report,
     ensure_histograms,
     report_options,

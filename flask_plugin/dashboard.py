@@ -111,8 +111,8 @@ _INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 def register_dashboard(app: Flask, agent: Agent) -> None:
     """Register the dashboard's blueprint on ``app`` unless ``FLAMEWATCH_DASHBOARD`` is off."""
-    settings = agent.settings.dashboard
-    if not settings.enabled:
+    settings = agent.settings
+    if not settings.dashboard:
         return
     dashboard = Dashboard(agent)
     app.url_map.converters.setdefault(ID_CONVERTER, AsciiIdConverter)
@@ -161,7 +161,7 @@ class Dashboard:
 
     def __init__(self, agent: Agent, clock: Callable[[], float] = time.monotonic) -> None:
         self.agent = agent
-        self.settings = agent.settings.dashboard
+        self.settings = agent.settings
         self.gate = Gate(self.settings, clock)
         self.csrf = CsrfTokens(self.settings.secret_key)
         self.metrics_gate = MetricsGate(self.gate, clock)
@@ -185,7 +185,7 @@ class Dashboard:
                 return cached[1]
             site = read_site(self.agent.database, live=True)
             took = self._clock() - now
-            cache_s = self.settings.cache_s  # 0: read on every page (to debug, to test)
+            cache_s = self.settings.dashboard_cache_s  # 0: read on every page (to debug, to test)
             self._cached = (now + (cache_s and max(cache_s, REUSE_FACTOR * took)), site)
             return site
 

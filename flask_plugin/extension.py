@@ -3,33 +3,43 @@
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from flask import Flask
 
-from flamewatch.sampler import detect_version
+from flamewatch.sampler import VersionInfo, detect_version
 from flamewatch.sampler.logs import log
 from flamewatch.sampler.store.connection import safe_url
 
 from .agent import Agent
+from .cli import flamewatch_cli
 from .config import check_option_names, load_settings
 from .dashboard import register_dashboard
 from .hooks import install
 
-if TYPE_CHECKING:
-    from .recorded_run import RecordedRun
+__all__ = ["Flamewatch", "RecordingRun"]
 
-__all__ = ["Flamewatch"]
+
+class RecordingRun(Protocol):
+    """What ``init_app`` uses of a :class:`~.recorded_run.RecordedRun` (which imports this
+    module to set :data:`recording`: naming the class here would make the two a circle)."""
+
+    @property
+    def version(self) -> VersionInfo: ...
+    def options(self, given: Mapping[str, Any]) -> dict[str, Any]: ...
+    def adopt(self, app: Flask, agent: Agent) -> None: ...
+
 
 #: the test run the pytest plugin records, while it does (see :mod:`.recorded_run`): every
 #: ``init_app`` meanwhile writes to its store, with its version, group and sampling settings
-recording: RecordedRun | None = None
+recording: RecordingRun | None = None
 
 
 class Flamewatch:
     """Times every request of an app, stores it with its version and user, flags outliers.
 
-    Options are the settings of the README's configuration table, by their lower-case names
+    Options are the settings of docs/configuration.md, by their lower-case names
     (``Flamewatch(app, group_by=..., database=...)``); they win over ``app.config``'s
     ``FLAMEWATCH_*`` keys. One instance may be initialised on several apps; each app's state
     lives in ``app.extensions["flamewatch"]``.
@@ -76,7 +86,7 @@ class Flamewatch:
             safe_url(settings.database),
         )
 
-    #: the paper's name for :meth:`init_app`
+    #: :meth:`init_app` as Flask-MonitoringDashboard spells it (``dashboard.bind(app)``)
     bind = init_app
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -94,7 +104,5 @@ class Flamewatch:
 
 
 def _register_cli(app: Flask) -> None:
-    from .cli import flamewatch_cli
-
     if "flamewatch" not in app.cli.commands:
         app.cli.add_command(flamewatch_cli)

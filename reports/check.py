@@ -1,14 +1,16 @@
 """``flamewatch check``: did a version get slower than another? A gate for CI.
 
-The verdict is the report's own, not a detector of its own: the store is seen through the two
-versions (:mod:`.version_pair`), and :func:`compare_pair` -- the one place where ``check``
-decides what changed -- asks the report's comparison: :class:`~.aggregate.ReportData` compares
-each endpoint's durations in them (ratio of medians with its 95 % interval, Mann-Whitney test,
-relevance threshold), and :class:`~.flames.FlameReport` turns what it flags into findings --
-for all the endpoint's requests, or for one group's (a test's, in a test run) -- each with the
-function whose own time explains it. It hands them on as :class:`CheckFinding` records, which
-is all the text, the Markdown (for a pull request comment or ``$GITHUB_STEP_SUMMARY``) and the
-exit status read. Everything else here only picks the versions.
+The verdict is ``flamewatch changes``'s, not a detector of its own: the store is seen through
+the two versions (:mod:`.version_pair`), and :func:`compare_pair` -- the one place where
+``check`` decides what changed -- asks :func:`~.findings.find_changes` for the findings of the
+version against the baseline, compared directly (ratio of medians with its 95 % interval,
+Mann-Whitney test, relevance threshold; for all the endpoint's requests, or for one group's --
+a test's, in a test run -- that changed differently from the rest), each with the call paths
+from the view down to where the change concentrates. It hands them on as :class:`CheckFinding`
+records, which is all the text, the Markdown (for a pull request comment or
+``$GITHUB_STEP_SUMMARY``) and the exit status read. The report's comparison of every endpoint
+(:class:`~.aggregate.ReportData`, the same tests) is listed beside them. Everything else here
+only picks the versions.
 
 By default the latest version of the store is checked against the one deployed before it of
 the same kind: a test run against the test run before it, a deployment against the deployment
@@ -18,17 +20,17 @@ are not comparable unless asked for (``--against``).
 
 from __future__ import annotations
 
-import re
-import sysconfig
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from flamewatch.sampler.store.connection import StoreConnection, open_connection
 from flamewatch.sampler.version import TEST_SOURCE
 
 from .aggregate import ReportData
-from .flames import Finding, FlameReport, Function
+from .calltree import CallPath
+from .finding_words import amounts
+from .findings import Finding, find_changes
+from .flames import FlameReport, signed_ms
 from .model import Change
 from .version_pair import VersionRef, restrict_to_pair, versions_in_order
 
@@ -40,7 +42,6 @@ __all__ = [
     "PairComparison",
     "check_versions",
     "compare_pair",
-    "culprit_path",
 ]
 
 FailOn = Literal["slower", "any"]
@@ -68,7 +69,9 @@ class CheckFinding:
     culprit: str | None  # the function that explains it, in words; None: no profile does
     culprit_file: str | None
     culprit_line: int | None
-    path: list[str]  # the culprit's call path, outermost first
+    path: list[str]  # the culprit's call path, from the view down
+    ms_before: float | None = None  # time per request on that path, baseline; None: no path
+    ms_after: float | None = None  # ... and in the version checked
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,9 @@ def compare_pair(
 ) -> PairComparison:
     """What changed from ``baseline`` to ``version``, on a connection that shows only those
     two versions (:func:`~.version_pair.restrict_to_pair`): the report's comparison of every
-    endpoint, and its findings with their culprits.
+    endpoint, and the findings of ``flamewatch changes`` for the two compared directly, with
+    their culprits. Changes inside a version (a time finding) are left to ``changes``: the
+    check compares versions.
 
     The one place where ``flamewatch check`` asks what changed: to give it another source of
     findings, this function is all there is to replace.
@@ -148,7 +153,15 @@ def compare_pair(
     data = ReportData(conn, change_threshold=change_threshold)
     flames = FlameReport(conn, data)
     changes = data.changes()
-    findings = [_check_finding(f, culprit_path(f, flames.functions)) for f in flames.findings]
+    found = find_changes(
+        conn,
+        flames,
+        version=version,
+        against=baseline,
+        threshold=change_threshold,
+        alpha=data.alpha,
+    )
+    findings = [_check_finding(f) for f in found if f.kind == "version"]
     names = {c.endpoint for c in changes}
     not_compared = []
     for endpoint, boxes in data.boxes_by_version().items():
@@ -158,23 +171,34 @@ def compare_pair(
     return PairComparison(changes, findings, not_compared)
 
 
-def _check_finding(finding: Finding, path: list[str]) -> CheckFinding:
-    change, culprit = finding.change, finding.responsible
+def _check_finding(finding: Finding) -> CheckFinding:
+    """A finding as ``check`` says it: its largest call path is the culprit, named at the
+    frame where the change concentrates, with the path to it from the view."""
+    low, high = finding.ci
+    culprit = finding.paths[0] if finding.paths else None
+    path = [] if culprit is None else culprit.names
     return CheckFinding(
-        endpoint=change.endpoint,
+        endpoint=finding.endpoint,
         group=finding.group,
-        verdict=change.verdict,
-        ratio=change.ratio,
-        ratio_low=change.ratio_low,
-        ratio_high=change.ratio_high,
-        p_value=change.p_value,
-        requests_before=change.previous_count,
-        requests_after=change.count,
-        culprit=None if culprit is None else culprit.words,
-        culprit_file=None if culprit is None else culprit.function.filename,
-        culprit_line=None if culprit is None else culprit.function.first_line,
-        path=path,
+        verdict=finding.verdict,
+        ratio=finding.ratio,
+        ratio_low=low,
+        ratio_high=high,
+        p_value=finding.p_value,
+        requests_before=finding.requests_before,
+        requests_after=finding.requests_after,
+        culprit=None if culprit is None else _culprit_words(culprit),
+        culprit_file=None if culprit is None else culprit.leaf.filename,
+        culprit_line=None if culprit is None else culprit.leaf.first_line,
+        path=path if len(path) <= PATH_FRAMES else ["\u2026", *path[-PATH_FRAMES:]],
+        ms_before=None if culprit is None else culprit.before_ms,
+        ms_after=None if culprit is None else culprit.after_ms,
     )
+
+
+def _culprit_words(culprit: CallPath) -> str:
+    """``price_lines +40 ms per request (20.0 → 60.0 ms; 40 % → 70 % of the time)``."""
+    return f"{culprit.leaf.short} {signed_ms(culprit.growth_ms)} per request ({amounts(culprit)})"
 
 
 def _find(ordered: list[VersionRef], name: str, option: str) -> VersionRef:
@@ -204,59 +228,8 @@ def _read_only(conn: StoreConnection) -> None:
     """From now on one consistent snapshot, never a write (PostgreSQL; SQLite reads what is
     committed, as the report does)."""
     if conn.is_postgres:
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional: only for a PostgreSQL store
 
         conn.raw.autocommit = False
         conn.raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.raw.read_only = True
-
-
-# -- the culprit's path -------------------------------------------------------------------------
-
-_STDLIB = re.compile(r"[/\\]lib[/\\]python3\.\d+[/\\]")
-_FLAMEWATCH = tuple(
-    str(Path(__file__).resolve().parent.parent / folder) for folder in ("flask_plugin", "sampler")
-)
-
-
-def culprit_path(finding: Finding, functions: dict[int, Function]) -> list[str]:
-    """The call path to the function named for ``finding``: the stack in which its own time
-    changed most, from the first frame of the application's code (the server's, Flask's and
-    flamewatch's frames above it left out), as short names. Empty without a culprit."""
-    culprit = finding.responsible
-    before, after = finding.before, finding.after
-    if culprit is None or before is None or after is None:
-        return []
-    ids = {i for i, function in functions.items() if function == culprit.function}
-    sign = -1.0 if finding.verdict == "faster" else 1.0
-
-    def growth(stack: tuple[int, ...]) -> float:
-        new = _per_request(after.stacks.get(stack), after.total_ms, finding.mean_ms)
-        old = _per_request(before.stacks.get(stack), before.total_ms, finding.previous_mean_ms)
-        return sign * (new - old)
-
-    stacks = [s for s in after.stacks.keys() | before.stacks.keys() if s and s[-1] in ids]
-    if not stacks:
-        return [culprit.function.short]
-    stack = max(stacks, key=lambda s: (growth(s), s))
-    frames = [functions[i] for i in stack]
-    start = next((n for n, f in enumerate(frames) if not _is_library(f.filename)), None)
-    if start is None:
-        start = len(frames) - 1
-    shown = [f.short for f in frames[start:]]
-    return shown if len(shown) <= PATH_FRAMES else ["…", *shown[-PATH_FRAMES:]]
-
-
-def _per_request(entry: tuple[int, float] | None, total_ms: float, mean_ms: float) -> float:
-    return 0.0 if entry is None or total_ms <= 0 else entry[1] / total_ms * mean_ms
-
-
-def _is_library(filename: str) -> bool:
-    """Whether a frame is the server's, the standard library's, Flask's or flamewatch's."""
-    if filename.startswith("<") or _STDLIB.search(filename):
-        return True
-    parts = Path(filename).parts
-    if "site-packages" in parts or "dist-packages" in parts:
-        return True
-    stdlib = sysconfig.get_paths().get("stdlib", "")
-    return filename.startswith(_FLAMEWATCH) or bool(stdlib and filename.startswith(stdlib))

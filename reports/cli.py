@@ -4,50 +4,33 @@ Everything it prints that a store holds (endpoint names, versions, user/group la
 monitored app's clients can choose) goes through :func:`terminal_safe` or, as JSON, through
 :func:`json_text`: a control character or escape sequence in a stored string is shown escaped,
 never sent to the terminal, where it could recolour, retitle or rewrite what the user sees.
+
+The modules only some commands need (the report's pages and jinja2, ``check``'s statistics,
+pyinstrument's sessions, the demo's Flask app) are imported when such a command runs (``noqa:
+PLC0415 -- lazy start-up``): ``flamewatch --help`` and ``flamewatch summary`` do not wait for them.
 """
 
 from __future__ import annotations
 
-import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
-import orjson
 
 from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS
-from flamewatch.sampler.store import StoreError, is_postgres
+from flamewatch.sampler.store import StoreError, is_postgres, make_store, resolve_database
+from flamewatch.sampler.store.connection import connection_of, driver_errors, safe_url, sqlite_file
+from flamewatch.sampler.store.retention import prune as prune_store
+from flamewatch.sampler.store.retention import prune_histograms
 
+from .cli_common import build_report, ensure_histograms, json_text, report_options, terminal_safe
+from .export import export_profile
 from .summary import format_summary, summarize
+from .transfer import build_histograms, copy_store, migrate_store
 
-__all__ = ["ensure_histograms", "json_text", "main", "terminal_safe"]
-
-#: C0 and C1 controls, DEL, and the Unicode controls that reorder or hide text (bidi
-#: overrides and isolates, line and paragraph separators)
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-#: what JSON text may still hold raw: JSON escapes C0 controls but not the rest
-_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match[0])
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def terminal_safe(text: str, keep_newlines: bool = False) -> str:
-    """``text`` with every control character shown as ``\\xNN``/``\\uNNNN`` (newlines kept
-    when asked, for multi-line output built by flamewatch itself)."""
-    if keep_newlines:
-        return "\n".join(_UNSAFE.sub(_escaped, line) for line in text.split("\n"))
-    return _UNSAFE.sub(_escaped, text)
-
-
-def json_text(data: Any) -> str:
-    """``data`` as indented JSON with no raw control character (the \\u escapes are JSON's
-    own, so the text still parses to the same strings)."""
-    text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
-    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+__all__ = ["main"]
 
 
 @click.group()
@@ -91,7 +74,7 @@ def outliers(
     database: str, endpoint: str | None, version: str | None, limit: int | None, as_json: bool
 ) -> None:
     """List captured outliers, newest first."""
-    from .outliers import list_outliers
+    from .outliers import list_outliers  # noqa: PLC0415 -- lazy start-up
 
     try:
         rows = list_outliers(database, endpoint=endpoint, version=version, limit=limit)
@@ -117,6 +100,48 @@ def outliers(
             f"{row.id:>6}  {when:<19}  {endpoint:<24} {version:<14}"
             f" {group:<16} {row.duration_ms:>9.1f} {threshold:>9}  {profile}"
         )
+
+
+@main.command()
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of text.")
+@click.option(
+    "--since",
+    metavar="VERSION",
+    help="Only what changed in this version or later (in deployment order).",
+)
+@click.option(
+    "--regression-threshold",
+    type=click.FloatRange(0.01, 10),
+    default=0.2,
+    show_default=True,
+    help="A median change smaller than this fraction is never a finding.",
+)
+def changes(database: str, as_json: bool, since: str | None, regression_threshold: float) -> None:
+    """What got slower or faster: for whom, since when, in which code.
+
+    The report's findings: each version against the one before it of its kind (a test run
+    against the test run before it, a deployment against the deployment before it), each user
+    or group that changed differently from the others, changes inside a version over time,
+    with the call paths that hold them. The JSON follows docs/changes.schema.json.
+    """
+    from .finding_words import describe  # noqa: PLC0415 -- lazy start-up
+    from .findings import read_findings  # noqa: PLC0415 -- lazy start-up
+
+    try:
+        found = read_findings(database, threshold=regression_threshold, since=since)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(f"--{exc}") from None
+    if as_json:
+        click.echo(json_text([f.to_json() for f in found]))
+        return
+    if not found:
+        click.echo("no change found")
+        return
+    for finding in found:
+        click.echo(terminal_safe("\n".join(describe(finding)), keep_newlines=True))
 
 
 class _AsciiId(click.ParamType):  # type: ignore[type-arg]
@@ -156,8 +181,7 @@ _ascii_id = _AsciiId()
 )
 def profile(outlier_id: int, database: str, fmt: str, output: Path | None) -> None:
     """Export the profile of one outlier."""
-    from .export import export_profile
-    from .outliers import load_session
+    from .outliers import load_session  # noqa: PLC0415 -- lazy start-up
 
     try:
         data = export_profile(load_session(database, outlier_id), fmt)
@@ -193,8 +217,6 @@ _EXTENSIONS = {"pyisession": ".pyisession", "speedscope": ".speedscope.json", "h
 def migrate(database: str, histogram_groups: int, quiet: bool) -> None:
     """Upgrade a store's schema to this flamewatch's version (workers do it when they start),
     and build the latency histograms of the rows stored before them (resumable)."""
-    from .transfer import build_histograms, migrate_store
-
     try:
         before, after = migrate_store(database)
         folded = build_histograms(database, quiet=quiet, histogram_groups=histogram_groups)
@@ -210,17 +232,6 @@ def migrate(database: str, histogram_groups: int, quiet: bool) -> None:
         click.echo(f"latency histograms built from {folded} stored requests")
 
 
-def ensure_histograms(database: str, quiet: bool = False) -> None:
-    """Before a command reads a store: build the latency histograms it lacks (an upgraded
-    store; see ``flamewatch migrate``), with a progress bar unless ``quiet``."""
-    from .transfer import build_histograms
-
-    try:
-        build_histograms(database, quiet=quiet)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 @main.command()
 @click.option("--from", "source", required=True, metavar="PATH_OR_URL", help="The store to read.")
 @click.option(
@@ -232,8 +243,6 @@ def ensure_histograms(database: str, quiet: bool = False) -> None:
 )
 def copy(source: str, target: str) -> None:
     """Copy a store into another, e.g. SQLite into PostgreSQL; ids are kept."""
-    from .transfer import copy_store
-
     try:
         copied = copy_store(
             source, target, progress=lambda table, n: click.echo(f"{table}: {n} rows", err=True)
@@ -286,18 +295,6 @@ def prune(
 ) -> None:
     """Delete old requests and outliers, and old latency histograms, in short transactions,
     while workers keep writing."""
-    import time
-
-    from flamewatch.sampler.store import make_store, resolve_database
-    from flamewatch.sampler.store.connection import (
-        connection_of,
-        driver_errors,
-        safe_url,
-        sqlite_file,
-    )
-    from flamewatch.sampler.store.retention import prune as prune_store
-    from flamewatch.sampler.store.retention import prune_histograms
-
     if days is None and histogram_days is None:
         raise click.UsageError("give --older-than DAYS, --histograms-older-than DAYS, or both")
     lines = []
@@ -386,8 +383,8 @@ def check(
 ) -> None:
     """Compare a version with another: exit 0 when nothing got slower, 1 when something did,
     2 when the store or the versions cannot be used."""
-    from .check import CheckError, check_versions
-    from .check_text import format_markdown, format_text
+    from .check import CheckError, check_versions  # noqa: PLC0415 -- lazy start-up
+    from .check_text import format_markdown, format_text  # noqa: PLC0415 -- lazy start-up
 
     mode: Any = fail_on
     try:
@@ -408,56 +405,6 @@ def check(
                 raise _CannotCheck(f"cannot write {markdown}: {exc.strerror}") from None
     if result.failures(mode):
         sys.exit(1)
-
-
-def report_options(function: Any) -> Any:
-    """The options ``flamewatch report`` and ``flask flamewatch report`` share."""
-    options = [
-        click.option(
-            "--output",
-            "-o",
-            required=True,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Directory for the site (created; files in it are replaced).",
-        ),
-        click.option(
-            "--timezone",
-            "-z",
-            default="UTC",
-            show_default=True,
-            help="IANA timezone for days and hours of the day, e.g. Europe/Amsterdam.",
-        ),
-        click.option(
-            "--regression-threshold",
-            type=click.FloatRange(0.01, 10),
-            default=0.2,
-            show_default=True,
-            help="A median change smaller than this fraction is never marked slower or faster.",
-        ),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
-def build_report(
-    database: str, output: Path, timezone: str, regression_threshold: float, quiet: bool
-) -> None:
-    from .site import ReportError, write_site
-
-    ensure_histograms(database, quiet)
-    try:
-        index = write_site(
-            database,
-            output,
-            timezone=timezone,
-            change_threshold=regression_threshold,
-            quiet=quiet,
-        )
-    except (StoreError, ReportError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(index)
 
 
 @main.command()
@@ -489,9 +436,8 @@ def report(
 )
 def demo(output: Path, requests_per_version: int) -> None:
     """Run a sample app under traffic across three versions; build its report site."""
-    from .demo import run_demo
-    from .export import export_profile
-    from .outliers import list_outliers, load_session
+    from .demo import run_demo  # noqa: PLC0415 -- lazy start-up
+    from .outliers import list_outliers, load_session  # noqa: PLC0415 -- lazy start-up
 
     database = run_demo(output, requests_per_version, progress=click.echo)
     click.echo("")
@@ -513,7 +459,7 @@ def demo(output: Path, requests_per_version: int) -> None:
             path = output / f"outlier-{slowest.id}{suffix}"
             path.write_bytes(export_profile(session, fmt))
             click.echo(f"Profile of #{slowest.id}: {path}")
-    from .site import write_site
+    from .site import write_site  # noqa: PLC0415 -- lazy start-up
 
     index = write_site(str(database), output / "site", quiet=False)
     click.echo("")

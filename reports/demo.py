@@ -15,6 +15,8 @@ from pathlib import Path
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .demo_app import USERS, create_app
+from .finding_words import describe
+from .findings import read_findings
 
 __all__ = ["VERSIONS", "run_demo", "why_it_changed"]
 
@@ -71,18 +73,9 @@ def run_demo(
 
 
 def why_it_changed(database: Path) -> list[str]:
-    """A line per change the report flags, naming the function behind it (:mod:`.flames`)."""
-    from .aggregate import ReportData
-    from .flames import FlameReport
-    from .summary import open_readonly
-
-    with open_readonly(str(database)) as conn:
-        findings = FlameReport(conn, ReportData(conn)).findings
-    lines = []
-    for f in findings:
-        blame = f.functions[0].words if f.functions else "no aggregated profile explains it"
-        lines.append(f"{f.endpoint} is {f.verdict} in {f.version} for {f.who}: {blame}")
-    return lines
+    """What ``flamewatch changes`` says of the demo's store: a headline per finding and the
+    call paths behind it (:mod:`.findings`)."""
+    return [line for f in read_findings(str(database)) for line in describe(f)]
 
 
 class _QuietHandler(WSGIRequestHandler):

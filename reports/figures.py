@@ -21,7 +21,13 @@ from zoneinfo import ZoneInfo
 from .model import Box, HourlyHits
 from .text import plotly_text
 
-__all__ = ["box_figure", "grouped_box_figure", "hits_per_day_figure", "hour_heatmap_figure"]
+__all__ = [
+    "box_figure",
+    "grouped_box_figure",
+    "hits_per_day_figure",
+    "hour_heatmap_figure",
+    "medians_over_time_figure",
+]
 
 Figure = dict[str, Any]
 
@@ -164,3 +170,67 @@ def hour_heatmap_figure(hits: Iterable[HourlyHits], tz: ZoneInfo) -> Figure:
             yaxis={"autorange": "reversed", "type": "category"},
         ),
     }
+
+
+def medians_over_time_figure(
+    series: Sequence[tuple[str, Sequence[tuple[float, float, int]]]],
+    changes: Sequence[tuple[float, str]],
+    tz: ZoneInfo,
+) -> Figure:
+    """The median of each time bucket, a line per version, and a dashed line at each change
+    inside a version (``(time, label)``), in local time."""
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": plotly_text(version),
+            "x": [_local_text(start, tz) for start, _, _ in points],
+            "y": [round(median, 3) for _, median, _ in points],
+            "customdata": [count for _, _, count in points],
+            "hovertemplate": "%{x}: median %{y:.2f} ms (%{customdata} requests)"
+            "<extra>%{fullData.name}</extra>",
+        }
+        for version, points in series
+    ]
+    shapes = [
+        {
+            "type": "line",
+            "xref": "x",
+            "yref": "paper",
+            "x0": _local_text(at, tz),
+            "x1": _local_text(at, tz),
+            "y0": 0,
+            "y1": 1,
+            "line": {"color": "#b2182b", "dash": "dash", "width": 2},
+        }
+        for at, _ in changes
+    ]
+    annotations = [
+        {
+            "x": _local_text(at, tz),
+            "xref": "x",
+            "y": 1,
+            "yref": "paper",
+            "text": plotly_text(label),
+            "showarrow": False,
+            "xanchor": "left",
+            "yanchor": "bottom",
+            "font": {"color": "#b2182b"},
+        }
+        for at, label in changes
+    ]
+    return {
+        "data": data,
+        "layout": _layout(
+            xaxis={"title": {"text": f"time ({tz.key})"}, "type": "date", "automargin": True},
+            yaxis={"title": {"text": "median ms"}, "rangemode": "tozero", "automargin": True},
+            shapes=shapes,
+            annotations=annotations,
+            showlegend=len(data) > 1,
+        ),
+    }
+
+
+def _local_text(timestamp: float, tz: ZoneInfo) -> str:
+    """A time as plotly's date axis reads it, in local time (plotly has no time zones)."""
+    return datetime.fromtimestamp(timestamp, tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

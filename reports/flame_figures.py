@@ -2,8 +2,9 @@
 and collapsed stacks.
 
 Figures are plain plotly dicts for the site's JSON data blocks (see :mod:`.figures`). A node is a
-stack prefix; the single-child stem every request shares (server, WSGI, Flask's dispatch) is
-skipped so the chart opens at the first frame where requests differ, and nodes below
+stack prefix (:class:`~.calltree.CallTree`); the stem every request shares (server, WSGI,
+Flask's dispatch) is skipped so the chart opens at the view -- and shows the whole chain below
+it, even when the view calls a single function -- and nodes below
 :data:`MIN_NODE_SHARE` of the time in both profiles are folded into their parent. Labels go
 through :func:`~.text.plotly_text`: plotly reads tags and entities in text, and a function's
 name is data (and may be of any length: a frame's label is cut to a chart label's length, its
@@ -12,12 +13,12 @@ hover text a little longer).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from .calltree import CallTree
 from .flames import Function, Profile, share, signed_ms
 from .text import LIMIT, plotly_text, shorten
 
@@ -36,79 +37,41 @@ MIN_NODE_SHARE = 0.002
 # -- figures -----------------------------------------------------------------------------------
 
 
-class _Tree:
-    """The call tree of one or two profiles: a node per stack prefix, in ms per request."""
+def _kept(tree: CallTree) -> tuple[list[int], dict[int, list[float]]]:
+    """Nodes worth drawing (from the view down, above the size floor) and their remainder
+    values, into which dropped descendants are folded."""
+    children = tree.children
+    floor = [MIN_NODE_SHARE * total for total in tree.totals]
+    order: list[int] = []
+    remainder: dict[int, list[float]] = {}
+    inclusive = tree.inclusive
+    first = floor[0]
+    last = floor[-1]  # the same as first for a single profile
 
-    def __init__(self, profiles: Sequence[tuple[Profile, float]]) -> None:
-        self.index: dict[tuple[int, int], int] = {}  # (parent node, frame) -> node
-        self.parent: list[int] = []
-        self.frame: list[int] = []
-        size = len(profiles)
-        self.inclusive: list[list[float]] = []
-        self.own: list[list[float]] = []
-        for which, (profile, mean_ms) in enumerate(profiles):
-            scale = mean_ms / profile.total_ms if profile.total_ms else 0.0
-            for stack, (_, ms) in profile.stacks.items():
-                value = ms * scale
-                node = -1
-                for frame in stack:
-                    node = self._node(node, frame, size)
-                    self.inclusive[node][which] += value
-                if node >= 0:
-                    self.own[node][which] += value
-        self.totals = [mean for _, mean in profiles]
+    def big(node: int) -> bool:
+        values = inclusive[node]
+        return values[0] >= first or values[-1] >= last
 
-    def _node(self, parent: int, frame: int, size: int) -> int:
-        node = self.index.get((parent, frame))
-        if node is None:
-            node = self.index[(parent, frame)] = len(self.parent)
-            self.parent.append(parent)
-            self.frame.append(frame)
-            self.inclusive.append([0.0] * size)
-            self.own.append([0.0] * size)
-        return node
-
-    def kept(self) -> tuple[list[int], dict[int, list[float]]]:
-        """Nodes worth drawing (below the single-child stem, above the size floor) and their
-        remainder values, into which dropped descendants are folded."""
-        children: dict[int, list[int]] = defaultdict(list)
-        for node, parent in enumerate(self.parent):
-            children[parent].append(node)
-        roots = children[-1]
-        start = roots
-        while len(start) == 1 and len(children[start[0]]) == 1:
-            start = children[start[0]]  # the request's stem, the same in every stack
-        floor = [MIN_NODE_SHARE * total for total in self.totals]
-        order: list[int] = []
-        remainder: dict[int, list[float]] = {}
-        inclusive = self.inclusive
-        first = floor[0]
-        last = floor[-1]  # the same as first for a single profile
-
-        def big(node: int) -> bool:
-            values = inclusive[node]
-            return values[0] >= first or values[-1] >= last
-
-        pending = [n for n in start if big(n)]
-        while pending:
-            node = pending.pop()
-            order.append(node)
-            rest = list(self.own[node])
-            for child in children[node]:
-                if big(child):
-                    pending.append(child)
-                else:
-                    rest = [r + v for r, v in zip(rest, self.inclusive[child], strict=True)]
-            remainder[node] = rest
-        return order, remainder
+    pending = [n for n in tree.top if big(n)]
+    while pending:
+        node = pending.pop()
+        order.append(node)
+        rest = list(tree.own[node])
+        for child in children[node]:
+            if big(child):
+                pending.append(child)
+            else:
+                rest = [r + v for r, v in zip(rest, inclusive[child], strict=True)]
+        remainder[node] = rest
+    return order, remainder
 
 
 def flame_figure(
     profile: Profile, functions: dict[int, Function], mean_ms: float
 ) -> dict[str, Any]:
     """An icicle chart of an aggregated profile, in ms per request (an average request)."""
-    tree = _Tree([(profile, mean_ms)])
-    order, remainder = tree.kept()
+    tree = CallTree([(profile, mean_ms)], functions)
+    order, remainder = _kept(tree)
     labels, hover = [], []
     for node in order:
         function = functions[tree.frame[node]]
@@ -151,22 +114,27 @@ def diff_figure(
     before_mean_ms: float,
     after_mean_ms: float,
 ) -> dict[str, Any]:
-    """A differential icicle: each frame sized by the larger of its two times per request,
-    coloured by the change of its share of the endpoint's time (red: grew; blue: shrank)."""
-    tree = _Tree([(before, before_mean_ms), (after, after_mean_ms)])
-    order, remainder = tree.kept()
+    """A differential icicle from the view down: each frame sized by the larger of its two
+    times per request, coloured by how many ms per request it gained (red) or lost (blue) --
+    in ms, not in share of the time: in a view that only calls one function every frame is
+    100 % of the time in both versions, and only the milliseconds say what grew."""
+    tree = CallTree([(before, before_mean_ms), (after, after_mean_ms)], functions)
+    order, remainder = _kept(tree)
     labels, hover, colors = [], [], []
     for node in order:
         function = functions[tree.frame[node]]
         old, new = tree.inclusive[node]
         old_share, new_share = share(old, before_mean_ms), share(new, after_mean_ms)
         labels.append(plotly_text(function.short))
-        colors.append(round((new_share - old_share) * 100, 2))
+        colors.append(round(new - old, 3))
+        shares = ""
+        if min(old_share, new_share) < 0.95:  # the share means something
+            shares = f"<br>{old_share:.0%} \u2192 {new_share:.0%} of the time"
         hover.append(
             [
                 plotly_text(function.label, LIMIT),
                 f"{old:,.2f} \u2192 {new:,.2f}",
-                f"{old_share:.0%} \u2192 {new_share:.0%}",
+                shares,
                 signed_ms(new - old),
             ]
         )
@@ -180,7 +148,7 @@ def diff_figure(
         "branchvalues": "remainder",
         "customdata": hover,
         "hovertemplate": "%{customdata[0]}<br>%{customdata[1]} ms per request (%{customdata[3]})"
-        "<br>%{customdata[2]} of the time<extra></extra>",
+        "%{customdata[2]}<extra></extra>",
         "marker": {
             "colors": colors,
             "colorscale": [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
@@ -188,7 +156,7 @@ def diff_figure(
             "cmax": spread,
             "cmid": 0,
             "showscale": True,
-            "colorbar": {"title": {"text": "share<br>points"}},
+            "colorbar": {"title": {"text": "ms per<br>request"}},
         },
         "tiling": {"orientation": "v", "flip": "y"},
         "maxdepth": 10,
@@ -197,7 +165,7 @@ def diff_figure(
     return {"data": [trace], "layout": _flame_layout()}
 
 
-def _parents(tree: _Tree, order: Sequence[int]) -> list[str]:
+def _parents(tree: CallTree, order: Sequence[int]) -> list[str]:
     kept = set(order)
     return [str(tree.parent[n]) if tree.parent[n] in kept else "" for n in order]
 

@@ -42,10 +42,20 @@ from flamewatch.sampler.store.connection import StoreConnection
 from flamewatch.sampler.version import flamewatch_version
 
 from .aggregate import ReportData
+from .change_tests import median
+from .distributions import Distributions, read_distributions
 from .export import export_profile, to_speedscope
-from .figures import box_figure, grouped_box_figure, hits_per_day_figure, hour_heatmap_figure
+from .figures import (
+    box_figure,
+    grouped_box_figure,
+    hits_per_day_figure,
+    hour_heatmap_figure,
+    medians_over_time_figure,
+)
+from .finding_words import amounts, headline_rest, no_path_words
+from .findings import Finding, derive_findings
 from .flame_figures import collapsed_stacks, diff_figure, flame_figure, speedscope_document
-from .flames import Finding, FlameReport, Function, Profile, signed_ms
+from .flames import FlameReport, Function, Profile, signed_ms
 from .hosts import ProcessRow, host_rows, process_rows
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers, load_outlier, session_of
@@ -182,6 +192,8 @@ class _EndpointView:
     findings: list[tuple[Finding, str]]
     profiles: list[tuple[str, Profile, float]]
     functions: dict[int, Function]
+    #: (version, [(hour start, median ms, requests)]), deployment order
+    medians: list[tuple[str, list[tuple[float, float, int]]]]
 
 
 class _Reading:
@@ -371,6 +383,7 @@ def _view(
         findings=[(f, f"diff-{i}") for i, f in enumerate(flames.findings, 1) if f.endpoint == name],
         profiles=flames.profiles.get(name, []),
         functions=flames.functions,
+        medians=flames.medians.get(name, []),
     )
 
 
@@ -380,7 +393,14 @@ def _flames_of(
     endpoints: list[EndpointRow],
     by_version: dict[str, list[tuple[str, Box]]],
 ) -> _Flames:
-    return _read_flames(FlameReport(conn, data), endpoints, by_version)
+    return _read_flames(
+        FlameReport(conn, data),
+        endpoints,
+        by_version,
+        read_distributions(conn),
+        data.change_threshold,
+        data.alpha,
+    )
 
 
 class Site:
@@ -549,6 +569,13 @@ class Site:
         profiles = self._profile_links(view.endpoint.name)
         charts.update((p.chart_id, p.figure) for p in profiles)
         charts.update(_diff_charts(view.findings, view.functions))
+        if view.medians:
+            marks = [
+                (f.since, f"{f.verdict} {TIMES}{f.ratio:.2f}")
+                for f, _ in view.findings
+                if f.since is not None
+            ]
+            charts["over-time"] = medians_over_time_figure(view.medians, marks, self.tz)
         return self.render_template(
             path,
             "endpoint.html",
@@ -558,6 +585,7 @@ class Site:
             outliers=view.outliers,
             profiles=profiles,
             findings=view.findings,
+            over_time=bool(view.medians),
             charts=charts,
         )
 
@@ -745,6 +773,8 @@ class _Flames:
     functions: dict[int, Function]
     findings: list[Finding]
     profiles: dict[str, list[tuple[str, Profile, float]]]  # endpoint -> (version, profile, mean)
+    #: endpoint -> (version, [(hour start, median ms, requests)]), deployment order
+    medians: dict[str, list[tuple[str, list[tuple[float, float, int]]]]]
 
 
 @dataclass(frozen=True)
@@ -760,7 +790,12 @@ class _ProfileLinks:
 
 
 def _read_flames(
-    report: FlameReport, endpoints: list[EndpointRow], by_version: dict[str, list[tuple[str, Any]]]
+    report: FlameReport,
+    endpoints: list[EndpointRow],
+    by_version: dict[str, list[tuple[str, Any]]],
+    distributions: Distributions,
+    change_threshold: float,
+    alpha: float,
 ) -> _Flames:
     profiles: dict[str, list[tuple[str, Profile, float]]] = {}
     for endpoint in endpoints:
@@ -771,7 +806,15 @@ def _read_flames(
             if profile is not None and profile.total_ms > 0 and version in means:
                 found.append((version, profile, means[version].mean))
         profiles[endpoint.name] = found
-    return _Flames(report.functions, report.findings, profiles)
+    findings = derive_findings(distributions, report, threshold=change_threshold, alpha=alpha)
+    medians: dict[str, list[tuple[str, list[tuple[float, float, int]]]]] = {}
+    for version in distributions.versions:
+        for name in distributions.endpoints():
+            series = distributions.buckets.get((name, version))
+            if series:
+                points = [(start, median(h), h.total) for start, h in series]
+                medians.setdefault(name, []).append((version, points))
+    return _Flames(report.functions, findings, profiles, medians)
 
 
 def _diff_charts(
@@ -779,9 +822,9 @@ def _diff_charts(
 ) -> dict[str, Any]:
     """The differential flamegraph of each finding that has functions to show."""
     return {
-        chart_id: diff_figure(f.before, f.after, functions, f.previous_mean_ms, f.mean_ms)
+        chart_id: diff_figure(f.before, f.after, functions, f.mean_before_ms, f.mean_after_ms)
         for f, chart_id in findings
-        if f.before is not None and f.after is not None and f.functions
+        if f.before is not None and f.after is not None and f.paths
     }
 
 
@@ -810,8 +853,17 @@ def _environment(tz: ZoneInfo) -> Environment:
             return "never"
         return datetime.fromtimestamp(timestamp, tz).strftime("%Y-%m-%d %H:%M:%S")
 
+    def finding_headline(finding: Finding) -> Markup:
+        """The headline ``flamewatch changes`` prints, after the endpoint's name; the stored
+        names in it are shown bounded already, so the whole sentence is never cut."""
+        text = headline_rest(finding, lambda t: f"{when(t)} {tz.key}", shown)
+        return Markup(escape(text))
+
     env.filters.update(
         when=when,
+        finding_headline=finding_headline,
+        path_amounts=amounts,
+        no_path_words=no_path_words,
         signed_ms=signed_ms,
         share=lambda v: f"{v:.0%}",
         ms=lambda v: NONE if v is None else f"{v:,.2f}" if v < 100 else f"{v:,.0f}",
@@ -867,7 +919,8 @@ def asset(name: str) -> bytes:
 
 
 def _plotly_js() -> bytes:
-    from plotly.offline import get_plotlyjs
+    # lazy: plotly takes ~130 ms to import, and the dashboard imports this module
+    from plotly.offline import get_plotlyjs  # noqa: PLC0415 -- lazy start-up
 
     return get_plotlyjs().encode("utf-8")  # type: ignore[no-any-return]
 

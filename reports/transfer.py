@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 import click
 
 from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS
-from flamewatch.sampler.store import SCHEMA_VERSION, StoreError, is_postgres, make_store
+from flamewatch.sampler.store import (
+    SCHEMA_VERSION,
+    StoreError,
+    is_postgres,
+    make_store,
+    resolve_database,
+)
 from flamewatch.sampler.store.backfill import (
     BACKFILL_TO,
     BACKFILLED,
@@ -38,6 +44,7 @@ from flamewatch.sampler.store.connection import (
     sqlite_file,
 )
 from flamewatch.sampler.store.schema import MIGRATIONS
+from flamewatch.sampler.store.sqlite import connect_sqlite, migrate
 
 __all__ = [
     "BATCH_ROWS",
@@ -66,9 +73,12 @@ def store_tables() -> list[str]:
 def migrate_store(database: str) -> tuple[int, int]:
     """Bring a store's schema to the current version; return (version before, after)."""
     if is_postgres(database):
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional: only for a PostgreSQL store
 
-        from flamewatch.sampler.store.postgres import connect_postgres, migrate_postgres
+        from flamewatch.sampler.store.postgres import (  # noqa: PLC0415 -- as psycopg
+            connect_postgres,
+            migrate_postgres,
+        )
 
         try:
             conn = connect_postgres(_url(database))
@@ -78,8 +88,6 @@ def migrate_store(database: str) -> tuple[int, int]:
             return migrate_postgres(conn), SCHEMA_VERSION
         finally:
             conn.close()
-    from flamewatch.sampler.store.sqlite import connect_sqlite, migrate
-
     path = sqlite_file(database)
     if not path.is_file():
         raise StoreError(f"no flamewatch store at {str(path)!r}")
@@ -148,8 +156,6 @@ def _rows_bar(total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
 
 
 def _url(database: str) -> str:
-    from flamewatch.sampler.store import resolve_database
-
     try:
         return resolve_database(database, ".")
     except ValueError as exc:

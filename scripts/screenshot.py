@@ -3,7 +3,7 @@
 Run from the repository with the package installed (``pip install -e '.[test]'``, for
 Playwright; Debian's ``chromium``, as ``scripts/install-chromium`` installs it)::
 
-    .venv/bin/python scripts/screenshot.py [--output docs/report.png] [--requests 600]
+    .venv/bin/python scripts/screenshot.py [--output docs/report.png] [--requests 600] [--keep DIR]
 
 It runs ``flamewatch demo`` into a temporary folder (the README's demo: a sample shop under
 traffic across three versions), opens the site's ``index.html`` from disk, waits for the
@@ -75,11 +75,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "report.png")
     parser.add_argument("--requests", type=int, default=600, help="requests per demo version")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the demo's store and site in DIR/flamewatch-demo (to quote its summary)",
+    )
     arguments = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="flamewatch-screenshot-") as folder:
-        # the site's header shows the store's path: a name that says what it is
-        index = build_demo_site(Path(folder) / "flamewatch-demo", arguments.requests)
+    if arguments.keep is not None:
+        arguments.keep.mkdir(parents=True, exist_ok=True)
+        index = build_demo_site(arguments.keep.resolve() / "flamewatch-demo", arguments.requests)
         screenshot(index, arguments.output)
+    else:
+        with tempfile.TemporaryDirectory(prefix="flamewatch-screenshot-") as folder:
+            index = build_demo_site(Path(folder) / "flamewatch-demo", arguments.requests)
+            screenshot(index, arguments.output)
     size = arguments.output.stat().st_size
     sys.stdout.write(f"{arguments.output} ({size:,} bytes)\n")
 

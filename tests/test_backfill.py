@@ -23,7 +23,7 @@ from helpers import Database, flush, rows
 from histogram_check import assert_histograms_match_rows, stored_tables
 
 from flamewatch.reports.cli import main
-from flamewatch.reports.transfer import migrate_store
+from flamewatch.reports.transfer import build_histograms, migrate_store
 from flamewatch.sampler.storable import Limits
 from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
 from flamewatch.sampler.store.backfill import (
@@ -32,6 +32,7 @@ from flamewatch.sampler.store.backfill import (
     backfill_histograms,
     backfill_state,
     histograms_pending,
+    rebuild_histograms,
 )
 from flamewatch.sampler.store.connection import StoreConnection, open_connection
 from flamewatch.sampler.store.postgres import translate
@@ -302,6 +303,27 @@ def test_pruning_raw_rows_keeps_those_the_backfill_waits_for_and_never_the_histo
         conn.close()
     assert rows(v3_store, "SELECT count(*) FROM requests")[0][0] == 0
     assert stored_tables(v3_store) == before  # raw rows pruned, histograms as they were
+
+
+def test_rows_changed_after_they_were_written_get_their_histograms_rebuilt(
+    v3_store: Database,
+) -> None:
+    invoke("migrate", "-d", str(v3_store), "--quiet")
+    conn = _connect(v3_store)
+    try:
+        with conn.transaction():  # half the rows moved seven hours on: the hours are stale
+            conn.execute("UPDATE requests SET started_at = started_at + 25200 WHERE id % 2 = 0")
+        with pytest.raises(AssertionError):
+            assert_histograms_match_rows(v3_store)
+        assert rebuild_histograms(conn) == V3_ROWS
+        assert backfill_state(conn).end == V3_ROWS
+        assert stored_tables(v3_store).hourly == Counter()  # forgotten until the backfill
+    finally:
+        conn.close()
+    assert build_histograms(str(v3_store), quiet=True) == V3_ROWS
+    found = assert_histograms_match_rows(v3_store)
+    assert sum(found.hourly.values()) == V3_ROWS
+    assert build_histograms(str(v3_store), quiet=True) == 0  # nothing folded twice
 
 
 def test_reading_commands_build_the_histograms_of_an_upgraded_store(v3_sqlite: Path) -> None:

@@ -13,7 +13,13 @@ from flask import Flask
 from helpers import flush, stored
 
 from flamewatch.flask_plugin import OPTIONS, ConfigError, Flamewatch
+from flamewatch.flask_plugin.config import load_settings
+from flamewatch.flask_plugin.config_docs import DOCS_PATH, REGENERATE, render_configuration
+from flamewatch.flask_plugin.config_docs import main as config_docs_main
+from flamewatch.flask_plugin.setting_kinds import Integer, Number, Option
 from flamewatch.sampler import detect_version
+
+ROOT = Path(__file__).parent.parent
 
 
 def _app(tmp_path: Path, **config: Any) -> Flask:
@@ -162,11 +168,53 @@ def test_app_factory_and_bind_alias(tmp_path: Path) -> None:
     assert not hasattr(fw, "app")
 
 
-def test_every_option_is_documented_in_the_readme() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+def test_configuration_docs_are_written_from_the_declarations() -> None:
+    page = (ROOT / DOCS_PATH).read_text(encoding="utf-8")
+    assert page == render_configuration(), f"{DOCS_PATH} is stale: run {REGENERATE}"
     for option in OPTIONS:
-        assert f"`{option.key}`" in readme, option.key
-        assert f"`{option.name}`" in readme, option.name
+        assert f"| `{option.key}` / `{option.name}` |" in page
+
+
+def test_docs_check_says_how_to_regenerate_a_stale_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = tmp_path / "configuration.md"
+    stale.write_text("# Configuration\n", encoding="utf-8")
+    assert config_docs_main([str(stale), "--check"]) == 1
+    assert f"is stale: run {REGENERATE}" in capsys.readouterr().err
+    assert config_docs_main([str(stale)]) == 0
+    assert config_docs_main([str(stale), "--check"]) == 0
+    assert stale.read_text(encoding="utf-8") == render_configuration()
+
+
+def test_the_readme_names_only_declared_settings_and_links_the_full_list() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(docs/configuration.md)" in readme
+    declared = {option.key for option in OPTIONS}
+    named = set(re.findall(r"FLAMEWATCH_[A-Z_]+[A-Z]", readme))
+    assert named, "the README names the main settings"
+    assert named <= declared, named - declared
+
+
+_BOUNDED = [o for o in OPTIONS if isinstance(o.declared.kind, (Number, Integer))]
+
+
+@pytest.mark.parametrize("option", _BOUNDED, ids=lambda o: o.name)
+def test_the_bounds_the_docs_state_are_the_bounds_checked(tmp_path: Path, option: Option) -> None:
+    kind = option.declared.kind
+    assert isinstance(kind, (Number, Integer))
+    low = 2 if kind.low == "outlier_warmup" else kind.low  # the least warm-up allowed
+    assert isinstance(low, (int, float))
+    step = 1 if isinstance(kind, Integer) else low / 2 or 0.5
+    edges = [low] if kind.high is None else [low, kind.high]
+    config = {"FLAMEWATCH_OUTLIER_WARMUP": 2}
+    for edge in edges:
+        settings = load_settings({**config, option.key: edge}, {}, str(tmp_path))
+        assert getattr(settings, option.name) == edge
+    outside = [low - step] if kind.high is None else [low - step, kind.high + step]
+    for value in outside:
+        with pytest.raises(ConfigError, match=re.escape(f"must be {option.accepts}; got")):
+            load_settings({**config, option.key: value}, {}, str(tmp_path))
 
 
 @pytest.mark.parametrize("blank", ["", "   "])

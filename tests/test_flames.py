@@ -21,6 +21,7 @@ from playwright.sync_api import Browser
 from test_browser import _visit, browser  # noqa: F401 - the module's Chromium fixture
 
 from flamewatch.reports.aggregate import ReportData
+from flamewatch.reports.findings import find_changes
 from flamewatch.reports.flames import FlameReport
 from flamewatch.reports.site import endpoint_page, write_site
 from flamewatch.reports.summary import open_readonly
@@ -40,12 +41,12 @@ def site(history: Path) -> Path:
     return write_site(str(history), history.parent / "site").parent
 
 
-def _findings(database: Path) -> dict[tuple[str, str, str, str | None], list[str]]:
+def _findings(database: Path) -> dict[tuple[str, str, str, str | None], list[list[str]]]:
+    """(endpoint, version, verdict, group) -> the finding's call paths, from the view down."""
     with open_readonly(str(database)) as conn:
-        report = FlameReport(conn, ReportData(conn))
         return {
-            (f.endpoint, f.version, f.verdict, f.group): [fn.function.short for fn in f.functions]
-            for f in report.findings
+            (f.endpoint, f.version, f.verdict, f.group): [p.names for p in f.paths]
+            for f in find_changes(conn, FlameReport(conn, ReportData(conn)))
         }
 
 
@@ -53,7 +54,7 @@ def test_report_flags_exactly_the_changes_and_names_each_function(history: Path)
     found = _findings(history)
     assert set(found) == set(EXPECTED)  # nothing unchanged is flagged
     for key, function in EXPECTED.items():
-        assert found[key][0] == function, (key, found[key])
+        assert found[key][0] == [key[0], function], (key, found[key])
 
 
 def test_every_request_is_folded_and_stacks_stay_few(history: Path) -> None:
@@ -79,15 +80,17 @@ def test_every_request_is_folded_and_stacks_stay_few(history: Path) -> None:
 def test_pages_say_what_changed_for_whom_and_why(site: Path) -> None:
     versions = site / "versions.html"
     text = versions.read_text()
-    assert re.search(r"<code>render_feed</code> \+[\d.]+ ms per request, \d+% → \d+% of", text)
-    assert "<strong>only for carol</strong>" in text
-    assert "<code>apply_discounts</code>" in text
-    assert "<code>rank_results</code> \u2212" in text
-    assert text.count('class="finding"') == len(EXPECTED)
-    feed = (site / endpoint_page("feed")).read_text()
-    assert "Why it changed" in feed
-    assert "Where the time goes, per version" in feed
-    assert "Why it changed" not in (site / endpoint_page("index")).read_text()
+    code = r"<code[^>]*>{}</code>"
+    feed = code.format("feed") + " → " + code.format("render_feed")
+    assert re.search(feed + r" \+[\d.]+ ms per request \([\d.]+ → [\d.]+ ms; \d+% → \d+% of", text)
+    assert re.search(r"only for carol \(the others \u00d7[\d.]+\)", text)
+    assert re.search(code.format("apply_discounts"), text)
+    assert re.search(code.format("rank_results") + " \u2212", text)
+    assert text.count('<section class="finding ') == len(EXPECTED)
+    feed_page = (site / endpoint_page("feed")).read_text()
+    assert "What changed, and why" in feed_page
+    assert "Where the time goes, per version" in feed_page
+    assert "What changed, and why" not in (site / endpoint_page("index")).read_text()
 
 
 def test_each_version_profile_is_exported(site: Path, speedscope_schema: dict[str, Any]) -> None:
@@ -172,7 +175,7 @@ def test_hostile_function_and_file_names_are_escaped(tmp_path: Path) -> None:
             )
     finally:
         store.close()
-    assert _findings(database) == {("ep", "v2", "slower", None): [HOSTILE_FUNCTION]}
+    assert _findings(database) == {("ep", "v2", "slower", None): [["entry", HOSTILE_FUNCTION]]}
     site = write_site(str(database), tmp_path / "site").parent
     pages = [site / "versions.html", site / endpoint_page("ep")]
     for page in pages:

@@ -259,6 +259,12 @@ def test_a_test_run_is_compared_with_a_production_version(
     assert f"<td>{label}</td>" not in sections[1]
     assert sections[2].startswith(f'id="v-2">{label} <span class="muted">(test run)</span></h2>')
     assert "the test run before it to compare" in sections[2]  # no earlier test run
+    # so do the findings of `flamewatch changes`: none pairs the test run with a deployment
+    listed = CliRunner().invoke(main, ["changes", "-d", str(store_db), "--json"])
+    assert listed.exit_code == 0, listed.output
+    found = [f for f in json.loads(listed.output) if f["kind"] == "version"]
+    assert all(label not in (f["version"], f["against"]) for f in found), found
+    assert all(f["against"] == "prod-1" for f in found), found
 
 
 _WATCHED = """\

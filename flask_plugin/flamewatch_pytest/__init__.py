@@ -71,7 +71,12 @@ def _start(config: pytest.Config, store: str | None, label: str | None) -> None:
     store = store or os.environ.get(STORE_VARIABLE) or None
     if store is None:
         return
-    from flamewatch.flask_plugin.recorded_run import RecordedRun, run_version, store_url
+    # lazy start-up: off, the plugin imports nothing but pytest (see the module)
+    from flamewatch.flask_plugin.recorded_run import (  # noqa: PLC0415 -- lazy start-up
+        RecordedRun,
+        run_version,
+        store_url,
+    )
 
     try:
         run = RecordedRun(

@@ -42,6 +42,7 @@ __all__ = [
     "backfill_state",
     "histograms_pending",
     "mark_backfill",
+    "rebuild_histograms",
 ]
 
 #: the schema version that added the histograms
@@ -52,6 +53,8 @@ BACKFILL_TO = "histograms_backfill_to"
 BACKFILLED = "histograms_backfilled"
 #: rows folded per transaction
 BATCH_ROWS = 50_000
+#: the tables the writer and the backfill fill from the rows
+HISTOGRAM_TABLES = ("latency", "latency_hourly", "latency_total", "traffic")
 
 _ROWS = (
     "SELECT id, endpoint_id, version_id, process_id, group_id, method, status, started_at,"
@@ -122,6 +125,33 @@ def pending_rows(conn: StoreConnection) -> int:
         "SELECT count(*) FROM requests WHERE id > ? AND id <= ?", (state.done, state.end)
     ).fetchone()
     return int(count)
+
+
+def rebuild_histograms(conn: StoreConnection) -> int:
+    """Forget the histograms and mark every stored row for the backfill to fold again; returns
+    how many rows wait. For a store whose rows were changed after they were written (their
+    times rewritten, rows copied in by hand): :func:`backfill_histograms` (or ``flamewatch
+    migrate``) then builds the histograms those rows make. Counts of rows the retention has
+    already deleted are lost with the histograms. The store's schema must be current.
+
+    One transaction: a writer's batch committed before it is folded by the backfill, one
+    committed after counts itself (PostgreSQL: the lock waits for the batches under way and
+    holds new ones until the rows to fold are marked, so none is counted twice)."""
+    with conn.transaction():
+        if backfill_state(conn).old_schema:
+            raise ValueError("the store's schema predates the histograms: migrate it first")
+        if conn.is_postgres:
+            conn.execute("LOCK TABLE requests IN SHARE MODE")
+        for table in HISTOGRAM_TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        (end,) = conn.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()
+        upsert = (
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        conn.execute(upsert, (BACKFILL_TO, str(int(end))))
+        conn.execute(upsert, (BACKFILLED, "0"))
+    return pending_rows(conn)
 
 
 def backfill_histograms(
