@@ -397,7 +397,7 @@ def _flames_of(
         FlameReport(conn, data),
         endpoints,
         by_version,
-        read_distributions(conn),
+        read_distributions(conn, data.endpoint),
         data.change_threshold,
         data.alpha,
     )

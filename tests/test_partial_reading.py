@@ -13,7 +13,6 @@ import pytest
 from test_report_accuracy import ENDPOINTS, START, write_store
 
 from flamewatch.reports.aggregate import ReportData
-from flamewatch.reports.model import Box
 from flamewatch.reports.site import endpoint_page, read_site
 from flamewatch.reports.summary import open_readonly
 
@@ -21,11 +20,11 @@ NOW = START + 3 * 86_400
 
 
 def same(found: Any) -> Any:
-    """``found`` with each box's mean to 12 digits: a mean from the buckets is a float sum
-    whose last bits depend on the order the rows were read in (the key's order for one
-    endpoint, the table's for all)."""
-    if isinstance(found, Box):
-        return dataclasses.replace(found, mean=float(f"{found.mean:.12g}"))
+    """``found`` with every float to 12 digits: a mean from the buckets is a float sum whose
+    last bits depend on the order the rows were read in (the key's order for one endpoint,
+    the table's for all)."""
+    if isinstance(found, float):
+        return float(f"{found:.12g}")
     if dataclasses.is_dataclass(found) and not isinstance(found, type):
         return dataclasses.replace(
             found, **{f.name: same(getattr(found, f.name)) for f in dataclasses.fields(found)}
