@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
@@ -39,7 +40,14 @@ from flamewatch.sampler.store.connection import StoreConnection
 from flamewatch.sampler.version import TEST_SOURCE
 
 from .binned import box_of, median_bounds, rank_sum
-from .latency import CAPPED_GROUPS, NO_GROUP, Latencies, read_latencies
+from .latency import (
+    CAPPED_GROUPS,
+    NO_GROUP,
+    GroupLatencies,
+    VersionLatencies,
+    read_group_latencies,
+    read_version_latencies,
+)
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .stats_tests import QUANTILES, mann_whitney_p, ratio, verdict
 
@@ -95,6 +103,11 @@ class ReportData:
     box; the rest share one, ``"others"``, with the groups beyond the writer's cap. These
     settings stay readable as attributes.
 
+    With ``endpoint`` (a name), everything is read for that endpoint only, by the tables' keys
+    (which start with the endpoint): what one endpoint's page shows costs what that endpoint
+    stored, not what the store holds. Each number is read on first use, so a page that shows
+    the endpoint table never reads the groups' histograms.
+
     An endpoint's ``change`` is the change of the latest version it ran in against the one
     before; ``None`` when either has fewer than :data:`MIN_CHANGE_REQUESTS` requests (an older
     change is not shown instead). Requests without a group are the group ``"unknown"``.
@@ -111,12 +124,24 @@ class ReportData:
         change_threshold: float = 0.2,
         max_groups: int = 15,
         alpha: float = 0.01,
+        endpoint: str | None = None,
     ) -> None:
         self._conn = StoreConnection.wrap(conn)  # a sqlite3 connection is taken as it is
         self.now = time.time() if now is None else now
         self.change_threshold = change_threshold
         self.max_groups = max_groups
         self.alpha = alpha
+        self.endpoint = endpoint
+
+    @contextmanager
+    def reading_from(self, conn: Any) -> Iterator[ReportData]:
+        """Read what is not read yet through ``conn`` while in the block: a live site opens a
+        connection for each page it renders, and keeps what earlier pages read."""
+        before, self._conn = self._conn, StoreConnection.wrap(conn)
+        try:
+            yield self
+        finally:
+            self._conn = before
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -125,16 +150,19 @@ class ReportData:
         totals = self._endpoint_totals
         rules: dict[int, list[str]] = defaultdict(list)
         methods: dict[int, set[str]] = defaultdict(set)
+        where, args = self._only("endpoint_id")
         for endpoint_id, rule, joined in self._conn.execute(
-            "SELECT endpoint_id, rule, methods FROM rules ORDER BY rule"
+            "SELECT endpoint_id, rule, methods FROM rules" + where + " ORDER BY rule", args
         ):
             rules[endpoint_id].append(rule)
             methods[endpoint_id].update(m for m in joined.split(",") if m)
         latest = self._latest_changes
         boxes = self._endpoint_boxes
         rows = []
+        where, args = self._only("id")
         for endpoint_id, name, monitored, last_accessed in self._conn.execute(
-            "SELECT id, name, monitored, last_accessed FROM endpoints ORDER BY name"
+            "SELECT id, name, monitored, last_accessed FROM endpoints" + where + " ORDER BY name",
+            args,
         ).fetchall():
             counts = totals.get(endpoint_id, _Totals())
             rows.append(
@@ -175,6 +203,21 @@ class ReportData:
             for version_id, name, source, first_seen, last_seen in self._versions
         ]
 
+    def version_names(self) -> list[str]:
+        """Every version's name in deployment order (no counts: one small table read)."""
+        return [row[1] for row in self._versions]
+
+    def request_counts(self) -> tuple[int, int]:
+        """Requests and outliers in the store (of the endpoint read): one sum, no grouping."""
+        self._require_histograms()
+        where, args = self._only("endpoint_id")
+        hits, outliers = self._conn.execute(
+            "SELECT CAST(coalesce(SUM(hits), 0) AS BIGINT),"
+            " CAST(coalesce(SUM(outliers), 0) AS BIGINT) FROM traffic" + where,
+            args,
+        ).fetchone()
+        return int(hits), int(outliers)
+
     def changes(self) -> list[Change]:
         """Each endpoint's consecutive versions compared, by endpoint name, then deployment."""
         return [change for _, change in sorted(self._changes.items(), key=self._pair_order)]
@@ -183,9 +226,12 @@ class ReportData:
         """Requests per endpoint per UTC hour, by endpoint name, then hour."""
         self._require_histograms()
         names = self._endpoint_names
+        where, args = self._only("endpoint_id")
         rows = self._conn.execute(
             "SELECT endpoint_id, hour, CAST(SUM(hits) AS BIGINT) FROM traffic"
-            " GROUP BY endpoint_id, hour"
+            + where
+            + " GROUP BY endpoint_id, hour",
+            args,
         )
         return sorted(
             (HourlyHits(names[e], int(hour), int(count)) for e, hour, count in rows if count),
@@ -212,7 +258,7 @@ class ReportData:
             self._endpoint_names[e]: [(self._group_name(g), box) for g, box in kept]
             for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0]))
         }
-        for e, histogram in sorted(self._latency.others.items()):
+        for e, histogram in sorted(self._group_latency.others.items()):
             result.setdefault(self._endpoint_names[e], []).append((OTHER_GROUPS, box_of(histogram)))
         return result
 
@@ -228,7 +274,7 @@ class ReportData:
 
     def histograms_by_group_version(self) -> dict[str, dict[str, list[tuple[str, Histogram]]]]:
         """The histograms behind :meth:`boxes_by_group_version`, for comparisons per group."""
-        cells = self._latency.kept
+        cells = self._group_latency.kept
         result: dict[str, dict[str, list[tuple[str, Histogram]]]] = {}
         for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0])):
             per_group = result[self._endpoint_names[e]] = {}
@@ -254,6 +300,19 @@ class ReportData:
     @cached_property
     def _endpoint_names(self) -> dict[int, str]:
         return dict(self._conn.execute("SELECT id, name FROM endpoints").fetchall())
+
+    @cached_property
+    def _endpoint_id(self) -> int | None:
+        """The id of the one endpoint read (``None``: all of them; 0 when it is unknown)."""
+        if self.endpoint is None:
+            return None
+        ids = {name: endpoint_id for endpoint_id, name in self._endpoint_names.items()}
+        return ids.get(self.endpoint, 0)  # ids start at 1: an unknown endpoint has no rows
+
+    def _only(self, column: str) -> tuple[str, tuple[int, ...]]:
+        """The ``WHERE`` that keeps the one endpoint read, by ``column`` (none for all)."""
+        endpoint_id = self._endpoint_id
+        return ("", ()) if endpoint_id is None else (f" WHERE {column} = ?", (endpoint_id,))
 
     @cached_property
     def _versions(self) -> list[tuple[int, str, str, float, float]]:
@@ -316,13 +375,14 @@ class ReportData:
         """Hits, outliers, recent hits and sums per (endpoint, version): one ``GROUP BY``."""
         self._require_histograms()
         day, week, now = self.now - _DAY, self.now - _WEEK, self.now
+        where, args = self._only("endpoint_id")
         rows = self._conn.execute(
             "SELECT endpoint_id, version_id, CAST(SUM(hits) AS BIGINT),"
             " CAST(SUM(outliers) AS BIGINT),"
             " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
             " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
-            " SUM(sum_ms) FROM traffic GROUP BY endpoint_id, version_id",
-            (day, now, week, now),
+            " SUM(sum_ms) FROM traffic" + where + " GROUP BY endpoint_id, version_id",
+            (day, now, week, now, *args),
         ).fetchall()
         return {
             (e, v): _Totals(int(hits), int(outliers), int(last_day), int(last_week), float(ms))
@@ -339,27 +399,34 @@ class ReportData:
     # -- histograms and boxes ----------------------------------------------------------------
 
     @cached_property
-    def _latency(self) -> Latencies:
+    def _version_latency(self) -> VersionLatencies:
         self._require_histograms()
-        return read_latencies(self._conn, self.max_groups, self._group_name)
+        return read_version_latencies(self._conn, self._endpoint_id)
+
+    @cached_property
+    def _group_latency(self) -> GroupLatencies:
+        self._require_histograms()
+        return read_group_latencies(
+            self._conn, self.max_groups, self._group_name, self._endpoint_id
+        )
 
     @property
     def _kept_groups(self) -> dict[int, list[tuple[int, Box]]]:
         """Per endpoint id, the groups with a box of their own, slowest first."""
-        return self._latency.groups
+        return self._group_latency.groups
 
     @cached_property
     def _version_boxes(self) -> dict[Key, Box]:
         totals = self._totals
         return {
             key: _box(histogram, totals.get(key))
-            for key, histogram in self._latency.versions.items()
+            for key, histogram in self._version_latency.versions.items()
         }
 
     @cached_property
     def _endpoint_boxes(self) -> dict[int, Box]:
         totals = self._endpoint_totals
-        return {e: _box(h, totals.get(e)) for e, h in self._latency.endpoints.items()}
+        return {e: _box(h, totals.get(e)) for e, h in self._version_latency.endpoints.items()}
 
     @property
     def _endpoint_boxes_by_key(self) -> dict[Key, Box]:
@@ -382,7 +449,7 @@ class ReportData:
     def _changes(self) -> dict[tuple[int, int], Change]:
         """(endpoint, version) -> its change against the previous version, where both sides
         have enough requests."""
-        versions, names = self._latency.versions, self._version_names
+        versions, names = self._version_latency.versions, self._version_names
         changes = {}
         for e, old, new in self._pairs_in(versions):
             before, after = versions[(e, old)], versions[(e, new)]
@@ -422,7 +489,7 @@ class ReportData:
         order, test_runs = self._version_order, self._test_runs
         # the latest deployment's change wins over any test run's
         for e, _, new in sorted(
-            self._pairs_in(self._latency.versions),
+            self._pairs_in(self._version_latency.versions),
             key=lambda p: (p[2] not in test_runs, order[p[2]]),
         ):
             latest[e] = new

@@ -106,20 +106,27 @@ def version_order(conn: StoreConnection) -> list[str]:
     ]
 
 
-def read_distributions(conn: StoreConnection) -> Distributions:
-    """Every histogram the findings need: one scan of ``latency``, one of ``latency_hourly``."""
+def read_distributions(conn: StoreConnection, endpoint: str | None = None) -> Distributions:
+    """Every histogram the findings need: one scan of ``latency``, one of ``latency_hourly``;
+    with ``endpoint``, that endpoint's rows only (read by the tables' keys, which start with
+    the endpoint: the live dashboard's endpoint page)."""
     endpoints = dict(conn.execute("SELECT id, name FROM endpoints").fetchall())
     versions = dict(conn.execute("SELECT id, name FROM versions").fetchall())
     groups = dict(conn.execute("SELECT id, name FROM user_groups").fetchall())
+    where: tuple[str, tuple[int, ...]] = ("", ())
+    if endpoint is not None:  # ids start at 1: an unknown endpoint has no rows
+        ids = {name: endpoint_id for endpoint_id, name in endpoints.items()}
+        where = (" WHERE endpoint_id = ?", (ids.get(endpoint, 0),))
     cells: dict[CellKey, dict[int, int]] = defaultdict(dict)
     for e, v, g, bucket, count in conn.stream(
-        "SELECT endpoint_id, version_id, group_id, bucket, count FROM latency"
+        "SELECT endpoint_id, version_id, group_id, bucket, count FROM latency" + where[0], where[1]
     ):
         counts = cells[(endpoints[e], versions[v], groups.get(g))]  # 0, -1: no group of its own
         counts[bucket] = counts.get(bucket, 0) + int(count)
     hours: dict[tuple[str, str], dict[float, dict[int, int]]] = defaultdict(dict)
     for e, v, hour, bucket, count in conn.stream(
-        "SELECT endpoint_id, version_id, hour, bucket, count FROM latency_hourly"
+        "SELECT endpoint_id, version_id, hour, bucket, count FROM latency_hourly" + where[0],
+        where[1],
     ):
         counts = hours[(endpoints[e], versions[v])].setdefault(float(hour), {})
         counts[bucket] = counts.get(bucket, 0) + int(count)

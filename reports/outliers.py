@@ -71,13 +71,21 @@ _PATH = {
     "sqlite": ", o.request_json -> '$.path'",
     "postgresql": ", (o.request_json::json -> 'path')::text",
 }
+#: the captured outliers drive the join: ``requests`` is only probed by its primary key, once
+#: per outlier, so a listing costs what it lists, never what the store holds. Written as an
+#: inner join, SQLite's planner read ``requests`` in ``started_at`` order (to skip the sort)
+#: and probed ``outliers`` once per stored request: 3.6 s on a store of 10^7 requests and no
+#: outlier. ``CROSS JOIN`` is SQLite's way to fix the order of two tables; PostgreSQL reads it
+#: as the inner join it is and orders the tables by its statistics (``outliers`` is the small
+#: one). The join condition is in each query's ``WHERE``.
 _FROM = """
 FROM outliers o
-JOIN requests r ON r.id = o.request_id
+CROSS JOIN requests r
 JOIN endpoints e ON e.id = r.endpoint_id
 JOIN versions v ON v.id = r.version_id
 LEFT JOIN user_groups g ON g.id = r.group_id
 """
+_JOINED = "r.id = o.request_id"
 
 
 @contextmanager
@@ -100,14 +108,14 @@ def list_outliers(
 
     Their order is read first (ids only: the database sorts nothing bigger), then the rows
     :data:`_LISTING_BATCH` at a time, so only their bounded rows are ever held together."""
-    where, args = [], []
+    where, args = [_JOINED], []
     if endpoint is not None:
         where.append("e.name = ?")
         args.append(endpoint)
     if version is not None:
         where.append("v.name = ?")
         args.append(version)
-    order = "SELECT o.id" + _FROM + ((" WHERE " + " AND ".join(where)) if where else "")
+    order = "SELECT o.id" + _FROM + " WHERE " + " AND ".join(where)
     order += " ORDER BY r.started_at DESC, o.id DESC"
     if limit is not None:
         order += f" LIMIT {int(limit)}"
@@ -118,7 +126,7 @@ def list_outliers(
         for start in range(0, len(ids), _LISTING_BATCH):
             batch = ids[start : start + _LISTING_BATCH]
             sql = _COLUMNS + _PATH[conn.dialect] + _FROM
-            sql += f" WHERE o.id IN ({', '.join('?' * len(batch))})"
+            sql += f" WHERE {_JOINED} AND o.id IN ({', '.join('?' * len(batch))})"
             found = {
                 values[0]: _row(values[:11], _path(values[11]), endpoints)
                 for values in conn.execute(sql, batch).fetchall()
@@ -155,7 +163,7 @@ def load_outlier(database: Database, outlier_id: int) -> dict[str, Any]:
     """Everything stored about one outlier (its profile left compressed, as ``profile``)."""
     with _reading(database) as conn:
         values = conn.execute(
-            _COLUMNS + _DETAILS + _FROM + " WHERE o.id = ?", (outlier_id,)
+            _COLUMNS + _DETAILS + _FROM + f" WHERE {_JOINED} AND o.id = ?", (outlier_id,)
         ).fetchone()
     if values is None:
         label = database.label if isinstance(database, StoreConnection) else database

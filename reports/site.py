@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -38,6 +38,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from flamewatch.sampler.frame_ids import parse_frame_identifier
+from flamewatch.sampler.store.connection import StoreConnection
 from flamewatch.sampler.version import flamewatch_version
 
 from .aggregate import ReportData
@@ -55,7 +56,7 @@ from .finding_words import amounts, headline_rest, no_path_words
 from .findings import Finding, derive_findings
 from .flame_figures import collapsed_stacks, diff_figure, flame_figure, speedscope_document
 from .flames import FlameReport, Function, Profile, signed_ms
-from .hosts import HostRow, ProcessRow, host_rows, process_rows
+from .hosts import ProcessRow, host_rows, process_rows
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers, load_outlier, session_of
 from .summary import open_readonly
@@ -144,67 +145,262 @@ def read_site(
     max_groups: int = 15,
     live: bool = False,
 ) -> Site:
-    """Read everything the pages show from ``database``, in one pass over the store.
+    """The site of ``database``: what each page shows is read from the store when a page first
+    needs it (:class:`_Reading`), so one page costs what that page shows.
 
-    Raises :class:`~flamewatch.sampler.store.StoreError` when there is no readable store.
+    Raises :class:`~flamewatch.sampler.store.StoreError` when there is no readable store, or
+    its schema predates the histograms.
     """
     tz = timezone_of(timezone)
     built_at = time.time() if now is None else now
-    with open_readonly(database) as conn:
-        data = ReportData(
-            conn, now=built_at, change_threshold=change_threshold, max_groups=max_groups
-        )
-        endpoints = data.endpoints()
-        versions = data.versions()
-        processes = process_rows(conn)
-        numbers = _Numbers(
-            endpoints=endpoints,
-            versions=versions,
-            changes=data.changes(),
-            hourly=data.hourly_hits(),
-            by_endpoint=data.box_by_endpoint(),
-            by_version=data.boxes_by_version(),
-            by_group=data.boxes_by_group(),
-            by_group_version=data.boxes_by_group_version(),
-            processes=processes,
-            hosts=host_rows(processes),
-        )
-        flames = _read_flames(
-            FlameReport(conn, data),
-            endpoints,
-            numbers.by_version,
-            read_distributions(conn),
-            change_threshold,
-            data.alpha,
-        )
-        outliers = list_outliers(conn)
-        store = conn.label
+    reading = _Reading(
+        database,
+        now=built_at,
+        change_threshold=change_threshold,
+        max_groups=max_groups,
+        per_endpoint=live,
+    )
+    store, requests, outliers = reading.check()
     info = SiteInfo(
         store=store,
         built_at=built_at,
         timezone=tz.key,
-        requests=sum(v.requests for v in versions),
-        outliers=sum(e.outliers for e in endpoints),
+        requests=requests,
+        outliers=outliers,
         change_threshold_pct=round(change_threshold * 100),
-        alpha=data.alpha,
+        alpha=reading.alpha,
         max_groups=max_groups,
         flamewatch_version=flamewatch_version(),
     )
-    return Site(database, tz, info, numbers, outliers, flames, live=live)
+    return Site(database, tz, info, reading, live=live)
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
-class _Numbers:
-    endpoints: list[EndpointRow]
-    versions: list[VersionRow]
-    changes: list[Change]
+class _EndpointView:
+    """What an endpoint's page shows."""
+
+    endpoint: EndpointRow
+    by_version: list[tuple[str, Box]]
+    by_group: list[tuple[str, Box]]
+    by_group_version: dict[str, list[tuple[str, Box]]]
     hourly: list[HourlyHits]
-    by_endpoint: dict[str, Box]
+    changes: list[Change]
+    outliers: list[OutlierRow]
+    findings: list[tuple[Finding, str]]
+    profiles: list[tuple[str, Profile, float]]
+    functions: dict[int, Function]
+    #: (version, [(hour start, median ms, requests)]), deployment order
+    medians: list[tuple[str, list[tuple[float, float, int]]]]
+
+
+class _Reading:
+    """Everything the pages show, each part read from the store on first use and kept.
+
+    A part opens a read-only connection for its reading (none is held between pages: an open
+    read would hold back SQLite's checkpoints and PostgreSQL's vacuum), unless :meth:`held`
+    keeps one open for a whole build. One :class:`ReportData` keeps what the parts share (the
+    totals, the version histograms). With ``per_endpoint`` (the live dashboard), an endpoint's
+    page reads that endpoint's rows only; without it (the static site, which shows every page),
+    the endpoint pages take their part of the whole reading."""
+
+    def __init__(
+        self,
+        database: str,
+        *,
+        now: float,
+        change_threshold: float,
+        max_groups: int,
+        per_endpoint: bool,
+    ) -> None:
+        self.database = database
+        self._settings: dict[str, Any] = {
+            "now": now,
+            "change_threshold": change_threshold,
+            "max_groups": max_groups,
+        }
+        self.per_endpoint = per_endpoint
+        self._lock = threading.RLock()
+        self._conn: StoreConnection | None = None
+        self._data: ReportData | None = None
+        self._found: dict[str, Any] = {}
+
+    @property
+    def alpha(self) -> float:
+        """The significance level of the version comparisons."""
+        return self._part("alpha", lambda _, data: data.alpha)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """One connection for every part read in the block."""
+        with self._open():
+            yield
+
+    @contextmanager
+    def _open(self) -> Iterator[tuple[StoreConnection, ReportData]]:
+        with self._lock:
+            if self._conn is not None and self._data is not None:
+                yield self._conn, self._data
+                return
+            with open_readonly(self.database) as conn:
+                if self._data is None:
+                    self._data = ReportData(conn, **self._settings)
+                self._conn = conn
+                try:
+                    with self._data.reading_from(conn):
+                        yield conn, self._data
+                finally:
+                    self._conn = None
+
+    def _part(self, key: str, read: Callable[[StoreConnection, ReportData], _T]) -> _T:
+        with self._lock:
+            if key not in self._found:
+                with self._open() as (conn, data):
+                    self._found[key] = read(conn, data)
+            found: _T = self._found[key]
+            return found
+
+    def check(self) -> tuple[str, int, int]:
+        """The store's label, its requests and outliers; :class:`StoreError` unless it is a
+        store the report reads (one sum over ``traffic``: 58 ms at 10^7 requests)."""
+        return self._part("counts", lambda conn, data: (conn.label, *data.request_counts()))
+
+    @property
+    def endpoint_names(self) -> list[str]:
+        return self._part(
+            "names", lambda conn, _: [n for (n,) in conn.execute("SELECT name FROM endpoints")]
+        )
+
+    @property
+    def endpoints(self) -> list[EndpointRow]:
+        return self._part("endpoints", lambda _, data: data.endpoints())
+
+    @property
+    def versions(self) -> list[VersionRow]:
+        return self._part("versions", lambda _, data: data.versions())
+
+    @property
+    def version_names(self) -> list[str]:
+        return self._part("version names", lambda _, data: data.version_names())
+
+    @property
+    def changes(self) -> list[Change]:
+        return self._part("changes", lambda _, data: data.changes())
+
+    @property
+    def hourly(self) -> list[HourlyHits]:
+        return self._part("hourly", lambda _, data: data.hourly_hits())
+
+    @property
+    def by_endpoint(self) -> dict[str, Box]:
+        return self._part("by endpoint", lambda _, data: data.box_by_endpoint())
+
+    @property
+    def processes(self) -> list[ProcessRow]:
+        return self._part("processes", lambda conn, _: process_rows(conn))
+
+    @property
+    def outliers(self) -> list[OutlierRow]:
+        return self._part("outliers", lambda conn, _: list_outliers(conn))
+
+    @property
+    def flames(self) -> _Flames:
+        """The findings and profiles of every endpoint (the versions page, the static site)."""
+        return self._part(
+            "flames",
+            lambda conn, data: _flames_of(conn, data, self.endpoints, self._boxes.by_version),
+        )
+
+    def endpoint_view(self, name: str) -> _EndpointView:
+        """What endpoint ``name``'s page shows: read for it alone when ``per_endpoint``."""
+        if not self.per_endpoint:
+            return self._part(f"endpoint {name}", lambda *_: self._view_of(name))
+
+        def read(conn: StoreConnection, _: ReportData) -> _EndpointView:
+            data = ReportData(conn, **self._settings, endpoint=name)
+            boxes = _boxes_of(data)
+            rows = data.endpoints()
+            flames = _flames_of(conn, data, rows, boxes.by_version)
+            outliers = list_outliers(conn, endpoint=name)
+            return _view(name, rows, boxes, flames, outliers)
+
+        return self._part(f"endpoint {name}", read)
+
+    @property
+    def _boxes(self) -> _Boxes:
+        return self._part("boxes", lambda _, data: _boxes_of(data))
+
+    def _view_of(self, name: str) -> _EndpointView:
+        """An endpoint's page from the whole reading (which the static site reads anyway)."""
+        outliers = [o for o in self.outliers if o.endpoint == name]
+        return _view(name, self.endpoints, self._boxes, self.flames, outliers)
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    """The boxes and series of the endpoint pages, per endpoint name (computed once)."""
+
     by_version: dict[str, list[tuple[str, Box]]]
     by_group: dict[str, list[tuple[str, Box]]]
     by_group_version: dict[str, dict[str, list[tuple[str, Box]]]]
-    processes: list[ProcessRow]
-    hosts: list[HostRow]
+    hourly: dict[str, list[HourlyHits]]
+    changes: dict[str, list[Change]]
+
+
+def _boxes_of(data: ReportData) -> _Boxes:
+    hourly: dict[str, list[HourlyHits]] = {}
+    for h in data.hourly_hits():
+        hourly.setdefault(h.endpoint, []).append(h)
+    changes: dict[str, list[Change]] = {}
+    for c in data.changes():
+        changes.setdefault(c.endpoint, []).append(c)
+    return _Boxes(
+        by_version=data.boxes_by_version(),
+        by_group=data.boxes_by_group(),
+        by_group_version=data.boxes_by_group_version(),
+        hourly=hourly,
+        changes=changes,
+    )
+
+
+def _view(
+    name: str,
+    endpoints: list[EndpointRow],
+    boxes: _Boxes,
+    flames: _Flames,
+    outliers: list[OutlierRow],
+) -> _EndpointView:
+    return _EndpointView(
+        endpoint=next(e for e in endpoints if e.name == name),
+        by_version=boxes.by_version.get(name, []),
+        by_group=boxes.by_group.get(name, []),
+        by_group_version=boxes.by_group_version.get(name, {}),
+        hourly=boxes.hourly.get(name, []),
+        changes=boxes.changes.get(name, []),
+        outliers=outliers,
+        findings=[(f, f"diff-{i}") for i, f in enumerate(flames.findings, 1) if f.endpoint == name],
+        profiles=flames.profiles.get(name, []),
+        functions=flames.functions,
+        medians=flames.medians.get(name, []),
+    )
+
+
+def _flames_of(
+    conn: StoreConnection,
+    data: ReportData,
+    endpoints: list[EndpointRow],
+    by_version: dict[str, list[tuple[str, Box]]],
+) -> _Flames:
+    return _read_flames(
+        FlameReport(conn, data),
+        endpoints,
+        by_version,
+        read_distributions(conn, data.endpoint),
+        data.change_threshold,
+        data.alpha,
+    )
 
 
 class Site:
@@ -221,18 +417,14 @@ class Site:
         database: str,
         tz: ZoneInfo,
         info: SiteInfo,
-        numbers: _Numbers,
-        outliers: list[OutlierRow],
-        flames: _Flames,
+        reading: _Reading,
         *,
         live: bool = False,
     ) -> None:
         self.database = database
-        self.flames = flames
         self.tz = tz
         self.info = info
-        self.numbers = numbers
-        self.outliers = outliers
+        self.reading = reading
         self.live = live
         self.env = _environment(tz)
         self._kept: OrderedDict[tuple[str, str | None], str] = OrderedDict()
@@ -240,11 +432,19 @@ class Site:
 
     @property
     def endpoints(self) -> list[EndpointRow]:
-        return self.numbers.endpoints
+        return self.reading.endpoints
+
+    @property
+    def outliers(self) -> list[OutlierRow]:
+        return self.reading.outliers
+
+    @property
+    def flames(self) -> _Flames:
+        return self.reading.flames
 
     @cached_property
-    def _endpoints_by_page(self) -> dict[str, EndpointRow]:
-        return {endpoint_page(e.name): e for e in self.numbers.endpoints}
+    def _endpoints_by_page(self) -> dict[str, str]:
+        return {endpoint_page(name): name for name in self.reading.endpoint_names}
 
     @cached_property
     def _outliers_by_id(self) -> dict[int, OutlierRow]:
@@ -279,7 +479,7 @@ class Site:
         return html
 
     def _render(self, path: str, root: str | None) -> str:
-        n = self.numbers
+        n = self.reading
         if path == "index.html":
             return self.render_template(
                 path, "index.html", root, endpoints=n.endpoints, versions=n.versions
@@ -290,7 +490,12 @@ class Site:
                 "hour-heatmap": hour_heatmap_figure(n.hourly, self.tz),
             }
             return self.render_template(
-                path, "utilization.html", root, charts, hosts=n.hosts, processes=n.processes
+                path,
+                "utilization.html",
+                root,
+                charts,
+                hosts=host_rows(n.processes),
+                processes=n.processes,
             )
         if path == "performance.html":
             boxes = box_figure(sorted(n.by_endpoint.items()), x_title="endpoint")
@@ -308,7 +513,7 @@ class Site:
             return self.render_template(path, "outliers.html", root, outliers=self.outliers)
         endpoint = self._endpoints_by_page.get(path)
         if endpoint is not None:
-            return self._render_endpoint(path, endpoint, root)
+            return self._render_endpoint(path, self.reading.endpoint_view(endpoint), root)
         match = re.fullmatch(r"outliers/([1-9][0-9]{0,17})\.html", path)
         if match is not None:
             return self.render_outlier(self.outlier(int(match[1])), root)
@@ -351,39 +556,36 @@ class Site:
             **context,
         )
 
-    def _render_endpoint(self, path: str, endpoint: EndpointRow, root: str | None) -> str:
-        n, name = self.numbers, endpoint.name
+    def _render_endpoint(self, path: str, view: _EndpointView, root: str | None) -> str:
         charts = _endpoint_charts(
-            endpoint,
-            n.by_version.get(name, []),
-            n.by_group.get(name, []),
-            n.by_group_version.get(name, {}),
-            [h for h in n.hourly if h.endpoint == name],
+            view.endpoint,
+            view.by_version,
+            view.by_group,
+            view.by_group_version,
+            view.hourly,
             self._version_order,
             self.tz,
         )
-        profiles = self._profile_links(name)
+        profiles = self._profile_links(view.endpoint.name)
         charts.update((p.chart_id, p.figure) for p in profiles)
-        findings = [(f, c) for f, c in self._findings if f.endpoint == name]
-        charts.update(_diff_charts(findings, self.flames.functions))
-        medians = self.flames.medians.get(name, [])
-        if medians:
+        charts.update(_diff_charts(view.findings, view.functions))
+        if view.medians:
             marks = [
                 (f.since, f"{f.verdict} {TIMES}{f.ratio:.2f}")
-                for f, _ in findings
+                for f, _ in view.findings
                 if f.since is not None
             ]
-            charts["over-time"] = medians_over_time_figure(medians, marks, self.tz)
+            charts["over-time"] = medians_over_time_figure(view.medians, marks, self.tz)
         return self.render_template(
             path,
             "endpoint.html",
             root,
-            endpoint=endpoint,
-            changes=[c for c in n.changes if c.endpoint == name],
-            outliers=[o for o in self.outliers if o.endpoint == name],
+            endpoint=view.endpoint,
+            changes=view.changes,
+            outliers=view.outliers,
             profiles=profiles,
-            findings=findings,
-            over_time=bool(medians),
+            findings=view.findings,
+            over_time=bool(view.medians),
             charts=charts,
         )
 
@@ -391,7 +593,7 @@ class Site:
 
     @cached_property
     def _version_order(self) -> list[str]:
-        return [v.name for v in self.numbers.versions]
+        return self.reading.version_names
 
     @cached_property
     def _findings(self) -> list[tuple[Finding, str]]:
@@ -402,13 +604,14 @@ class Site:
         """(version, profile, mean ms, version number) of each profiled version of ``endpoint``."""
         return [
             (version, profile, mean_ms, self._version_order.index(version) + 1)
-            for version, profile, mean_ms in self.flames.profiles.get(endpoint, [])
+            for version, profile, mean_ms in self.reading.endpoint_view(endpoint).profiles
         ]
 
     def _profile_links(self, endpoint: str) -> list[_ProfileLinks]:
         """Each version's aggregated profile of ``endpoint``: its chart and its exports, which
         live in a folder next to the endpoint's page (named by version number, never by name)."""
         folder = _profile_folder(endpoint)
+        functions = self.reading.endpoint_view(endpoint).functions
         return [
             _ProfileLinks(
                 version=version,
@@ -416,7 +619,7 @@ class Site:
                 total_ms=profile.total_ms,
                 mean_ms=mean_ms,
                 chart_id=f"flame-{number}",
-                figure=flame_figure(profile, self.flames.functions, mean_ms),
+                figure=flame_figure(profile, functions, mean_ms),
                 speedscope=f"endpoints/{folder}/v{number}.speedscope.json",
                 collapsed=f"endpoints/{folder}/v{number}.collapsed.txt",
             )
@@ -445,17 +648,18 @@ class Site:
         endpoint = self._endpoints_by_folder.get(folder)
         if endpoint is None:
             raise PageNotFound(path)
+        functions = self.reading.endpoint_view(endpoint).functions
         for version, profile, _, found in self._profiles(endpoint):
             if found == number:
                 if kind == "collapsed.txt":
-                    return collapsed_stacks(profile, self.flames.functions)
+                    return collapsed_stacks(profile, functions)
                 title = f"{endpoint} in version {version}"
-                return speedscope_document(profile, self.flames.functions, title)
+                return speedscope_document(profile, functions, title)
         raise PageNotFound(path)
 
     @cached_property
     def _endpoints_by_folder(self) -> dict[str, str]:
-        return {_profile_folder(e.name): e.name for e in self.numbers.endpoints}
+        return {_profile_folder(name): name for name in self.reading.endpoint_names}
 
     def render_outlier(
         self, row: OutlierRow, root: str | None = None, stored: dict[str, Any] | None = None
@@ -502,6 +706,12 @@ def write_site(
         max_groups=max_groups,
     )
     write_assets(output / "assets")
+    with site.reading.held():
+        _write_pages(site, output, quiet)
+    return output / "index.html"
+
+
+def _write_pages(site: Site, output: Path, quiet: bool) -> None:
     pages = site.pages(outliers=False)
     with _progress(len(pages) + len(site.outliers), quiet) as advance:
         for path in pages:
@@ -514,7 +724,6 @@ def write_site(
         for outlier in site.outliers:
             _write_outlier(site, output, outlier)
             advance()
-    return output / "index.html"
 
 
 def _write_outlier(site: Site, output: Path, outlier: OutlierRow) -> None:
