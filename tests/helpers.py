@@ -151,6 +151,22 @@ HOSTILE_USER = "<img src=x onerror=alert('user')>"
 HOSTILE_PARAM = "</script><script>alert('param')</script>"
 
 
+def watch_by_user(app: Flask, database: Database, version: str) -> None:
+    """flamewatch on a history's app: grouped by the ``X-User`` header, sampled every
+    millisecond, aggregated profiles flushed every half second, so that a history of a few
+    seconds has its profiles stored."""
+    from flamewatch.flask_plugin import Flamewatch
+
+    Flamewatch(
+        app,
+        database=str(database),
+        version=version,
+        group_by=lambda req: req.headers.get("X-User"),
+        sample_interval_ms=1,
+        aggregate_flush_interval=0.5,
+    )
+
+
 #: the captured outliers that are slow checkouts, by id (with :data:`SLOW_CHECKOUT_MS`)
 SLOW_OUTLIERS_SQL = (
     "SELECT o.id FROM outliers o JOIN requests r ON r.id = o.request_id"
