@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 from flask import Flask
@@ -139,6 +140,30 @@ ORDER BY r.id
 def stored(db_path: Database) -> list[Any]:
     """Every stored request with its names resolved, oldest first."""
     return rows(db_path, REQUESTS_SQL)
+
+
+class Durations(NamedTuple):
+    """Stored durations (ms) grouped as the report groups them."""
+
+    by_endpoint: dict[str, list[float]]
+    by_version: dict[tuple[str, str], list[float]]  # (endpoint, version)
+    by_group: dict[tuple[str, str], list[float]]  # (endpoint, group)
+    by_group_version: dict[tuple[str, str, str], list[float]]  # (endpoint, group, version)
+
+
+def durations_by(stored: Iterable[Sequence[Any]]) -> Durations:
+    """The durations of ``stored`` rows, each ``(endpoint, version, group, duration_ms, ...)``,
+    per endpoint, version, group and group in a version: the reference a report is checked
+    against."""
+    durations = Durations(
+        defaultdict(list), defaultdict(list), defaultdict(list), defaultdict(list)
+    )
+    for endpoint, version, group, duration, *_ in stored:
+        durations.by_endpoint[endpoint].append(duration)
+        durations.by_version[(endpoint, version)].append(duration)
+        durations.by_group[(endpoint, group)].append(duration)
+        durations.by_group_version[(endpoint, group, version)].append(duration)
+    return durations
 
 
 def group_from_header(request: Any) -> str:
