@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask.testing import FlaskClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -57,16 +58,21 @@ def make_app(database: Path, cache_s: float) -> Flask:
     return app
 
 
-def page_ms(app: Flask, path: str, repeat: int) -> float:
-    client = app.test_client()
-    client.get(path)  # a first reading for the cached variant
+def page_times(client: FlaskClient, path: str, repeat: int) -> list[float]:
+    """The milliseconds of each of ``repeat`` readings of the page at ``path``, all 200s."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         response = client.get(path)
         times.append((time.perf_counter() - start) * 1000)
         assert response.status_code == 200, (path, response.status_code)
-    return statistics.median(times)
+    return times
+
+
+def page_ms(app: Flask, path: str, repeat: int) -> float:
+    client = app.test_client()
+    client.get(path)  # a first reading for the cached variant
+    return statistics.median(page_times(client, path, repeat))
 
 
 def app_latency(app: Flask, dashboard_load: bool, seconds: float) -> dict[str, float]:

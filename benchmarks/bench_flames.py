@@ -59,6 +59,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from harsh_history import get_request, sampled
+
 from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.flames import FlameReport
 from flamewatch.reports.model import Verdict
@@ -230,6 +232,12 @@ def _work(endpoint: str, version: str, user: str) -> list[tuple[str, float]]:
     return work
 
 
+def _stack(function: str) -> Stack:
+    """The stack of a request while in ``function``: the entry, the view, then the function."""
+    stack: Stack = ((_FN["entry"], 1), (_FN["view"], 1))
+    return stack if function == "view" else (*stack, (_FN[function], 1))
+
+
 def write_history(path: Path, seed: int, per_cell: int) -> None:
     """One synthetic history, its requests and aggregated profiles, in a new SQLite store."""
     rng = random.Random(seed)
@@ -244,33 +252,10 @@ def write_history(path: Path, seed: int, per_cell: int) -> None:
                 for user in USERS:
                     for _ in range(per_cell):
                         noise = math.exp(rng.gauss(0, 0.15)) * (3 if rng.random() < 0.02 else 1)
-                        samples: list[Sample] = []
-                        t = 0.0
-                        for function, ms in _work(endpoint, version, user):
-                            stack: Stack = ((_FN["entry"], 1), (_FN["view"], 1))
-                            if function != "view":
-                                stack += ((_FN[function], 1),)
-                            end = t + ms * noise
-                            due = math.floor(t) + 1
-                            while due <= end:  # a 1 ms sampler finds it there
-                                samples.append((due * MS, MS, stack))
-                                due += 1
-                            t = end
+                        work = _work(endpoint, version, user)
+                        samples, t = sampled(((_stack(f), ms) for f, ms in work), noise)
                         folder.fold(endpoint, user, samples, 0)
-                        records.append(
-                            RequestRecord(
-                                endpoint,
-                                f"/{endpoint}",
-                                "GET",
-                                200,
-                                time.time(),
-                                t + 0.5,
-                                user,
-                                None,
-                                False,
-                                None,
-                            )
-                        )
+                        records.append(get_request(endpoint, time.time(), t + 0.5, user))
             store.write_requests(process, records)
             store.write_profiles(process, folder.drain())
     finally:

@@ -71,20 +71,14 @@ def child(database: str, what: str, repeat: int) -> dict[str, Any]:
                 times.append(time.perf_counter() - start)
         found["seconds"] = times
         return found
-    from bench_dashboard import make_app
+    from bench_dashboard import make_app, page_times
 
     app = make_app(Path(database), 0)
     try:
         client = app.test_client()
         endpoint = f"/flamewatch/{site_module.endpoint_page('orders.list')}"
         for path in ("/flamewatch/", endpoint):
-            times = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                response = client.get(path)
-                times.append((time.perf_counter() - start) * 1000)
-                assert response.status_code == 200, (path, response.status_code)
-            found[path] = times
+            found[path] = page_times(client, path, repeat)
     finally:
         app.extensions["flamewatch"].close()
     return found

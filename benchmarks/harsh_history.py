@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType
@@ -129,6 +130,29 @@ def _work_ms(endpoint: str, version: str, user: str, at: float, planted: list[Pl
     return work
 
 
+def sampled(parts: Iterable[tuple[Stack, float]], factor: float) -> tuple[list[Sample], float]:
+    """What a 1 ms sampler records of a request that spends ``ms * factor`` in each of the
+    ``parts``' stacks in turn, and the request's duration in ms: the synthetic profiles of
+    every history here and of :mod:`bench_flames`."""
+    samples: list[Sample] = []
+    t = 0.0
+    for stack, ms in parts:
+        end = t + ms * factor
+        due = math.floor(t) + 1
+        while due <= end:  # a 1 ms sampler finds it there
+            samples.append((due * MS, MS, stack))
+            due += 1
+        t = end
+    return samples, t
+
+
+def get_request(endpoint: str, at: float, duration_ms: float, user: str) -> RequestRecord:
+    """A successful GET of ``/endpoint`` by ``user``, not an outlier, as the writer stores it."""
+    return RequestRecord(
+        endpoint, f"/{endpoint}", "GET", 200, at, duration_ms, user, None, False, None
+    )
+
+
 def write_history(path: Path, seed: int) -> list[Planted]:
     """One history in a new SQLite store; its planted changes."""
     rng = random.Random(seed)
@@ -161,30 +185,9 @@ def write_history(path: Path, seed: int) -> list[Planted]:
                             ((*view, (_LOAD, 1), (_QUERY, 1)), BASE_LOAD_MS),
                             ((*view, (_WORK[endpoint], 1), (_QUERY, 1)), work),
                         ]
-                        samples: list[Sample] = []
-                        t = 0.0
-                        for stack, ms in parts:
-                            end = t + ms * factor
-                            due = math.floor(t) + 1
-                            while due <= end:  # a 1 ms sampler finds it there
-                                samples.append((due * MS, MS, stack))
-                                due += 1
-                            t = end
+                        samples, t = sampled(parts, factor)
                         folder.fold(endpoint, user, samples, 0)
-                        records.append(
-                            RequestRecord(
-                                endpoint,
-                                f"/{endpoint}",
-                                "GET",
-                                200,
-                                START + when,
-                                t,
-                                user,
-                                None,
-                                False,
-                                None,
-                            )
-                        )
+                        records.append(get_request(endpoint, START + when, t, user))
             store.write_requests(process, records)
             store.write_profiles(process, folder.drain())
     finally:

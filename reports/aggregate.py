@@ -39,7 +39,8 @@ from flamewatch.sampler.store.base import StoreError
 from flamewatch.sampler.store.connection import StoreConnection
 from flamewatch.sampler.version import TEST_SOURCE
 
-from .binned import box_of, median_bounds, rank_sum
+from .binned import box_of
+from .change_tests import compare
 from .latency import (
     CAPPED_GROUPS,
     NO_GROUP,
@@ -49,7 +50,6 @@ from .latency import (
     read_version_latencies,
 )
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
-from .stats_tests import QUANTILES, mann_whitney_p, ratio, verdict
 
 __all__ = [
     "CAPPED_GROUPS",
@@ -68,7 +68,6 @@ UNKNOWN_GROUP, OTHER_GROUPS = "unknown", "others"
 HISTOGRAM_SCHEMA = 4
 
 _DAY, _WEEK = 86_400.0, 7 * 86_400.0
-_MEDIAN = QUANTILES["median"]
 
 Key = tuple[int, ...]
 
@@ -465,21 +464,14 @@ class ReportData:
         """How durations changed from ``before`` (in ``previous``) to ``after`` (in
         ``version``): the ratio of the medians with its 95 % interval (from the medians'
         intervals), the rank test's p-value, and the verdict, all read from the histograms."""
-        (old_low, old_high), (new_low, new_high) = median_bounds(before), median_bounds(after)
-        low, high = ratio(new_low, old_high), ratio(new_high, old_low)
-        change = ratio(after.quantile(_MEDIAN), before.quantile(_MEDIAN))
-        p_value = mann_whitney_p(after.total, before.total, *rank_sum(before, after))
-        return Change(
-            endpoint=endpoint,
-            version=version,
-            previous=previous,
-            ratio=change,
-            ratio_low=low,
-            ratio_high=high,
-            p_value=p_value,
-            count=after.total,
-            previous_count=before.total,
-            verdict=verdict(change, low, high, p_value, self.change_threshold, self.alpha),
+        return compare(
+            endpoint,
+            previous,
+            version,
+            before,
+            after,
+            threshold=self.change_threshold,
+            alpha=self.alpha,
         )
 
     @cached_property

@@ -24,6 +24,9 @@ so its cost grows with the number of buckets (a few dozen per endpoint), never w
 - **The median's 95 % interval** runs between the order statistics at the ranks of
   :func:`~.stats_tests.median_ci_ranks`, each read from its bucket like any quantile.
 
+The rank test and the median's interval are computed by :mod:`.change_tests`, which the report
+and the findings share.
+
 Pure code over histograms: no I/O.
 """
 
@@ -34,9 +37,9 @@ from collections.abc import Iterable
 from flamewatch.sampler.histogram import Histogram, bucket_value
 
 from .model import Box
-from .stats_tests import QUANTILES, median_ci_ranks, nearest_rank
+from .stats_tests import QUANTILES, nearest_rank
 
-__all__ = ["box_of", "median_bounds", "merged", "rank_sum", "values_at"]
+__all__ = ["box_of", "merged", "values_at"]
 
 
 def merged(histograms: Iterable[Histogram]) -> Histogram:
@@ -88,28 +91,3 @@ def box_of(histogram: Histogram, sum_ms: float | None = None) -> Box:
         p90=at[ranks["p90"]],
         p99=at[ranks["p99"]],
     )
-
-
-def median_bounds(histogram: Histogram) -> tuple[float, float]:
-    """The 95 % confidence interval of the median: the values at its order-statistic ranks."""
-    low, high = median_ci_ranks(histogram.total)
-    at = values_at(histogram, (low, high))
-    return at[low], at[high]
-
-
-def rank_sum(old: Histogram, new: Histogram) -> tuple[float, int]:
-    """The new sample's rank sum in the pooled sample, each bucket's durations at the bucket's
-    midrank, and the tie term ``sum(t**3 - t)`` over the pooled bucket counts ``t``."""
-    pooled = dict(old.counts)
-    for bucket, count in new.counts.items():
-        pooled[bucket] = pooled.get(bucket, 0) + count
-    mine = new.counts
-    total, ties, below = 0.0, 0, 0
-    for bucket in sorted(pooled):
-        tied = pooled[bucket]
-        count = mine.get(bucket, 0)
-        if count:
-            total += count * (below + (tied + 1) / 2)  # the bucket's midrank
-        ties += tied * tied * tied - tied
-        below += tied
-    return total, ties

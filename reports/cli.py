@@ -25,7 +25,14 @@ from flamewatch.sampler.store.connection import connection_of, driver_errors, sa
 from flamewatch.sampler.store.retention import prune as prune_store
 from flamewatch.sampler.store.retention import prune_histograms
 
-from .cli_common import build_report, ensure_histograms, json_text, report_options, terminal_safe
+from .cli_common import (
+    build_report,
+    ensure_histograms,
+    json_text,
+    regression_threshold_option,
+    report_options,
+    terminal_safe,
+)
 from .export import export_profile
 from .summary import format_summary, summarize
 from .transfer import build_histograms, copy_store, migrate_store
@@ -110,13 +117,7 @@ def outliers(
     metavar="VERSION",
     help="Only what changed in this version or later (in deployment order).",
 )
-@click.option(
-    "--regression-threshold",
-    type=click.FloatRange(0.01, 10),
-    default=0.2,
-    show_default=True,
-    help="A median change smaller than this fraction is never a finding.",
-)
+@regression_threshold_option("a finding")
 def changes(database: str, as_json: bool, since: str | None, regression_threshold: float) -> None:
     """What got slower or faster: for whom, since when, in which code.
 
@@ -366,13 +367,7 @@ class _CannotCheck(click.ClickException):
     help="Also write a summary table in Markdown (a pull request comment,"
     " $GITHUB_STEP_SUMMARY); '-' for standard output.",
 )
-@click.option(
-    "--regression-threshold",
-    type=click.FloatRange(0.01, 10),
-    default=0.2,
-    show_default=True,
-    help="A median change smaller than this fraction is never marked slower or faster.",
-)
+@regression_threshold_option()
 def check(
     database: str,
     version: str | None,

@@ -8,8 +8,9 @@ does not import the ``flamewatch`` command itself, whose ``demo`` runs an app wi
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -18,7 +19,16 @@ from flamewatch.sampler.store import StoreError
 
 from .transfer import build_histograms
 
-__all__ = ["build_report", "ensure_histograms", "json_text", "report_options", "terminal_safe"]
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+__all__ = [
+    "build_report",
+    "ensure_histograms",
+    "json_text",
+    "regression_threshold_option",
+    "report_options",
+    "terminal_safe",
+]
 
 #: C0 and C1 controls, DEL, and the Unicode controls that reorder or hide text (bidi
 #: overrides and isolates, line and paragraph separators)
@@ -56,6 +66,20 @@ def ensure_histograms(database: str, quiet: bool = False) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+def regression_threshold_option(
+    never: str = "marked slower or faster",
+) -> Callable[[_Command], _Command]:
+    """The ``--regression-threshold`` option of every command that judges changes, one range
+    and default for all; ``never`` says what a smaller change is never, in its help."""
+    return click.option(
+        "--regression-threshold",
+        type=click.FloatRange(0.01, 10),
+        default=0.2,
+        show_default=True,
+        help=f"A median change smaller than this fraction is never {never}.",
+    )
+
+
 def report_options(function: Any) -> Any:
     """The options ``flamewatch report`` and ``flask flamewatch report`` share."""
     options = [
@@ -73,13 +97,7 @@ def report_options(function: Any) -> Any:
             show_default=True,
             help="IANA timezone for days and hours of the day, e.g. Europe/Amsterdam.",
         ),
-        click.option(
-            "--regression-threshold",
-            type=click.FloatRange(0.01, 10),
-            default=0.2,
-            show_default=True,
-            help="A median change smaller than this fraction is never marked slower or faster.",
-        ),
+        regression_threshold_option(),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):

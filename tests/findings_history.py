@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from flask import Flask, request
-from helpers import Database
+from helpers import Database, watch_by_user
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.transfer import build_histograms
@@ -151,14 +151,7 @@ def _shop(version: str, database: Database, instance: Path) -> Flask:
         query(1)
         return "me"
 
-    Flamewatch(
-        app,
-        database=str(database),
-        version=version,
-        group_by=lambda req: req.headers.get("X-User"),
-        sample_interval_ms=1,
-        aggregate_flush_interval=0.5,
-    )
+    watch_by_user(app, database, version)
     return app
 
 

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 from flask import Flask, request
-
-from flamewatch.flask_plugin import Flamewatch
+from helpers import watch_by_user
 
 __all__ = ["EXPECTED", "USERS", "make_flame_history"]
 
@@ -80,14 +79,7 @@ def make_app(version: str, database: Path, instance: Path) -> Flask:
         rank_results(version)
         return "results"
 
-    Flamewatch(
-        app,
-        database=str(database),
-        version=version,
-        group_by=lambda req: req.headers.get("X-User"),
-        sample_interval_ms=1,
-        aggregate_flush_interval=0.5,
-    )
+    watch_by_user(app, database, version)
     return app
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 from flask import Flask
@@ -141,6 +142,30 @@ def stored(db_path: Database) -> list[Any]:
     return rows(db_path, REQUESTS_SQL)
 
 
+class Durations(NamedTuple):
+    """Stored durations (ms) grouped as the report groups them."""
+
+    by_endpoint: dict[str, list[float]]
+    by_version: dict[tuple[str, str], list[float]]  # (endpoint, version)
+    by_group: dict[tuple[str, str], list[float]]  # (endpoint, group)
+    by_group_version: dict[tuple[str, str, str], list[float]]  # (endpoint, group, version)
+
+
+def durations_by(stored: Iterable[Sequence[Any]]) -> Durations:
+    """The durations of ``stored`` rows, each ``(endpoint, version, group, duration_ms, ...)``,
+    per endpoint, version, group and group in a version: the reference a report is checked
+    against."""
+    durations = Durations(
+        defaultdict(list), defaultdict(list), defaultdict(list), defaultdict(list)
+    )
+    for endpoint, version, group, duration, *_ in stored:
+        durations.by_endpoint[endpoint].append(duration)
+        durations.by_version[(endpoint, version)].append(duration)
+        durations.by_group[(endpoint, group)].append(duration)
+        durations.by_group_version[(endpoint, group, version)].append(duration)
+    return durations
+
+
 def group_from_header(request: Any) -> str:
     """A group_by callable named by import path in a test."""
     return f"team-{request.headers['X-Team']}"
@@ -149,6 +174,22 @@ def group_from_header(request: Any) -> str:
 HOSTILE_ENDPOINT = "<script>alert('endpoint')</script>"
 HOSTILE_USER = "<img src=x onerror=alert('user')>"
 HOSTILE_PARAM = "</script><script>alert('param')</script>"
+
+
+def watch_by_user(app: Flask, database: Database, version: str) -> None:
+    """flamewatch on a history's app: grouped by the ``X-User`` header, sampled every
+    millisecond, aggregated profiles flushed every half second, so that a history of a few
+    seconds has its profiles stored."""
+    from flamewatch.flask_plugin import Flamewatch
+
+    Flamewatch(
+        app,
+        database=str(database),
+        version=version,
+        group_by=lambda req: req.headers.get("X-User"),
+        sample_interval_ms=1,
+        aggregate_flush_interval=0.5,
+    )
 
 
 #: the captured outliers that are slow checkouts, by id (with :data:`SLOW_CHECKOUT_MS`)

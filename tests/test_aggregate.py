@@ -17,7 +17,7 @@ import math
 import sqlite3
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from helpers import durations_by
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.aggregate import ReportData
@@ -154,15 +155,7 @@ def assert_same_box(got: Box | None, values: list[float], *, exact_mean: bool = 
 def check_report(db: Path, *, now: float, max_groups: int) -> None:
     """Compare every method of ReportData with the reference."""
     rows = read_rows(db)
-    by_endpoint: dict[str, list[float]] = defaultdict(list)
-    by_version: dict[tuple[str, str], list[float]] = defaultdict(list)
-    by_group: dict[tuple[str, str], list[float]] = defaultdict(list)
-    by_group_version: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for endpoint, version, group, duration, _, _ in rows:
-        by_endpoint[endpoint].append(duration)
-        by_version[(endpoint, version)].append(duration)
-        by_group[(endpoint, group)].append(duration)
-        by_group_version[(endpoint, group, version)].append(duration)
+    by_endpoint, by_version, by_group, by_group_version = durations_by(rows)
     versions = read_table(db, "SELECT first_seen, id, name FROM versions")
     order = [name for _, _, name in sorted(versions)]  # deployment order: first seen
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import rows
+from helpers import durations_by, rows
 from test_aggregate import WITHIN, binned, box_of, expected_verdict, mann_whitney, median_interval
 
 from flamewatch.reports.aggregate import ReportData
@@ -121,15 +121,7 @@ def assert_within_one_percent(got: Box, durations: list[float]) -> None:
 
 def test_every_quantile_shown_is_within_one_percent(database: Path | str) -> None:
     stored = _stored(database)
-    by_endpoint: dict[str, list[float]] = defaultdict(list)
-    by_version: dict[tuple[str, str], list[float]] = defaultdict(list)
-    by_group: dict[tuple[str, str], list[float]] = defaultdict(list)
-    by_cell: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for endpoint, version, group, ms, _, _ in stored:
-        by_endpoint[endpoint].append(ms)
-        by_version[(endpoint, version)].append(ms)
-        by_group[(endpoint, group)].append(ms)
-        by_cell[(endpoint, group, version)].append(ms)
+    by_endpoint, by_version, by_group, by_cell = durations_by(stored)
     with open_readonly(str(database)) as conn:
         data = ReportData(conn, max_groups=50)
         table = {row.name: row for row in data.endpoints()}
