@@ -68,6 +68,7 @@ from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.logs import log
 from flamewatch.sampler.store import StoreError, make_store, read_monitor_flags
 
+from .agent import routes_of
 from .auth import CsrfTokens, Gate
 from .bearer import MetricsGate
 
@@ -373,11 +374,12 @@ def _stored_flags(database: str) -> dict[str, bool]:
 
 
 def _app_routes(app: Flask) -> dict[str, tuple[list[str], list[str]]]:
+    """The app's rules and methods per endpoint, from the route listing the writer syncs."""
     routes: dict[str, tuple[list[str], list[str]]] = {}
-    for rule in list(app.url_map.iter_rules()):
-        rules, methods = routes.setdefault(rule.endpoint, ([], []))
-        rules.append(rule.rule)
-        methods[:] = sorted(set(methods) | set(rule.methods or ()))
+    for route in routes_of(app):
+        rules, methods = routes.setdefault(route.endpoint, ([], []))
+        rules.append(route.rule)
+        methods[:] = sorted(set(methods) | set(route.methods))
     return routes
 
 
