@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 from flask import Flask
@@ -43,7 +46,7 @@ def _html_files(site: Path) -> list[Path]:
     return sorted(site.rglob("*.html"))
 
 
-def test_site_has_every_view(site: Path, db_path: Path) -> None:
+def test_site_has_every_view(site: Path, db_path: Path, speedscope_schema: dict[str, Any]) -> None:
     for page in ("index", "utilization", "performance", "versions", "outliers"):
         assert (site / f"{page}.html").is_file()
     for name in ("checkout", "index", HOSTILE_ENDPOINT):
@@ -55,7 +58,9 @@ def test_site_has_every_view(site: Path, db_path: Path) -> None:
         folder = site / "outliers" / str(outlier_id)
         session = Session.load(folder / "profile.pyisession")
         assert session.duration > 0.12
-        assert b"slow_checkout" in (folder / "profile.speedscope.json").read_bytes()
+        speedscope = (folder / "profile.speedscope.json").read_bytes()
+        jsonschema.Draft7Validator(speedscope_schema).validate(json.loads(speedscope))
+        assert b"slow_checkout" in speedscope
         assert b"slow_checkout" in (folder / "profile.html").read_bytes()
 
 
