@@ -906,8 +906,6 @@ def test_an_unreadable_store_is_a_503_saying_to_wait(tmp_path: Path) -> None:
 
 
 def test_a_reading_is_reused_at_least_ten_times_as_long_as_it_took(open_app: Flask) -> None:
-    from flamewatch.flask_plugin.dashboard import Dashboard
-
     ticks = [0.0]
 
     def clock() -> float:  # every look at the clock: 2 s later (a reading takes 2 s)

@@ -69,7 +69,7 @@ CREATE TRIGGER requests_written AFTER INSERT ON requests
 
 
 def _log_pg_writers(url: str) -> None:
-    import psycopg
+    import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
     with psycopg.connect(url) as conn:
         conn.execute(PG_WRITER_LOG)

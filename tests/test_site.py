@@ -21,10 +21,12 @@ from helpers import (
     make_history,
     rows,
 )
+from plotly.offline import get_plotlyjs
 from pyinstrument.session import Session
 
 from flamewatch.reports.cli import main
 from flamewatch.reports.site import endpoint_page, write_site
+from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
 
 
 @pytest.fixture
@@ -65,8 +67,6 @@ def test_site_has_every_view(site: Path, db_path: Path, speedscope_schema: dict[
 
 
 def test_plotly_is_written_once_from_the_installed_package(site: Path) -> None:
-    from plotly.offline import get_plotlyjs
-
     assert (site / "assets" / "plotly.min.js").read_text() == get_plotlyjs()
     for page in _html_files(site):
         text = page.read_text()
@@ -162,8 +162,6 @@ def test_flask_cli_report_uses_the_apps_store(app: Flask, tmp_path: Path) -> Non
 def test_utilization_breaks_requests_down_by_host_and_process(
     db_path: Path | str, tmp_path: Path
 ) -> None:
-    from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
-
     store = make_store(resolve_database(str(db_path), "."))
     store.open()
     try:
