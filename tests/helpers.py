@@ -197,12 +197,17 @@ def watch_by_user(app: Flask, database: Database, version: str) -> None:
     )
 
 
-#: the captured outliers that are slow checkouts, by id (with :data:`SLOW_CHECKOUT_MS`)
+#: the captured outliers that are the planted slow checkouts (``?slow=1``), by id (with
+#: :data:`SLOW_CHECKOUT_MS` and :data:`SLOW_QUERY_PATTERN`): a quick checkout that a loaded
+#: machine stalled past the duration is not one
 SLOW_OUTLIERS_SQL = (
     "SELECT o.id FROM outliers o JOIN requests r ON r.id = o.request_id"
     " JOIN endpoints e ON e.id = r.endpoint_id"
-    " WHERE e.name = 'checkout' AND r.duration_ms >= ? ORDER BY o.id"
+    " WHERE e.name = 'checkout' AND r.duration_ms >= ? AND o.request_json LIKE ?"
+    " ORDER BY o.id"
 )
+#: what a planted slow checkout's stored request holds
+SLOW_QUERY_PATTERN = '%"slow":"1"%'
 #: the duration (ms) above which a request of :func:`make_history` is one of its slow checkouts
 SLOW_CHECKOUT_MS = 120
 

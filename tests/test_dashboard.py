@@ -29,6 +29,7 @@ from helpers import (
     HOSTILE_USER,
     SLOW_CHECKOUT_MS,
     SLOW_OUTLIERS_SQL,
+    SLOW_QUERY_PATTERN,
     flush,
     regression_history,
     rows,
@@ -118,7 +119,7 @@ def client(open_app: Flask) -> FlaskClient:
 
 def _outlier_ids(store: Path) -> list[int]:
     """The slow checkouts' outliers (a loaded machine may flag a quick request too)."""
-    return [r[0] for r in rows(store, SLOW_OUTLIERS_SQL, SLOW_CHECKOUT_MS)]
+    return [r[0] for r in rows(store, SLOW_OUTLIERS_SQL, SLOW_CHECKOUT_MS, SLOW_QUERY_PATTERN)]
 
 
 def _token(client: FlaskClient, **kwargs: Any) -> str:
