@@ -17,19 +17,22 @@ from flamewatch.sampler.store import ProcessInfo, RequestFields, make_store, res
 
 def _records(count: int, now: float) -> list[RequestFields]:
     """``count`` records with distinct durations, missing a rule, a group or a client address
-    in turns (so that rows missing different columns interleave)."""
+    in turns (so that rows missing different columns interleave), with two endpoints and two
+    statuses interleaved, the first 50 in the UTC hour before the rest (from ``now``) --
+    records 40 to 59 alike but for their times, so that a run of them crosses the hour."""
     records: list[RequestFields] = []
     for i in range(count):
+        k = 0 if 40 <= i < 60 else i
         records.append(
             (
-                "search" if i % 2 else "item",
-                None if i % 5 == 1 else "/search",
-                "POST" if i % 7 == 0 else "GET",
-                500 if i % 11 == 0 else 200,
+                "search" if k % 2 else "item",
+                None if k % 5 == 1 else "/search",
+                "POST" if k % 7 == 0 else "GET",
+                500 if k % 11 == 0 else 200,
                 now + i * 0.001,
                 1.0 + i * 0.25,
-                None if i % 3 == 2 else f"user{i % 4}",
-                None if i % 13 == 5 else "10.0.0.1",
+                None if k % 3 == 2 else f"user{k % 4}",
+                None if k % 13 == 5 else "10.0.0.1",
                 i % 17 == 0,
                 None if i < 3 else 9.5,
                 None,
@@ -45,7 +48,7 @@ def test_every_record_of_a_batch_is_one_row_in_order(
     url = resolve_database(str(store_db), tmp_path)
     store = make_store(url)
     store.open()
-    now = time.time()
+    now = time.time() // 3600 * 3600 - 0.05  # 50 ms before an hour begins
     records = _records(count, now)
     try:
         process_id = store.register_process(
