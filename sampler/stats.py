@@ -95,19 +95,30 @@ class RunningStats:
 
     def add_all(self, values: Iterable[float], cap: float | None = None) -> None:
         """:meth:`add` each of ``values`` in turn, each at most ``cap`` when it is given."""
+        # Welford's update for the first ``window`` values, then the weighted one: two loops,
+        # so that the second (every value once the window is full: the writer's steady state)
+        # tests neither the count nor the update to make (the same arithmetic, so the same
+        # floats).
         count, mean, m2, window = self.count, self.mean, self._m2, self.window
+        rest = iter(values)
+        if count < window:
+            for given in rest:
+                value = given if cap is None or given <= cap else cap
+                count += 1
+                delta = value - mean
+                mean += delta / count
+                m2 += delta * (value - mean)
+                if count == window:
+                    break
         alpha = 1.0 / window
-        for given in values:
+        keep = 1.0 - alpha
+        for given in rest:
             value = given if cap is None or given <= cap else cap
             count += 1
             delta = value - mean
-            if count <= window:
-                mean += delta / count
-                m2 += delta * (value - mean)
-            else:
-                mean += alpha * delta
-                # exponentially weighted variance (West 1979), kept as variance * window
-                m2 = (1.0 - alpha) * (m2 / window + alpha * delta * delta) * window
+            mean += alpha * delta
+            # exponentially weighted variance (West 1979), kept as variance * window
+            m2 = keep * (m2 / window + alpha * delta * delta) * window
         self.count, self.mean, self._m2 = count, mean, m2
 
     def __repr__(self) -> str:

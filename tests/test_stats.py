@@ -49,6 +49,33 @@ def test_adding_a_batch_with_a_cap_equals_adding_each_capped_value() -> None:
     assert uncapped.mean > batched.mean
 
 
+def _reference(values: list[float], window: int) -> tuple[int, float, float]:
+    """Welford's update, then West's weighted one, value by value, as written in the
+    textbooks: what :meth:`RunningStats.add_all` must give, to the last bit."""
+    count, mean, m2 = 0, 0.0, 0.0
+    alpha = 1.0 / window
+    for value in values:
+        count += 1
+        delta = value - mean
+        if count <= window:
+            mean += delta / count
+            m2 += delta * (value - mean)
+        else:
+            mean += alpha * delta
+            m2 = (1.0 - alpha) * (m2 / window + alpha * delta * delta) * window
+    return count, mean, m2 / min(count, window)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 250], ids=lambda n: f"batches-of-{n}")
+def test_batches_crossing_the_window_give_the_same_floats_as_one_by_one(batch: int) -> None:
+    rng = random.Random(3)
+    values = [rng.lognormvariate(1, 0.7) for _ in range(500)]
+    stats = RunningStats(window=100)
+    for start in range(0, len(values), batch):
+        stats.add_all(values[start : start + batch])
+    assert (stats.count, stats.mean, stats.variance) == _reference(values, 100)
+
+
 def test_seeded_stats_continue_like_the_original() -> None:
     rng = random.Random(2)
     values = [rng.gauss(50, 5) for _ in range(200)]

@@ -118,8 +118,9 @@ Row = tuple[Any, ...]
 NullColumns = tuple[bool, ...]
 #: what :meth:`SQLStore._request_rows` finds once per batch for a (endpoint, rule, group,
 #: method, client address): the three ids, the method and the client address as stored, the
-#: index of the five in the batch's order of first sight, and the list their rows go to
-_Found = tuple[int, Any, Any, str, Any, int, list[Row]]
+#: index of the five in the batch's order of first sight, the list their rows go to, and
+#: (in a list of one, updated in place) the latest start of their requests
+_Found = tuple[int, Any, Any, str, Any, int, list[Row], list[float]]
 
 
 class RequestBatch(NamedTuple):
@@ -384,18 +385,26 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
         so what can be done once per distinct value is: the names' ids are looked up, the
         method and client address made storable and the row list chosen once per (endpoint,
         rule, group, method, client address) and batch. Per record: the row, the histogram
-        bucket (computed inline) and one append to its cell's list of durations; the cells
+        bucket (computed inline) and one append to its cell's list of durations, found by
+        the bucket alone while the names, status and hour are the record's before; the cells
         -- few: a batch has one version and one process -- are added to the four tables after
         the loop (:func:`~.histograms.fold_cells`).
         """
         version_id = self._process_versions[process_id]
-        last_accessed: dict[int, float] = {}
         rows: dict[NullColumns, list[Row]] = {}
         captured: list[tuple[Row, OutlierCapture]] = []
         ids: dict[tuple[str, str | None, str | None, str, str | None], _Found] = {}
-        cells: dict[Cell, list[float]] = {}
+        # a record's cell is (names index, status, hour, bucket): the durations are kept per
+        # (names index, status, hour), then per bucket, and the first three are looked up
+        # again only when a record differs from the one before in them (rarely: a batch's
+        # records mostly share them), so a record costs a lookup by its bucket alone
+        cells: dict[tuple[int, int, float], dict[int, list[float]]] = {}
         outliers: dict[Cell, int] = {}
         log, ceil, inv_log_gamma, min_ms = math.log, math.ceil, INV_LOG_GAMMA, MIN_MS
+        at: _Found | None = None  # the names of the record before, its status and hour
+        status_at = -1
+        hour = hour_start = hour_end = 0.0
+        by_bucket: dict[int, list[float]] = {}
         for record in records:
             (endpoint, rule, method, status, started, duration, group, client_ip, outlier,
              threshold, capture) = record  # fmt: skip
@@ -404,28 +413,46 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
                 found = ids[(endpoint, rule, group, method, client_ip)] = self._names(
                     cur, new, rows, record, len(ids)
                 )
-            endpoint_id = found[0]
-            if started > last_accessed.get(endpoint_id, 0.0):
-                last_accessed[endpoint_id] = started
-            row = (endpoint_id, found[1], found[2], found[3], status, started, duration,
+            latest = found[7]
+            if started > latest[0]:  # noqa: PLR1730 - a call to max() costs more
+                latest[0] = started
+            row = (found[0], found[1], found[2], found[3], status, started, duration,
                    found[4], 1 if outlier else 0, threshold)  # fmt: skip
             if capture is None:
                 found[6].append(row)
             else:
                 captured.append((row, capture))
+            if found is not at or status != status_at or not hour_start <= started < hour_end:
+                at, status_at = found, status
+                hour = started // 3600
+                hour_start = hour * 3600
+                hour_end = hour_start + 3600
+                known = cells.get((found[5], status, hour))
+                if known is None:
+                    known = cells[(found[5], status, hour)] = {}
+                by_bucket = known
             # flamewatch.sampler.histogram.bucket_of, inline (NaN and tiny: MIN_BUCKET)
             bucket = ceil(log(duration) * inv_log_gamma) if duration > min_ms else MIN_BUCKET
-            cell = (found[5], status, started // 3600, bucket)
-            durations = cells.get(cell)
+            durations = by_bucket.get(bucket)
             if durations is None:
-                cells[cell] = [duration]
+                by_bucket[bucket] = [duration]
             else:
                 durations.append(duration)
             if outlier:
+                cell = (found[5], status, hour, bucket)
                 outliers[cell] = outliers.get(cell, 0) + 1
+        last_accessed: dict[int, float] = {}
+        for found in ids.values():
+            if found[7][0] > last_accessed.get(found[0], 0.0):
+                last_accessed[found[0]] = found[7][0]
         admission = self._group_cap.begin(cur, self._sql)
         names = [(found[0], found[2] or NO_GROUP, found[3]) for found in ids.values()]
-        histograms = fold_cells(cells, outliers, names, version_id, process_id, admission)
+        by_cell = {
+            (*key, bucket): durations
+            for key, by_bucket in cells.items()
+            for bucket, durations in by_bucket.items()
+        }
+        histograms = fold_cells(by_cell, outliers, names, version_id, process_id, admission)
         return RequestBatch(rows, captured, last_accessed, histograms, admission)
 
     def _names(
@@ -457,6 +484,7 @@ class SQLStore(Store, Generic[ConnT, CursorT]):
             null if ip is None else ip,
             index,
             target,
+            [0.0],
         )
 
     def _insert_outliers(
