@@ -84,9 +84,9 @@ def child(n: int) -> None:
     """Serve ``n`` requests with the writer asleep, then ingest them with markers (runs under
     valgrind)."""
     sys.path.insert(0, str(HERE))
-    import bench_overhead as bo
+    import bench_overhead as bo  # noqa: PLC0415 -- valgrind child only
 
-    from flamewatch.sampler.store import sql, sqlite
+    from flamewatch.sampler.store import sql, sqlite  # noqa: PLC0415 -- valgrind child only
 
     tmp = Path(tempfile.mkdtemp(prefix="fw-parts-"))
     try:
