@@ -65,7 +65,7 @@ MIN_CHANGE_REQUESTS = 10
 #: the group of requests stored without one, and the box of the groups beyond ``max_groups``
 UNKNOWN_GROUP, OTHER_GROUPS = "unknown", "others"
 #: the schema that has the tables read here
-HISTOGRAM_SCHEMA = 4
+HISTOGRAM_SCHEMA = 5
 
 _DAY, _WEEK = 86_400.0, 7 * 86_400.0
 
