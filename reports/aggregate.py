@@ -2,15 +2,17 @@
 
 A store holds millions of requests; a report page needs a few numbers per endpoint, version
 and group. The writer keeps those numbers ready, in the same transaction as the requests' rows
-(schema 4), in tables whose size grows with endpoints x versions x groups x hours, never with
-the number of requests, and every number here is read from them:
+(schemas 4 and 5), in tables whose size grows with endpoints x versions x groups x time
+buckets, never with the number of requests, and every number here is read from the coarsest
+table that holds it:
 
-- ``traffic`` -- requests per endpoint, version, process, UTC hour, method and status, with
-  their outliers and the exact sum of their durations: hits (in all, in the last day and week,
-  per hour), outliers, means.
-- ``latency`` -- a histogram of durations per endpoint, version and group (1 % buckets, see
-  :mod:`flamewatch.sampler.histogram`): every box and every version comparison, read from the
-  buckets as :mod:`.binned` explains (each quantile within 1 % of the exact one).
+- ``traffic_daily`` -- requests per endpoint, version and UTC day, with their outliers and the
+  exact sum of their durations: hits, outliers, means; ``hits_hourly`` -- requests per
+  endpoint and UTC hour: hits in the last day and week, and per hour.
+- ``latency_version`` -- a histogram of durations per endpoint and version (1 % buckets, see
+  :mod:`flamewatch.sampler.histogram`): every box of endpoints and versions and every version
+  comparison, read from the buckets as :mod:`.binned` explains (each quantile within 1 % of
+  the exact one); ``latency`` per group too, read only for the groups shown (:mod:`.latency`).
 
 Raw ``requests`` rows are never read here; only lists of single requests (outliers) read them.
 This module names the numbers, orders them (versions in deployment order, groups slowest
@@ -98,8 +100,9 @@ class ReportData:
     UTC hours that began in the 24 hours (7 days) up to ``now``. A version comparison
     (:class:`Change`) needs :data:`MIN_CHANGE_REQUESTS` requests on each side; its verdict uses
     ``change_threshold`` (the smallest relevant change of the median, 0.2 = 20 %) and ``alpha``
-    (the significance level). Per endpoint, the ``max_groups`` slowest groups get their own
-    box; the rest share one, ``"others"``, with the groups beyond the writer's cap. These
+    (the significance level). Per endpoint, the ``max_groups`` groups with the most requests
+    get their own box (shown slowest first); the rest share one, ``"others"``, with the groups
+    beyond the writer's cap. These
     settings stay readable as attributes.
 
     With ``endpoint`` (a name), everything is read for that endpoint only, by the tables' keys
@@ -212,7 +215,7 @@ class ReportData:
         where, args = self._only("endpoint_id")
         hits, outliers = self._conn.execute(
             "SELECT CAST(coalesce(SUM(hits), 0) AS BIGINT),"
-            " CAST(coalesce(SUM(outliers), 0) AS BIGINT) FROM traffic" + where,
+            " CAST(coalesce(SUM(outliers), 0) AS BIGINT) FROM traffic_daily" + where,
             args,
         ).fetchone()
         return int(hits), int(outliers)
@@ -222,16 +225,12 @@ class ReportData:
         return [change for _, change in sorted(self._changes.items(), key=self._pair_order)]
 
     def hourly_hits(self) -> list[HourlyHits]:
-        """Requests per endpoint per UTC hour, by endpoint name, then hour."""
+        """Requests per endpoint per UTC hour, by endpoint name, then hour: ``hits_hourly`` as
+        it is stored (endpoints x hours rows; the charts bucket them by local day and hour)."""
         self._require_histograms()
         names = self._endpoint_names
         where, args = self._only("endpoint_id")
-        rows = self._conn.execute(
-            "SELECT endpoint_id, hour, CAST(SUM(hits) AS BIGINT) FROM traffic"
-            + where
-            + " GROUP BY endpoint_id, hour",
-            args,
-        )
+        rows = self._conn.execute("SELECT endpoint_id, hour, hits FROM hits_hourly" + where, args)
         return sorted(
             (HourlyHits(names[e], int(hour), int(count)) for e, hour, count in rows if count),
             key=lambda h: (h.endpoint, h.hour),
@@ -250,9 +249,9 @@ class ReportData:
         return result
 
     def boxes_by_group(self) -> dict[str, list[tuple[str, Box]]]:
-        """Per endpoint, the ``max_groups`` slowest groups (by median) with their boxes, then
-        ``("others", box)`` of all the remaining groups' requests (with the groups beyond the
-        writer's cap), if any remain."""
+        """Per endpoint, the ``max_groups`` groups with the most requests, slowest (median)
+        first, with their boxes, then ``("others", box)`` of all the remaining groups'
+        requests (with the groups beyond the writer's cap), if any remain."""
         result = {
             self._endpoint_names[e]: [(self._group_name(g), box) for g, box in kept]
             for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0]))
@@ -371,28 +370,34 @@ class ReportData:
 
     @cached_property
     def _totals(self) -> dict[tuple[int, int], _Totals]:
-        """Hits, outliers, recent hits and sums per (endpoint, version): one ``GROUP BY``."""
+        """Hits, outliers and sums per (endpoint, version), from ``traffic_daily``: one row
+        per endpoint, version and day, summed here (no recent hits: see
+        :attr:`_endpoint_totals`)."""
         self._require_histograms()
-        day, week, now = self.now - _DAY, self.now - _WEEK, self.now
         where, args = self._only("endpoint_id")
-        rows = self._conn.execute(
-            "SELECT endpoint_id, version_id, CAST(SUM(hits) AS BIGINT),"
-            " CAST(SUM(outliers) AS BIGINT),"
-            " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
-            " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
-            " SUM(sum_ms) FROM traffic" + where + " GROUP BY endpoint_id, version_id",
-            (day, now, week, now, *args),
-        ).fetchall()
-        return {
-            (e, v): _Totals(int(hits), int(outliers), int(last_day), int(last_week), float(ms))
-            for e, v, hits, outliers, last_day, last_week, ms in rows
-        }
+        totals: dict[tuple[int, int], _Totals] = defaultdict(_Totals)
+        for e, v, hits, outliers, ms in self._conn.execute(
+            "SELECT endpoint_id, version_id, hits, outliers, sum_ms FROM traffic_daily" + where,
+            args,
+        ):
+            totals[(e, v)] += _Totals(int(hits), int(outliers), sum_ms=float(ms))
+        return dict(totals)
 
     @cached_property
     def _endpoint_totals(self) -> dict[int, _Totals]:
+        """Per endpoint, the sums of :attr:`_totals` and its hits of the UTC hours that began
+        in the last day and week, from the week's ``hits_hourly`` rows (by its hour index)."""
         totals: dict[int, _Totals] = defaultdict(_Totals)
         for (e, _), counts in self._totals.items():
             totals[e] += counts
+        day, week, now = self.now - _DAY, self.now - _WEEK, self.now
+        where, args = self._only("endpoint_id")
+        for e, hour, hits in self._conn.execute(
+            "SELECT endpoint_id, hour, hits FROM hits_hourly WHERE hour >= ? AND hour <= ?"
+            + where.replace(" WHERE ", " AND "),
+            (week, now, *args),
+        ):
+            totals[e] += _Totals(last_day=int(hits) if hour >= day else 0, last_week=int(hits))
         return dict(totals)
 
     # -- histograms and boxes ----------------------------------------------------------------
@@ -406,7 +411,7 @@ class ReportData:
     def _group_latency(self) -> GroupLatencies:
         self._require_histograms()
         return read_group_latencies(
-            self._conn, self.max_groups, self._group_name, self._endpoint_id
+            self._conn, self.max_groups, self._group_name, self._version_latency, self._endpoint_id
         )
 
     @property

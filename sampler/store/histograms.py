@@ -65,7 +65,7 @@ def hour_of(started_at: float) -> int:
 
 def day_of(hour: int) -> int:
     """Unix time of the start of the UTC day of an hour's start (what the migration computes
-    in SQL as ``hour - hour % 86400``)."""
+    in SQL as ``hour / 86400 * 86400``)."""
     return hour - hour % 86_400
 
 

@@ -185,7 +185,7 @@ _V5 = (
     # writer upserts them with the others (same transaction). The migration fills each from
     # the v4 table it coarsens with one INSERT ... SELECT ... GROUP BY (never from raw rows;
     # a store still being backfilled gets the rest of its counts from the backfill). A day is
-    # the Unix time of the start of a UTC day: ``hour - hour % 86400`` of its hours.
+    # the Unix time of the start of a UTC day: ``hour / 86400 * 86400`` of its hours.
     #
     # ``latency`` summed over groups: the endpoint table, the boxes per endpoint and version,
     # every version comparison
@@ -223,8 +223,8 @@ _V5 = (
         PRIMARY KEY (endpoint_id, version_id, day, bucket)
     )""",
     "INSERT INTO latency_daily (endpoint_id, version_id, day, bucket, count)"
-    " SELECT endpoint_id, version_id, hour - hour % 86400, bucket, SUM(count)"
-    " FROM latency_hourly GROUP BY endpoint_id, version_id, hour - hour % 86400, bucket",
+    " SELECT endpoint_id, version_id, hour / 86400 * 86400, bucket, SUM(count)"
+    " FROM latency_hourly GROUP BY endpoint_id, version_id, hour / 86400 * 86400, bucket",
     # ``traffic`` per endpoint, version and UTC day: hits, outliers and means per version
     """CREATE TABLE IF NOT EXISTS traffic_daily (
         endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
@@ -236,8 +236,8 @@ _V5 = (
         PRIMARY KEY (endpoint_id, version_id, day)
     )""",
     "INSERT INTO traffic_daily (endpoint_id, version_id, day, hits, outliers, sum_ms)"
-    " SELECT endpoint_id, version_id, hour - hour % 86400, SUM(hits), SUM(outliers),"
-    " SUM(sum_ms) FROM traffic GROUP BY endpoint_id, version_id, hour - hour % 86400",
+    " SELECT endpoint_id, version_id, hour / 86400 * 86400, SUM(hits), SUM(outliers),"
+    " SUM(sum_ms) FROM traffic GROUP BY endpoint_id, version_id, hour / 86400 * 86400",
     # ``traffic`` per endpoint and UTC hour: hits per local day and hour of the week, recent hits
     """CREATE TABLE IF NOT EXISTS hits_hourly (
         endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),

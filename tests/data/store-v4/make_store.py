@@ -1,5 +1,5 @@
-"""Make ``store.sqlite3``: a store of schema version 4 (before the coarser histograms of schema 5), written
-by flamewatch's real writer under real traffic. See README.md next to this file.
+"""Make ``store.sqlite3``: a store of schema version 4 (before the coarser histograms of schema
+5), written by flamewatch's real writer under real traffic. See README.md next to this file.
 
 Run with a flamewatch whose schema is version 4 installed::
 
