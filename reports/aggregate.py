@@ -453,15 +453,21 @@ class ReportData:
     def _changes(self) -> dict[tuple[int, int], Change]:
         """(endpoint, version) -> its change against the previous version, where both sides
         have enough requests."""
-        versions, names = self._version_latency.versions, self._version_names
         changes = {}
-        for e, old, new in self._pairs_in(versions):
-            before, after = versions[(e, old)], versions[(e, new)]
-            if min(before.total, after.total) >= MIN_CHANGE_REQUESTS:
-                changes[(e, new)] = self.version_change(
-                    self._endpoint_names[e], names[old], names[new], before, after
-                )
+        for e, old, new in self._pairs_in(self._version_latency.versions):
+            change = self._change_of(e, old, new)
+            if change is not None:
+                changes[(e, new)] = change
         return changes
+
+    def _change_of(self, e: int, old: int, new: int) -> Change | None:
+        """The change of endpoint ``e`` from version ``old`` to ``new``, if both sides have
+        enough requests."""
+        versions, names = self._version_latency.versions, self._version_names
+        before, after = versions[(e, old)], versions[(e, new)]
+        if min(before.total, after.total) < MIN_CHANGE_REQUESTS:
+            return None
+        return self.version_change(self._endpoint_names[e], names[old], names[new], before, after)
 
     def version_change(
         self, endpoint: str, previous: str, version: str, before: Histogram, after: Histogram
@@ -482,16 +488,19 @@ class ReportData:
     @cached_property
     def _latest_changes(self) -> dict[int, Change]:
         """Per endpoint id, the change of its latest version, if that one has a change."""
-        latest: dict[int, int] = {}
+        latest: dict[int, tuple[int, int]] = {}
         order, test_runs = self._version_order, self._test_runs
         # the latest deployment's change wins over any test run's
-        for e, _, new in sorted(
+        for e, old, new in sorted(
             self._pairs_in(self._version_latency.versions),
             key=lambda p: (p[2] not in test_runs, order[p[2]]),
         ):
-            latest[e] = new
-        changes = self._changes
-        return {e: changes[(e, v)] for e, v in latest.items() if (e, v) in changes}
+            latest[e] = (old, new)
+        if "_changes" in self.__dict__:  # computed already (the versions page)
+            changes = self._changes
+            return {e: changes[(e, v)] for e, (_, v) in latest.items() if (e, v) in changes}
+        found = {e: self._change_of(e, old, new) for e, (old, new) in latest.items()}
+        return {e: change for e, change in found.items() if change is not None}
 
 
 def _box(histogram: Histogram, totals: _Totals | None) -> Box:

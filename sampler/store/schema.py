@@ -185,7 +185,9 @@ _V5 = (
     # writer upserts them with the others (same transaction). The migration fills each from
     # the v4 table it coarsens with one INSERT ... SELECT ... GROUP BY (never from raw rows;
     # a store still being backfilled gets the rest of its counts from the backfill). A day is
-    # the Unix time of the start of a UTC day: ``hour / 86400 * 86400`` of its hours.
+    # the Unix time of the start of a UTC day: ``hour / 86400 * 86400`` of its hours. In SQLite
+    # the tables are WITHOUT ROWID, their rows stored in key order, so that one endpoint's (or
+    # one version's) rows are read as one run of pages (PostgreSQL's translation drops it).
     #
     # ``latency`` summed over groups: the endpoint table, the boxes per endpoint and version,
     # every version comparison
@@ -195,7 +197,7 @@ _V5 = (
         bucket INTEGER NOT NULL,
         count BIGINT NOT NULL,
         PRIMARY KEY (endpoint_id, version_id, bucket)
-    )""",
+    ) WITHOUT ROWID""",
     "INSERT INTO latency_version (endpoint_id, version_id, bucket, count)"
     " SELECT endpoint_id, version_id, bucket, SUM(count) FROM latency"
     " GROUP BY endpoint_id, version_id, bucket",
@@ -208,7 +210,7 @@ _V5 = (
         group_id INTEGER NOT NULL,
         hits BIGINT NOT NULL,
         PRIMARY KEY (endpoint_id, version_id, group_id)
-    )""",
+    ) WITHOUT ROWID""",
     "INSERT INTO group_hits (endpoint_id, version_id, group_id, hits)"
     " SELECT endpoint_id, version_id, group_id, SUM(count) FROM latency"
     " GROUP BY endpoint_id, version_id, group_id",
@@ -221,7 +223,7 @@ _V5 = (
         bucket INTEGER NOT NULL,
         count BIGINT NOT NULL,
         PRIMARY KEY (endpoint_id, version_id, day, bucket)
-    )""",
+    ) WITHOUT ROWID""",
     "INSERT INTO latency_daily (endpoint_id, version_id, day, bucket, count)"
     " SELECT endpoint_id, version_id, hour / 86400 * 86400, bucket, SUM(count)"
     " FROM latency_hourly GROUP BY endpoint_id, version_id, hour / 86400 * 86400, bucket",
@@ -234,7 +236,7 @@ _V5 = (
         outliers BIGINT NOT NULL,
         sum_ms REAL NOT NULL,
         PRIMARY KEY (endpoint_id, version_id, day)
-    )""",
+    ) WITHOUT ROWID""",
     "INSERT INTO traffic_daily (endpoint_id, version_id, day, hits, outliers, sum_ms)"
     " SELECT endpoint_id, version_id, hour / 86400 * 86400, SUM(hits), SUM(outliers),"
     " SUM(sum_ms) FROM traffic GROUP BY endpoint_id, version_id, hour / 86400 * 86400",
@@ -245,7 +247,7 @@ _V5 = (
         hits BIGINT NOT NULL,
         outliers BIGINT NOT NULL,
         PRIMARY KEY (endpoint_id, hour)
-    )""",
+    ) WITHOUT ROWID""",
     "INSERT INTO hits_hourly (endpoint_id, hour, hits, outliers)"
     " SELECT endpoint_id, hour, SUM(hits), SUM(outliers) FROM traffic GROUP BY endpoint_id, hour",
     "CREATE INDEX IF NOT EXISTS latency_daily_day ON latency_daily (day)",
