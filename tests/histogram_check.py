@@ -93,6 +93,7 @@ class Coarse:
     daily: Counter[tuple[int, int, int, int]] = field(default_factory=Counter)
     daily_traffic: dict[tuple[int, int, int], list[float]] = field(default_factory=dict)
     hits: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    processes: dict[tuple[int, int], list[int]] = field(default_factory=dict)
 
 
 def expected_coarse(tables: Tables) -> Coarse:
@@ -103,7 +104,7 @@ def expected_coarse(tables: Tables) -> Coarse:
         coarse.groups[(e, v, g)] += n
     for (e, v, hour, b), n in tables.hourly.items():
         coarse.daily[(e, v, hour // 86400 * 86400, b)] += n
-    for (e, v, _, hour, _, _), (hits, outliers, total) in tables.traffic.items():
+    for (e, v, p, hour, _, _), (hits, outliers, total) in tables.traffic.items():
         day = coarse.daily_traffic.setdefault((e, v, hour // 86400 * 86400), [0, 0, 0.0])
         day[0] += hits
         day[1] += outliers
@@ -111,6 +112,9 @@ def expected_coarse(tables: Tables) -> Coarse:
         hour_hits = coarse.hits.setdefault((e, hour), [0, 0])
         hour_hits[0] += int(hits)
         hour_hits[1] += int(outliers)
+        served = coarse.processes.setdefault((p, hour // 86400 * 86400), [0, 0])
+        served[0] += int(hits)
+        served[1] += int(outliers)
     return coarse
 
 
@@ -138,6 +142,10 @@ def coarse_tables(database: Database) -> Coarse:
         database, "SELECT endpoint_id, hour, hits, outliers FROM hits_hourly"
     ):
         coarse.hits[(e, h)] = [hits, outliers]
+    for p, d, hits, outliers in rows(
+        database, "SELECT process_id, day, hits, outliers FROM process_hits"
+    ):
+        coarse.processes[(p, d)] = [hits, outliers]
     return coarse
 
 
@@ -150,6 +158,7 @@ def assert_coarse_tables_match(database: Database, tables: Tables | None = None)
     assert found.groups == expected.groups
     assert found.daily == expected.daily
     assert found.hits == expected.hits
+    assert found.processes == expected.processes
     assert _counts(found.daily_traffic) == _counts(expected.daily_traffic)
     assert _sums(found.daily_traffic) == pytest.approx(
         _sums(expected.daily_traffic), rel=1e-9, abs=1e-9

@@ -1,5 +1,6 @@
 """Upgrading a store of schema 4 to schema 5: the migration fills the coarser tables
-(``latency_version``, ``group_hits``, ``latency_daily``, ``traffic_daily``, ``hits_hourly``)
+(``latency_version``, ``group_hits``, ``latency_daily``, ``traffic_daily``, ``hits_hourly``,
+``process_hits``)
 with the grouped sums of schema 4's tables, in one ``INSERT ... SELECT ... GROUP BY`` each;
 the writer then keeps them equal to those sums batch after batch, and the histogram retention
 prunes them so that they stay equal.
@@ -50,7 +51,14 @@ V4_TABLES = (
     "latency_total",
     "traffic",
 )
-NEW_TABLES = ("latency_version", "group_hits", "latency_daily", "traffic_daily", "hits_hourly")
+NEW_TABLES = (
+    "latency_version",
+    "group_hits",
+    "latency_daily",
+    "traffic_daily",
+    "hits_hourly",
+    "process_hits",
+)
 DAY = 86_400.0
 
 

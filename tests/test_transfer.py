@@ -350,10 +350,11 @@ def test_pruning_histograms_deletes_old_hours_and_versions_last_seen_before(
 ) -> None:
     _tiered_store(store_db, time.time())
     result = invoke("prune", "-d", str(store_db), "--histograms-older-than", "10")
-    # the hour of 20 days ago (its hourly, traffic and hits rows), its day (daily histogram and
-    # traffic rows), and version 0.9's all-time rows (latency, latency_version, group_hits)
+    # the hour of 20 days ago (its hourly, traffic and hits rows), its day (daily histogram,
+    # traffic and process rows), and version 0.9's all-time rows (latency, latency_version,
+    # group_hits)
     assert result.output == (
-        "deleted 8 histogram rows older than 10 days (1 hours, 1 endpoint versions) in 3 batches\n"
+        "deleted 9 histogram rows older than 10 days (1 hours, 1 endpoint versions) in 3 batches\n"
     )
     assert rows(store_db, "SELECT count(*) FROM requests")[0][0] == 25  # raw rows untouched
     assert _histogram_hits(store_db) == {
@@ -385,4 +386,4 @@ def test_both_retention_settings_prune_from_the_writer(
         "new": (5,) * 9,
     }
     writer = app.extensions["flamewatch"]._writer
-    assert (writer.pruned, writer.pruned_histograms) == (20, 8)
+    assert (writer.pruned, writer.pruned_histograms) == (20, 9)

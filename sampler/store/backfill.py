@@ -65,6 +65,7 @@ HISTOGRAM_TABLES = (
     "latency_daily",
     "traffic_daily",
     "hits_hourly",
+    "process_hits",
 )
 
 _ROWS = (

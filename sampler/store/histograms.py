@@ -6,14 +6,14 @@ A batch of requests (or, for the backfill, a range of stored rows) is first fold
 its count, the sum of its durations and its outliers. Each cell then adds to the four tables of
 schema v4 (:mod:`.schema`): ``latency`` (endpoint, version, group, bucket), ``latency_hourly``
 (endpoint, version, hour, bucket), ``latency_total`` (endpoint, method, status, bucket) and
-``traffic`` (endpoint, version, process, hour, method, status), and to the five coarser ones
+``traffic`` (endpoint, version, process, hour, method, status), and to the six coarser ones
 of schema v5, which the views read so that what they read stays small however long the store
 runs: ``latency_version`` (endpoint, version, bucket: ``latency`` without groups),
 ``group_hits`` (endpoint, version, group: ``latency`` without buckets), ``latency_daily``
-(endpoint, version, UTC day, bucket), ``traffic_daily`` (endpoint, version, day) and
-``hits_hourly`` (endpoint, hour). Cells are few -- a batch's requests share a
-version, a process and usually an hour -- so the per-cell Python work (a dict key per table)
-costs little next to the per-request work of the fold.
+(endpoint, version, UTC day, bucket), ``traffic_daily`` (endpoint, version, day),
+``hits_hourly`` (endpoint, hour) and ``process_hits`` (process, day). Cells are few -- a
+batch's requests share a version, a process and usually an hour -- so the per-cell Python work
+(a dict key per table) costs little next to the per-request work of the fold.
 
 The ingest path and the backfill share :class:`HistogramDeltas` and :class:`GroupCap`, so a
 store backfilled from its rows holds the same tables as one written by the ingest path.
@@ -110,6 +110,11 @@ UPSERT_GROUP_HITS = (
     " ON CONFLICT (endpoint_id, version_id, group_id)"
     " DO UPDATE SET hits = group_hits.hits + excluded.hits"
 )
+UPSERT_PROCESS_HITS = (
+    "INSERT INTO process_hits (process_id, day, hits, outliers) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (process_id, day) DO UPDATE SET hits = process_hits.hits + excluded.hits,"
+    " outliers = process_hits.outliers + excluded.outliers"
+)
 UPSERT_LATENCY_DAILY = (
     "INSERT INTO latency_daily (endpoint_id, version_id, day, bucket, count)"
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint_id, version_id, day, bucket)"
@@ -205,7 +210,7 @@ class GroupCap:
 
 
 class HistogramDeltas:
-    """What some cells add to the nine tables: per row key, the count (and sums) to add."""
+    """What some cells add to the ten tables: per row key, the count (and sums) to add."""
 
     __slots__ = (
         "daily",
@@ -214,6 +219,7 @@ class HistogramDeltas:
         "hits",
         "hourly",
         "latency",
+        "processes",
         "total",
         "traffic",
         "versions",
@@ -236,6 +242,8 @@ class HistogramDeltas:
         self.daily_traffic: dict[tuple[int, int, int], list[float]] = {}
         #: (endpoint, hour) -> [hits, outliers]
         self.hits: dict[tuple[int, int], list[int]] = {}
+        #: (process, day) -> [hits, outliers]
+        self.processes: dict[tuple[int, int], list[int]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.traffic)
@@ -296,6 +304,13 @@ class HistogramDeltas:
         else:
             hits[0] += count
             hits[1] += outliers
+        process_key = (process_id, day)
+        served = self.processes.get(process_key)
+        if served is None:
+            self.processes[process_key] = [count, outliers]
+        else:
+            served[0] += count
+            served[1] += outliers
 
 
 #: a cell of the ingest path's fold: (index of the record's names in the batch, status, hour
@@ -338,7 +353,7 @@ def fold_cells(
 def upsert_histograms(
     cur: _Cursor, sql: Callable[[str], str], deltas: HistogramDeltas, *, ordered: bool
 ) -> None:
-    """Add ``deltas`` to the nine tables with ``cur`` (in the caller's transaction).
+    """Add ``deltas`` to the ten tables with ``cur`` (in the caller's transaction).
 
     ``ordered``: upsert each table's rows in key order, tables always in the same order, so
     that concurrent writers (PostgreSQL's row locks) take the rows' locks in one global order
@@ -377,9 +392,10 @@ def _upsert_coarse(
     daily: Iterable[tuple[Any, ...]] = deltas.daily.items()
     daily_traffic: Iterable[tuple[Any, ...]] = deltas.daily_traffic.items()
     hits: Iterable[tuple[Any, ...]] = deltas.hits.items()
+    processes: Iterable[tuple[Any, ...]] = deltas.processes.items()
     if ordered:
         versions, group_hits, daily = sorted(versions), sorted(group_hits), sorted(daily)
-        daily_traffic, hits = sorted(daily_traffic), sorted(hits)
+        daily_traffic, hits, processes = sorted(daily_traffic), sorted(hits), sorted(processes)
     if deltas.versions:
         cur.executemany(sql(UPSERT_LATENCY_VERSION), [(*key, n) for key, n in versions])
     if deltas.group_hits:
@@ -393,3 +409,5 @@ def _upsert_coarse(
         )
     if deltas.hits:
         cur.executemany(sql(UPSERT_HITS_HOURLY), [(*key, h, o) for key, (h, o) in hits])
+    if deltas.processes:
+        cur.executemany(sql(UPSERT_PROCESS_HITS), [(*key, h, o) for key, (h, o) in processes])

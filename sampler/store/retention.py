@@ -10,12 +10,13 @@ histograms' backfill has yet to fold (:mod:`.backfill`).
 Histograms (:func:`prune_histograms`), on their own, usually much longer cutoff, rounded down
 to the start of a UTC day so that the hourly tables and the daily ones (schema 5) keep the same
 days and still add up alike: the hourly histograms and counts (``latency_hourly``, ``traffic``,
-``hits_hourly``) of the hours before it, one hour per transaction, the daily ones
-(``latency_daily``, ``traffic_daily``) of the days before it, one day per transaction, and the
-all-time histograms (``latency``, ``latency_version``, ``group_hits``) of the versions last
-seen before it, one endpoint of a version per transaction. ``latency_total`` -- the
-cumulative counters behind the metrics -- is never pruned. Used by ``flamewatch prune`` and by
-the writer when ``FLAMEWATCH_RETENTION_DAYS`` or ``FLAMEWATCH_HISTOGRAM_RETENTION_DAYS`` is set.
+``hits_hourly``) of the hours before it, one hour per transaction; the daily ones
+(``latency_daily``, ``traffic_daily``, ``process_hits``) of the days before it, one day per
+transaction; and the all-time histograms (``latency``, ``latency_version``, ``group_hits``) of
+the versions last seen before it, one endpoint of a version per transaction.
+``latency_total`` -- the cumulative counters behind the metrics -- is never pruned. Used by
+``flamewatch prune`` and by the writer when ``FLAMEWATCH_RETENTION_DAYS`` or
+``FLAMEWATCH_HISTOGRAM_RETENTION_DAYS`` is set.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ _OLD_HOURS = (
 )
 _OLD_DAYS = (
     "SELECT day FROM latency_daily WHERE day <= ? UNION SELECT day FROM traffic_daily"
-    " WHERE day <= ? ORDER BY day LIMIT ?"
+    " WHERE day <= ? UNION SELECT day FROM process_hits WHERE day <= ? ORDER BY day LIMIT ?"
 )
 _DAY = 86_400
 _OLD_VERSIONS = (
@@ -117,7 +118,13 @@ def prune_histograms(
             "hour = ?",
             (),
         ),
-        (_OLD_DAYS, (last_day, last_day), ("latency_daily", "traffic_daily"), "day = ?", ()),
+        (
+            _OLD_DAYS,
+            (last_day, last_day, last_day),
+            ("latency_daily", "traffic_daily", "process_hits"),
+            "day = ?",
+            (),
+        ),
         (
             _OLD_VERSIONS,
             (cutoff,),

@@ -250,7 +250,19 @@ _V5 = (
     ) WITHOUT ROWID""",
     "INSERT INTO hits_hourly (endpoint_id, hour, hits, outliers)"
     " SELECT endpoint_id, hour, SUM(hits), SUM(outliers) FROM traffic GROUP BY endpoint_id, hour",
+    # ``traffic`` per process and UTC day: the utilization page's process and host tables
+    """CREATE TABLE IF NOT EXISTS process_hits (
+        process_id INTEGER NOT NULL REFERENCES processes (id),
+        day BIGINT NOT NULL,
+        hits BIGINT NOT NULL,
+        outliers BIGINT NOT NULL,
+        PRIMARY KEY (process_id, day)
+    ) WITHOUT ROWID""",
+    "INSERT INTO process_hits (process_id, day, hits, outliers)"
+    " SELECT process_id, hour / 86400 * 86400, SUM(hits), SUM(outliers) FROM traffic"
+    " GROUP BY process_id, hour / 86400 * 86400",
     "CREATE INDEX IF NOT EXISTS latency_daily_day ON latency_daily (day)",
+    "CREATE INDEX IF NOT EXISTS process_hits_day ON process_hits (day)",
     "CREATE INDEX IF NOT EXISTS traffic_daily_day ON traffic_daily (day)",
     "CREATE INDEX IF NOT EXISTS hits_hourly_hour ON hits_hourly (hour)",
 )
