@@ -230,11 +230,16 @@ class ReportData:
         self._require_histograms()
         names = self._endpoint_names
         where, args = self._only("endpoint_id")
-        rows = self._conn.execute("SELECT endpoint_id, hour, hits FROM hits_hourly" + where, args)
-        return sorted(
-            (HourlyHits(names[e], int(hour), int(count)) for e, hour, count in rows if count),
-            key=lambda h: (h.endpoint, h.hour),
-        )
+        by_endpoint: dict[int, list[HourlyHits]] = defaultdict(list)
+        for e, hour, count in self._conn.execute(
+            "SELECT endpoint_id, hour, hits FROM hits_hourly"
+            + where
+            + " ORDER BY endpoint_id, hour",
+            args,
+        ):
+            if count:
+                by_endpoint[e].append(HourlyHits(names[e], int(hour), int(count)))
+        return [h for e in sorted(by_endpoint, key=self._endpoint_key) for h in by_endpoint[e]]
 
     def box_by_endpoint(self) -> dict[str, Box]:
         """The box of each requested endpoint's durations."""
