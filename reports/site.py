@@ -250,7 +250,7 @@ class Site:
         n = self.reading
         if path == "index.html":
             return self.render_template(
-                path, "index.html", root, endpoints=n.endpoints, versions=n.versions
+                path, "index.html", root, endpoints=n.endpoints, versions=n.version_names
             )
         if path == "utilization.html":
             charts = {
