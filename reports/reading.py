@@ -171,7 +171,9 @@ class Reading:
         """The findings and profiles of every endpoint (the versions page, the static site)."""
         return self._part(
             "flames",
-            lambda conn, data: _flames_of(conn, data, self.endpoints, self._boxes.by_version),
+            # the boxes per version only (their means): not the groups' boxes nor the hits,
+            # which the versions page does not show
+            lambda conn, data: _flames_of(conn, data, self.endpoints, data.boxes_by_version()),
         )
 
     def endpoint_view(self, name: str) -> EndpointView:
