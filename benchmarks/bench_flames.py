@@ -59,7 +59,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harsh_history import get_request, sampled
+from bench_report import store as synthetic
+from harsh_history import get_request, history_errors, sampled
 
 from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.flames import FlameReport
@@ -264,8 +265,6 @@ def write_history(path: Path, seed: int, per_cell: int) -> None:
 
 def findings_rates(histories: int) -> dict[str, Any]:
     """(c): the harsh noise model's histories (:mod:`harsh_history`), their errors counted."""
-    from harsh_history import history_errors
-
     counts = {"histories": histories, "comparisons_without_a_change": 0, "false_findings": 0}
     counts |= {"planted": 0, "missed": 0, "culprits_checked": 0, "wrong_culprit": 0}
     examples: list[str] = []
@@ -417,8 +416,6 @@ def verdict_agreement(histories: int, per_cell: int) -> dict[str, Any]:
 
 
 def report_build(requests: int, stacks: int) -> dict[str, Any]:
-    from bench_report import store as synthetic
-
     base = synthetic(requests, 100)
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

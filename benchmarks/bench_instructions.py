@@ -70,7 +70,7 @@ WARM_UP = 200
 def child(variant: str, n: int, via: str = "wsgi") -> None:
     """Serve ``n`` trivial requests on ``variant`` (runs under valgrind)."""
     sys.path.insert(0, str(HERE))
-    import bench_overhead as bo
+    import bench_overhead as bo  # noqa: PLC0415 -- valgrind child only
 
     tmp = Path(tempfile.mkdtemp(prefix="fw-instr-"))
     try:
@@ -183,7 +183,7 @@ def thread_name(number: int, callgrind_text: str) -> str:
 
 def fmd_installed() -> bool:
     try:
-        import flask_monitoringdashboard  # noqa: F401
+        import flask_monitoringdashboard  # noqa: F401, PLC0415 -- optional (bench extra)
     except ImportError:
         return False
     return True

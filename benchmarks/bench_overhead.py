@@ -55,10 +55,13 @@ Results are printed as tables and written to ``bench-out/bench_overhead.json``.
 from __future__ import annotations
 
 import argparse
+import atexit
+import cProfile
 import gc
 import json
 import math
 import platform
+import pstats
 import sqlite3
 import statistics
 import sys
@@ -75,7 +78,10 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.test import EnvironBuilder
 
+import flamewatch.flask_plugin
+import flamewatch.sampler
 from flamewatch.flask_plugin import Flamewatch
+from flamewatch.sampler.inflight import STATUS, new_record
 
 NAME = "bench_overhead"
 OUT_DIR = Path(__file__).resolve().parent.parent / "bench-out"
@@ -230,7 +236,7 @@ def setup_fmd(tmp: Path, busy_iterations: int) -> Variant | None:
     checked after it.
     """
     try:
-        import flask_monitoringdashboard as dashboard
+        import flask_monitoringdashboard as dashboard  # noqa: PLC0415 -- bench extra
     except ImportError:
         return None
     if "flask_monitoringdashboard.database" in sys.modules:
@@ -245,11 +251,11 @@ def setup_fmd(tmp: Path, busy_iterations: int) -> Variant | None:
     dashboard.bind(app)
     check_fmd_levels()
 
-    from flask_monitoringdashboard.core.profiler.base_profiler import BaseProfiler
+    from flask_monitoringdashboard.core.profiler import base_profiler  # noqa: PLC0415 -- bench extra
 
     def drain() -> None:
         for thread in threading.enumerate():
-            if isinstance(thread, BaseProfiler):
+            if isinstance(thread, base_profiler.BaseProfiler):
                 thread.join()
 
     def stored_rows() -> dict[str, int]:
@@ -262,9 +268,7 @@ def setup_fmd(tmp: Path, busy_iterations: int) -> Variant | None:
             )
 
     def close() -> None:
-        import atexit
-
-        from flask_monitoringdashboard.core.cache import flush_cache
+        from flask_monitoringdashboard.core.cache import flush_cache  # noqa: PLC0415 -- bench extra
 
         drain()
         flush_cache()
@@ -275,8 +279,11 @@ def setup_fmd(tmp: Path, busy_iterations: int) -> Variant | None:
 
 def check_fmd_levels() -> None:
     """Fail unless both views are at level 1 in FMD's database and wrapped for it."""
-    from flask_monitoringdashboard import config
-    from flask_monitoringdashboard.database import Endpoint, session_scope
+    from flask_monitoringdashboard import config  # noqa: PLC0415 -- bench extra
+    from flask_monitoringdashboard.database import (  # noqa: PLC0415 -- bench extra
+        Endpoint,
+        session_scope,
+    )
 
     with session_scope() as session:
         levels = {e.name: e.monitor_level for e in session.query(Endpoint).all()}
@@ -646,8 +653,6 @@ def sketch_app(busy_iterations: int) -> tuple[Flask, Callable[[], None]]:
 
 def recorder_round_trip(recorder: Any) -> Callable[[], object]:
     """What the request thread asks of the recorder for one request: a record, in and out."""
-    from flamewatch.sampler.inflight import STATUS, new_record
-
     clock = time.perf_counter_ns
     thread_id = threading.get_ident()
 
@@ -692,12 +697,6 @@ def cyclic_garbage_per_request(app: Flask, drain: Callable[[], None], n: int = 5
 def profile_attribution(app: Flask, requests: int) -> dict[str, dict[str, float]]:
     """cProfile of ``requests`` direct WSGI calls: flamewatch's own functions, and the
     built-ins they call, per request (profiling inflates small calls: read it as shares)."""
-    import cProfile
-    import pstats
-
-    import flamewatch.flask_plugin
-    import flamewatch.sampler
-
     ours = tuple(
         str(Path(m.__file__).parent)  # type: ignore[arg-type]
         for m in (flamewatch.sampler, flamewatch.flask_plugin)

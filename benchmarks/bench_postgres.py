@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flamewatch.reports.summary import open_readonly
+from flamewatch.sampler.store import ProcessInfo, RequestRecord, SQLiteStore, make_store
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -92,16 +95,12 @@ def ingest_once(database: str, records: int) -> float:
 
 
 def count_rows(database: str) -> int:
-    from flamewatch.reports.summary import open_readonly
-
     with open_readonly(database) as conn:
         return int(conn.execute("SELECT count(*) FROM requests").fetchone()[0])
 
 
 def single_writer(server: PostgresServer, tmp: str, rounds: int) -> dict[str, Any]:
     """Records/s of one store's ``write_requests`` in 5,000-record batches."""
-    from flamewatch.sampler.store import ProcessInfo, RequestRecord, SQLiteStore, make_store
-
     batch = [
         RequestRecord(f"ep{i % 8}", f"/ep{i % 8}/<int:id>", "GET", 200, 1e9 + i, 1.0,
                       "127.0.0.1", "127.0.0.1", False, None)

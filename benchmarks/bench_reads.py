@@ -59,7 +59,7 @@ def export(revision: str, into: Path) -> Path:
 
 def child(database: str, what: str, repeat: int) -> dict[str, Any]:
     """Measure in this process, with whichever flamewatch it imports."""
-    import flamewatch.reports.site as site_module
+    import flamewatch.reports.site as site_module  # noqa: PLC0415 -- the flamewatch measured
 
     found: dict[str, Any] = {"code": str(Path(site_module.__file__).parent)}
     if what == "report":
@@ -71,7 +71,7 @@ def child(database: str, what: str, repeat: int) -> dict[str, Any]:
                 times.append(time.perf_counter() - start)
         found["seconds"] = times
         return found
-    from bench_dashboard import make_app, page_times
+    from bench_dashboard import make_app, page_times  # noqa: PLC0415 -- child only
 
     app = make_app(Path(database), 0)
     try:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.database, args.child, args.repeat)))
         return 0
 
-    from bench_report import store
+    from bench_report import store  # noqa: PLC0415 -- parent only
 
     requests, outliers = (100_000, 100) if args.quick else (1_000_000, 500)
     tmp = Path(tempfile.mkdtemp(prefix="bench-reads-"))

@@ -48,11 +48,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from flask import Flask, g, request
 from pyinstrument import Profiler
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.outliers import list_outliers, load_session
+from flamewatch.sampler.capture import Capturer, CaptureSettings
+from flamewatch.sampler.inflight import SAMPLING, Sampling, new_record
+from flamewatch.sampler.resources import ResourceMonitor
+from flamewatch.sampler.stack_sampler import walk_stack
 
 NAME = "bench_sampler"
 
@@ -109,8 +114,6 @@ def make_app(variant: str, tmp: Path) -> Flask:
 
 def _thread_cpu_s(native_ids: dict[str, int]) -> dict[str, float]:
     """CPU seconds (user + system) used so far by each named thread of this process."""
-    import psutil
-
     by_id = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
     return {name: by_id.get(native, 0.0) for name, native in native_ids.items()}
 
@@ -223,11 +226,6 @@ def fidelity(outliers: int) -> dict[str, Any]:
 
 def capture_cost(n: int) -> dict[str, float]:
     """Micro-timings of the two halves of a capture, on a real outlier record."""
-    from flamewatch.sampler.capture import Capturer, CaptureSettings
-    from flamewatch.sampler.inflight import SAMPLING, Sampling, new_record
-    from flamewatch.sampler.resources import ResourceMonitor
-    from flamewatch.sampler.stack_sampler import walk_stack
-
     app = Flask("capture")
     with tempfile.TemporaryDirectory() as tmp:
         fw = Flamewatch(app, database=str(Path(tmp) / "c.sqlite3"))
@@ -236,12 +234,10 @@ def capture_cost(n: int) -> dict[str, float]:
         with app.test_request_context(
             "/pay?order=12&token=abc", method="POST", json={"user": {"password": "x"}, "n": 1}
         ):
-            from flask import request as req
-
             for _ in range(n):
-                req.__dict__.pop("_cached_json", None)
+                request.__dict__.pop("_cached_json", None)
                 start = time.perf_counter_ns()
-                agent.describe_request(req._get_current_object(), read_body=True)  # type: ignore[attr-defined]
+                agent.describe_request(request._get_current_object(), read_body=True)  # type: ignore[attr-defined]
                 describe_ns.append(time.perf_counter_ns() - start)
         fw.close()
     stack = walk_stack(sys._getframe())

@@ -52,6 +52,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flask import Flask
+
+from flamewatch.flask_plugin import Flamewatch
+from flamewatch.reports.site import endpoint_page
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from scale_store import BUSIEST_ENDPOINT, CHUNK, cached_store, fingerprint
@@ -181,11 +186,6 @@ def dashboard(path: Path, endpoint: str, repeat: int, budget_s: float) -> dict[s
 
 def child_dashboard(database: Path, endpoint: str, repeat: int, budget_s: float) -> int:
     """In the child: time each dashboard page through the test client; print JSON."""
-    from flask import Flask
-
-    from flamewatch.flask_plugin import Flamewatch
-    from flamewatch.reports.site import endpoint_page
-
     app = Flask("bench_scale", instance_path=tempfile.mkdtemp())
     app.config.update(TESTING=True)
 

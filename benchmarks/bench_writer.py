@@ -56,6 +56,7 @@ import psutil
 from flask import Flask
 
 from flamewatch.flask_plugin import Flamewatch
+from flamewatch.sampler.inflight import STATUS, new_record
 
 NAME = "bench_writer"
 OUT_DIR = Path(__file__).resolve().parent.parent / "bench-out"
@@ -108,7 +109,6 @@ def make_push(recorder: Any) -> Push:
 
     Durations are 1.0-1.1 ms, far below the outlier floor, so nothing is captured.
     """
-    from flamewatch.sampler.inflight import STATUS, new_record
 
     rules = {name: f"/{name}/<int:id>" for name in ENDPOINTS}
     n_endpoints = len(ENDPOINTS)

@@ -38,6 +38,7 @@ import gzip
 import heapq
 import math
 import random
+import resource
 import sqlite3
 import sys
 import time
@@ -50,6 +51,8 @@ from typing import Any, NamedTuple
 import orjson
 from pyinstrument.session import Session
 
+from flamewatch.reports.aggregate import ReportData
+from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.store import SQLiteStore
 
 __all__ = [
@@ -298,8 +301,13 @@ def _fold_histograms(conn: sqlite3.Connection, path: Path) -> None:
     they are marked as written before the histograms (as migrating an older store marks
     them) and folded by ``flamewatch migrate``'s own backfill, groups capped alike. Imported
     here: bench_reads imports this module under a flamewatch older than the histograms."""
-    from flamewatch.sampler.store.backfill import backfill_histograms, mark_backfill
-    from flamewatch.sampler.store.connection import StoreConnection
+    from flamewatch.sampler.store.backfill import (  # noqa: PLC0415 -- see the docstring
+        backfill_histograms,
+        mark_backfill,
+    )
+    from flamewatch.sampler.store.connection import (  # noqa: PLC0415 -- see the docstring
+        StoreConnection,
+    )
 
     mark_backfill(conn.execute, lambda statement: statement)
     backfill_histograms(StoreConnection.wrap(conn, str(path)))
@@ -544,9 +552,6 @@ def manifest(path: Path) -> dict[str, Any]:
 def time_report(path: Path) -> dict[str, float]:
     """Seconds each :class:`~flamewatch.reports.aggregate.ReportData` method takes, in the order
     the site builder calls them (later methods reuse what earlier ones computed)."""
-    from flamewatch.reports.aggregate import ReportData
-    from flamewatch.reports.summary import open_readonly
-
     timings: dict[str, float] = {}
     with open_readonly(str(path)) as conn:
         data = ReportData(conn)
@@ -605,8 +610,6 @@ def main(argv: list[str] | None = None) -> int:
         text = orjson.dumps(manifest(args.out), option=orjson.OPT_INDENT_2).decode()
         sys.stdout.write(f"{text}\ngenerated {args.requests} requests in {elapsed:.1f} s\n")
     if args.time_report:
-        import resource
-
         timings = time_report(args.out)
         for name, seconds in timings.items():
             sys.stdout.write(f"  {name:<24} {seconds:8.3f} s\n")

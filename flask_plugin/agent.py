@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from flask import Flask
@@ -26,7 +26,14 @@ from flamewatch.sampler.folding import StackFolder
 from flamewatch.sampler.logs import log, log_swallowed
 from flamewatch.sampler.resources import ResourceMonitor
 from flamewatch.sampler.stack_sampler import StackSampler
-from flamewatch.sampler.store import Baseline, ProcessInfo, RouteInfo, Store, make_store
+from flamewatch.sampler.store import (
+    Baseline,
+    ProcessInfo,
+    RouteInfo,
+    Store,
+    StoreError,
+    make_store,
+)
 from flamewatch.sampler.version import VersionInfo, flamewatch_version
 from flamewatch.sampler.writer import seed_statistics, thresholds_ns
 
@@ -37,6 +44,8 @@ from .params import describe_request
 __all__ = ["Agent", "routes_of"]
 
 EXIT_FLUSH_TIMEOUT_S = 5.0
+#: how long a monitor switch waits for the writer to reach the store
+SWITCH_TIMEOUT_S = 5.0
 
 _agents: weakref.WeakSet[Agent] = weakref.WeakSet()
 # stores inherited from a parent process: never touched, never finalized, in a forked child
@@ -208,6 +217,35 @@ class Agent:
             self.recorder.sampler = None
         stopped = sampler.stop(timeout) if sampler is not None else True
         return (writer.stop(timeout) if writer is not None else True) and stopped
+
+    def switch_monitoring(
+        self,
+        endpoint: str,
+        monitored: bool,
+        routes: Collection[str],
+        timeout: float = SWITCH_TIMEOUT_S,
+    ) -> bool:
+        """Store ``endpoint``'s monitor flag and publish the stored flags to this process's
+        recorder at once (the other processes read them at their next sync); False, and
+        nothing written, when the endpoint is neither in the store nor one of ``routes``.
+
+        The writer thread does it with its own store link (:meth:`Writer.on_store`): one store
+        connection per app and process, and no route sync can publish the flags read just
+        before the switch after it. Raises :class:`StoreError` when the writer is not running
+        (flamewatch is closed) or cannot reach the store within ``timeout`` seconds.
+        """
+
+        def switch(store: Store) -> bool:
+            if endpoint not in store.monitor_flags() and endpoint not in routes:
+                return False
+            store.set_monitored(endpoint, monitored)
+            self.recorder.set_monitor_flags(store.monitor_flags())
+            return True
+
+        writer = self._writer
+        if writer is None:
+            raise StoreError("flamewatch is not running in this process (closed, or not started)")
+        return writer.on_store(switch, timeout)
 
     @property
     def written(self) -> int:

@@ -5,8 +5,9 @@ static site's pages (:class:`flamewatch.reports.site.Site`, the same templates a
 the same paths, with links under the prefix; what they show is read from the app's store at most
 once every ``FLAMEWATCH_DASHBOARD_CACHE_S`` seconds per process, so a busy dashboard does not
 load the app. One page is the dashboard's own: *Monitoring*, where each endpoint's monitor flag
-is switched (a POST with a CSRF token); the flag is written to the store, honoured by this
-process at once and by every other worker process at its writer's next flag refresh (~2 s).
+is switched (a POST with a CSRF token); the writer thread writes the flag with the app's one
+store link, and it is honoured by this process at once and by every other worker process at
+its writer's next flag refresh (~2 s).
 And ``/metrics``: the store's latency histograms for Prometheus (:mod:`flamewatch.reports.
 metrics`), which a scraper may also read with ``FLAMEWATCH_METRICS_TOKEN`` (:mod:`.bearer`).
 
@@ -66,7 +67,7 @@ from flamewatch.reports.site import (
 )
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.logs import log
-from flamewatch.sampler.store import StoreError, make_store, read_monitor_flags
+from flamewatch.sampler.store import StoreError, read_monitor_flags
 
 from .agent import routes_of
 from .auth import CsrfTokens, Gate
@@ -345,19 +346,16 @@ class Dashboard:
         if _is_own(name) or self.agent.settings.is_excluded(name):
             return _plain(400, "This endpoint is excluded by the configuration.")
         monitored = value == "1"
-        store = make_store(self.agent.database)
-        try:
-            store.open()
-            if name not in store.monitor_flags() and name not in _app_routes(app):
-                abort(404)
-            store.set_monitored(name, monitored)
-            flags = store.monitor_flags()
-        finally:
-            store.close()
-        self.agent.recorder.set_monitor_flags(flags)  # this process at once; others at their sync
-        # the writer may have read the flags just before they changed and publish them after:
-        # a flush makes it read them again (the others' writers re-read them every ~2 s)
-        self.agent.flush(timeout=5)
+        try:  # with the writer's store link: one store per app (see Agent.switch_monitoring)
+            known = self.agent.switch_monitoring(name, monitored, set(_app_routes(app)))
+        except StoreError as exc:
+            return _plain(
+                503,
+                f"The switch could not be stored ({exc}); nothing changed. Try again in a few"
+                " seconds.",
+            )
+        if not known:
+            abort(404)
         log.info(
             "flamewatch: %s switched monitoring of %r %s",
             f"dashboard user {user!r}" if user else "the dashboard",

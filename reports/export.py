@@ -6,11 +6,10 @@ Three formats:
     pyinstrument's own JSON, as ``Session.save`` writes it; ``Session.load`` and
     ``pyinstrument --load FILE`` read it back.
 ``speedscope``
-    A "sampled" profile in speedscope's file format (https://www.speedscope.app). Written here
-    from ``session.frame_records`` rather than with pyinstrument's ``SpeedscopeRenderer``, whose
-    output does not validate against speedscope's schema (``"activeProfileIndex": null`` and null
-    ``file``/``line``) and which drops frames under 1% of the total by default. Every record
-    becomes one sample, weighted by its seconds, so the weights add up to the session's time.
+    A "sampled" profile in speedscope's file format (https://www.speedscope.app), written by
+    :func:`.speedscope.speedscope_file` from ``session.frame_records``: every record becomes
+    one sample, weighted by its seconds, so the weights add up to the session's time, and every
+    frame is kept.
 ``html``
     pyinstrument's self-contained interactive page (``HTMLRenderer``), with the whole tree.
 """
@@ -29,6 +28,8 @@ from pyinstrument.session import Session
 
 from flamewatch.sampler.frame_ids import parse_frame_identifier
 
+from .speedscope import SpeedscopeFrame, speedscope_file
+
 __all__ = [
     "FORMATS",
     "content_disposition",
@@ -41,13 +42,9 @@ __all__ = [
 
 FORMATS = ("pyisession", "speedscope", "html")
 
-SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
-
 # HTMLRenderer resamples (and prints a note to stderr) above this many records; we resample
 # first, the same way, so it never has to.
 _HTML_MAX_RECORDS = 100_000
-
-_FrameKey = tuple[str, str | None, int | None]
 
 #: the longest file name a download is offered under
 _DOWNLOAD_NAME_LIMIT = 120
@@ -94,52 +91,11 @@ def to_pyisession(session: Session) -> bytes:
 def to_speedscope(session: Session, name: str | None = None) -> bytes:
     """A speedscope file holding one sampled profile of ``session``, every frame kept."""
     title = name or session.target_description or "flamewatch profile"
-    table = _FrameTable()
-    samples = [[table.index(info) for info in stack] for stack, _ in session.frame_records]
-    weights = [seconds for _, seconds in session.frame_records]
-    document = {
-        "$schema": SPEEDSCOPE_SCHEMA,
-        "name": title,
-        "exporter": "flamewatch",
-        "activeProfileIndex": 0,
-        "shared": {"frames": table.frames},
-        "profiles": [
-            {
-                "type": "sampled",
-                "name": title,
-                "unit": "seconds",
-                "startValue": 0,
-                "endValue": sum(weights),  # summed in order, as a reader adding weights would
-                "samples": samples,
-                "weights": weights,
-            }
-        ],
-    }
-    return orjson.dumps(document)
+    return speedscope_file(title, "seconds", session.frame_records, _speedscope_frame)
 
 
-class _FrameTable:
-    """speedscope's shared frame list, built as frame infos are met."""
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, str | int]] = []
-        self._by_key: dict[_FrameKey, int] = {}
-        self._by_info: dict[str, int] = {}  # the raw strings, so each is parsed once
-
-    def index(self, frame_info: str) -> int:
-        found = self._by_info.get(frame_info)
-        if found is None:
-            key = _frame_key(frame_info)
-            found = self._by_key.get(key)
-            if found is None:
-                found = self._by_key[key] = len(self.frames)
-                self.frames.append(_frame_dict(key))
-            self._by_info[frame_info] = found
-        return found
-
-
-def _frame_key(frame_info: str) -> _FrameKey:
-    """(name, file, line) of a pyinstrument frame info (see
+def _speedscope_frame(frame_info: str) -> SpeedscopeFrame:
+    """speedscope's frame for a pyinstrument frame info (see
     :mod:`flamewatch.sampler.frame_ids`): ``Class.function`` when a class owns it, the first
     line, or ``None`` for line 0 (pyinstrument's for built-ins); a thread's root becomes a frame
     named after the thread."""
@@ -148,17 +104,6 @@ def _frame_key(frame_info: str) -> _FrameKey:
         return (frame.function or "thread", None, None)
     line = frame.first_line if frame.first_line is not None and frame.first_line > 0 else None
     return (frame.qualified_name, frame.file or None, line)
-
-
-def _frame_dict(key: _FrameKey) -> dict[str, str | int]:
-    """speedscope's frame: unknown file or line left out, not written as null."""
-    name, file, line = key
-    frame: dict[str, str | int] = {"name": name}
-    if file is not None:
-        frame["file"] = file
-    if line is not None:
-        frame["line"] = line
-    return frame
 
 
 # -- html ------------------------------------------------------------------------------------

@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from .calltree import CallTree
 from .flames import Function, Profile, share, signed_ms
+from .speedscope import SpeedscopeFrame, speedscope_file
 from .text import LIMIT, plotly_text, shorten
 
 __all__ = [
@@ -186,42 +185,14 @@ def speedscope_document(profile: Profile, functions: dict[int, Function], name: 
 
     ``name``, the profile's title, is cut to a page's length (it names an endpoint and a
     version, which may be of any length); the frames keep their names whole: it is data."""
-    name = shorten(name, LIMIT)
-    frame_index: dict[int, int] = {}
-    frames: list[dict[str, Any]] = []
-    samples, weights = [], []
-    for stack, (_, ms) in sorted(profile.stacks.items()):
-        indices = []
-        for frame in stack:
-            index = frame_index.get(frame)
-            if index is None:
-                function = functions[frame]
-                index = frame_index[frame] = len(frames)
-                frames.append(
-                    {"name": function.short, "file": function.filename, "line": function.first_line}
-                )
-            indices.append(index)
-        samples.append(indices)
-        weights.append(ms)
-    document = {
-        "$schema": "https://www.speedscope.app/file-format-schema.json",
-        "shared": {"frames": frames},
-        "profiles": [
-            {
-                "type": "sampled",
-                "name": name,
-                "unit": "milliseconds",
-                "startValue": 0,
-                "endValue": sum(weights),
-                "samples": samples,
-                "weights": weights,
-            }
-        ],
-        "name": name,
-        "activeProfileIndex": 0,
-        "exporter": "flamewatch",
-    }
-    return orjson.dumps(document)
+
+    def frame_of(frame: int) -> SpeedscopeFrame:
+        function = functions[frame]
+        line = function.first_line if function.first_line > 0 else None
+        return (function.short, function.filename or None, line)
+
+    stacks = [(stack, ms) for stack, (_, ms) in sorted(profile.stacks.items())]
+    return speedscope_file(shorten(name, LIMIT), "milliseconds", stacks, frame_of)
 
 
 def collapsed_stacks(profile: Profile, functions: dict[int, Function]) -> bytes:

@@ -21,12 +21,13 @@ sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by defaul
 that holds the GIL yields no sample at all. Each sample therefore records the interval that was
 due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` frame. Lowering
 the switch interval while an outlier is sampled would give a CPU-bound outlier five times the
-samples (measured: ~53 instead of ~11 for 80 ms at 1 ms), and was tried and not kept: every
-forced GIL switch lets this thread walk another thread's frames at an arbitrary point of its
-bytecode, and on CPython 3.11 such walks twice met a frame chain its thread had already reused
-(a function object where a frame was due) and once crashed the process (see
-:func:`walk_stack`). Samples are taken at a fixed rate (one interval after the previous one was
-due), so a sample that waited for the GIL does not push the later ones back.
+samples (measured: ~53 instead of ~11 for 80 ms at 1 ms), and was tried and not kept: with it,
+walks twice met a frame chain its thread had already reused (a function object where a frame
+was due) and once crashed the process. The likely cause was found later and is fixed in
+:func:`walk_stack` (a collection inside the walk, whose finalizers handed the GIL to the sampled
+thread); frequent switches make that far likelier. Samples are taken at a fixed rate (one
+interval after the previous one was due), so a sample that waited for the GIL does not push
+the later ones back.
 """
 
 from __future__ import annotations
@@ -278,19 +279,31 @@ def walk_stack(frame: FrameType | None) -> Stack | None:
     """The ``(code, line)`` pairs of a thread's stack, root first, at most :data:`MAX_DEPTH`;
     None when the walk met something that is not a frame.
 
-    The frame should come from a :func:`current_frames` taken just before: on CPython 3.11 a
-    frame of another thread that ran on since it was taken can lead ``f_back`` into memory its
-    thread has reused (seen here as a function object where a frame was due; in-process
-    samplers have seen crashes of this kind, CPython gh-99110). The walk is therefore short,
-    done right after the snapshot, and stops at the first thing that is not a frame.
+    The walk runs with the garbage collector paused. On CPython 3.11, reading ``f_back`` of
+    another thread's frame creates the frame object of the frame below, and that allocation
+    could start a collection inside the read: a finalizer of the garbage (a socket closing)
+    hands the GIL over, the sampled thread returns from that very frame and may end, freeing
+    it, and the read goes on with freed memory. That crashed ``flamewatch demo`` about once in
+    ten runs on a loaded machine (a segmentation fault in ``_PyFrame_MakeAndSetFrameObject``);
+    ``tests/frame_walk_child.py`` makes it happen at will. Between two reads the GIL may still
+    pass to other threads, which is safe: every frame object the walk holds stays valid (a
+    frame that returns copies itself into its frame object). The frame should still come from
+    a :func:`current_frames` taken just before, so that the stack is the thread's present one.
     """
-    pairs = []
-    found: object = frame  # typed as what it may really be
-    while found is not None:
-        if type(found) is not FrameType:
-            return None
-        pairs.append((found.f_code, found.f_lineno))
-        found = found.f_back
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        pairs = []
+        found: object = frame  # typed as what it may really be
+        while found is not None:
+            if type(found) is not FrameType:
+                return None
+            pairs.append((found.f_code, found.f_lineno))
+            found = found.f_back
+    finally:
+        if paused:
+            gc.enable()
     pairs.reverse()
     if len(pairs) > MAX_DEPTH:
         del pairs[MAX_DEPTH:]

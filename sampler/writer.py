@@ -10,17 +10,20 @@ stored monitor flags and refreshes the process's row every ``sync_interval``; th
 written (with its latency histograms); :class:`~.maintenance.Retention` deletes old rows and
 histograms when ``retention_days`` or ``histogram_retention_days`` is set; and
 :class:`~.profile_flush.ProfileFlush` adds what the sampler folded to the aggregated profiles
-every ``profile_interval``. A store that fails is logged once, retried with back-off, and never
-blocks a request: records wait in memory up to the queue's cap and are counted as dropped
-beyond it. A store whose server went away (PostgreSQL) is the same case. A SQLite file deleted
-or replaced under the writer is noticed before and after each batch and opened again (a new
-file gets the schema).
+every ``profile_interval``. Work other threads hand over (:meth:`Writer.on_store`, e.g. the
+dashboard's monitor switch) runs with the same link, after the route sync
+(:mod:`.store_commands`): a process keeps one connection to its store. A store that fails is
+logged once, retried with back-off, and never blocks a request: records wait in memory up to
+the queue's cap and are counted as dropped beyond it. A store whose server went away
+(PostgreSQL) is the same case. A SQLite file deleted or replaced under the writer is noticed
+before and after each batch and opened again (a new file gets the schema).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from .capture import Capturer
 from .capture_quota import CaptureQuota
@@ -38,7 +41,8 @@ from .maintenance import (
 from .profile_flush import ProfileFlush
 from .recorder import Recorder
 from .stats import OutlierRule, RunningStats
-from .store import ProcessInfo, RouteInfo, Store
+from .store import ProcessInfo, RouteInfo, Store, StoreError
+from .store_commands import StoreCommands
 from .thresholds import Thresholds, seed_statistics, thresholds_ns
 from .worker import Worker
 
@@ -51,6 +55,8 @@ __all__ = [
     "seed_statistics",
     "thresholds_ns",
 ]
+
+T = TypeVar("T")
 
 
 class Writer(Worker):
@@ -108,6 +114,7 @@ class Writer(Worker):
         )
         self._pending = self.ingest.pending  # the same list (benchmarks read its length)
         self.route_sync = RouteSync(self.link, recorder, routes, sync_interval)
+        self.commands = StoreCommands(self.link)
         self.retention = Retention(
             self.link,
             self._wake.set,
@@ -171,6 +178,27 @@ class Writer(Worker):
                 return False
         return marker.ok
 
+    def on_store(self, action: Callable[[Store], T], timeout: float | None = None) -> T:
+        """Run ``action`` with the writer's store, on the writer's thread, and return what it
+        returned (or raise what it raised): the one connection of the process, never a
+        second. Raises :class:`StoreError` when the writer is not running, the store cannot
+        be opened, or ``timeout`` passed first -- the action has not run then, and never will.
+        """
+        if not self.alive:
+            raise StoreError("flamewatch's writer is not running in this process")
+        command = self.commands.submit(action)
+        self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not command.done.wait(0.05):
+            stopped = not self.alive
+            late = deadline is not None and time.monotonic() >= deadline
+            # cancel() is False when the writer took the command a moment ago: it is answered
+            # once it has run
+            if (stopped or late) and command.cancel():
+                why = "stopped" if stopped else f"did not reach the store within {timeout} s"
+                raise StoreError(f"flamewatch's writer {why}; nothing was done")
+        return command.result()
+
     # -- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -179,15 +207,19 @@ class Writer(Worker):
             while True:
                 stopping = self._stopping
                 held_back = ingest.drain()
-                urgent = stopping or self._urgent or bool(ingest.markers)  # a flush or a stop
+                # a flush, a stop, or another thread waiting on a command
+                urgent = stopping or self._urgent or bool(ingest.markers) or self.commands.pending
                 self._urgent = False
                 if link.ready(force=urgent):
                     self.route_sync.sync_if_due(force=urgent)
+                    self.commands.run_pending()  # before the batch: a request thread waits
                     ingest.write_pending()
                     if not stopping:
                         self.retention.run_if_due(busy=bool(ingest.pending))
                     if self.profiles is not None:
                         self.profiles.write_if_due(force=urgent)
+                else:
+                    self.commands.refuse_pending()
                 ingest.answer_markers()
                 if stopping:
                     break
@@ -232,4 +264,5 @@ class Writer(Worker):
             self.losses.lost_at_exit(lost)  # said just above
         self.losses.log(force=True)
         self.ingest.answer_markers()
+        self.commands.refuse_pending("flamewatch's writer stopped")
         self.link.close(self.recorder.dropped)

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.request import urlopen
 
 import pytest
-from flask import Flask
+from flask import Flask, request
+from werkzeug.serving import make_server
+
+from flamewatch.flask_plugin import Flamewatch
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -32,7 +39,7 @@ CHROMIUM_ARGS = [
 @contextmanager
 def chromium() -> Iterator[Browser]:
     """Headless Chromium, closed on exit; a test fails (not skips) when it is not installed."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 -- optional: browser tests only
 
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is needed: apt-get install chromium (the README's test command does)")
@@ -105,7 +112,7 @@ class PgRow(tuple):  # type: ignore[type-arg]
 def rows(db_path: Database, sql: str = "SELECT * FROM requests", *args: Any) -> list[Any]:
     """Read rows from a real store (a fresh connection, closed at once); qmark SQL."""
     if is_pg(db_path):
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
         with psycopg.connect(str(db_path)) as pg:
             cur = pg.execute(sql.replace("?", "%s"), args)
@@ -180,8 +187,6 @@ def watch_by_user(app: Flask, database: Database, version: str) -> None:
     """flamewatch on a history's app: grouped by the ``X-User`` header, sampled every
     millisecond, aggregated profiles flushed every half second, so that a history of a few
     seconds has its profiles stored."""
-    from flamewatch.flask_plugin import Flamewatch
-
     Flamewatch(
         app,
         database=str(database),
@@ -192,20 +197,23 @@ def watch_by_user(app: Flask, database: Database, version: str) -> None:
     )
 
 
-#: the captured outliers that are slow checkouts, by id (with :data:`SLOW_CHECKOUT_MS`)
+#: the captured outliers that are the planted slow checkouts (``?slow=1``), by id (with
+#: :data:`SLOW_CHECKOUT_MS` and :data:`SLOW_QUERY_PATTERN`): a quick checkout that a loaded
+#: machine stalled past the duration is not one
 SLOW_OUTLIERS_SQL = (
     "SELECT o.id FROM outliers o JOIN requests r ON r.id = o.request_id"
     " JOIN endpoints e ON e.id = r.endpoint_id"
-    " WHERE e.name = 'checkout' AND r.duration_ms >= ? ORDER BY o.id"
+    " WHERE e.name = 'checkout' AND r.duration_ms >= ? AND o.request_json LIKE ?"
+    " ORDER BY o.id"
 )
+#: what a planted slow checkout's stored request holds
+SLOW_QUERY_PATTERN = '%"slow":"1"%'
 #: the duration (ms) above which a request of :func:`make_history` is one of its slow checkouts
 SLOW_CHECKOUT_MS = 120
 
 
 def slow_checkout() -> None:
     """What the slow checkouts of :func:`make_history` spend their time in."""
-    import time
-
     time.sleep(0.12)
 
 
@@ -215,11 +223,6 @@ def make_history(database: Path, versions: dict[str, float], *, instance: Path) 
     ``versions`` maps a version label to the checkout view's extra milliseconds, so a larger
     number is a regression. Every agent is closed before returning.
     """
-    import time
-
-    from flask import request
-
-    from flamewatch.flask_plugin import Flamewatch
 
     for version, checkout_ms in versions.items():
         app = Flask("history", instance_path=str(instance))
@@ -273,12 +276,6 @@ def regression_history(tmp_path_factory: pytest.TempPathFactory, name: str) -> P
 def fetch_concurrently(app: Flask, paths: list[str], clients: int = 8) -> list[bytes]:
     """Serve ``app`` on a real threaded werkzeug server on a free loopback port, GET every path
     from ``clients`` concurrent clients, stop the server; return the bodies in order."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-    from urllib.request import urlopen
-
-    from werkzeug.serving import make_server
-
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()

@@ -94,7 +94,7 @@ class PostgresServer:
 
     def database(self) -> str:
         """A new empty database on this server; its URL."""
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
         name = f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -107,7 +107,7 @@ class PostgresServer:
 
     def drop(self, url: str) -> None:
         """Drop a database made by :meth:`database` (its connections are ended)."""
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.url, autocommit=True) as conn:

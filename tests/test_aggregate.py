@@ -35,6 +35,7 @@ from flamewatch.reports.model import Box, Change
 from flamewatch.reports.stats_tests import mann_whitney_p, median_ci_ranks, verdict
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.histogram import ALPHA, bucket_of, bucket_value
+from flamewatch.sampler.store import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -432,8 +433,6 @@ def test_a_small_change_is_never_called_slower(traffic: Path) -> None:
 
 
 def test_an_empty_store_has_no_boxes_and_no_changes(tmp_path: Path) -> None:
-    from flamewatch.sampler.store import SQLiteStore
-
     store = SQLiteStore(tmp_path / "empty.sqlite3")
     store.open()
     store.close()

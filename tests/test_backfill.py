@@ -60,7 +60,7 @@ def v3_sqlite(tmp_path: Path) -> Path:
 
 def _v3_postgres(url: str) -> None:
     """The vendored store's rows in a PostgreSQL schema of version 3, ids kept."""
-    import psycopg
+    import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
     source = sqlite3.connect(V3_STORE)
     with psycopg.connect(url, autocommit=True) as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psutil
 import pytest
 from click.testing import CliRunner
 from flask import Flask, Response, request, stream_with_context
@@ -190,8 +192,6 @@ def test_speedscope_and_html_exports_of_a_stored_outlier(
 def test_cpu_and_memory_of_an_outlier_are_plausible(
     make_app: Callable[..., Flask], db_path: Path
 ) -> None:
-    import psutil
-
     app = _outlier_app(make_app)
     warm(app, ["/pay"], SLOW_S)
     app.test_client().get("/pay?slow=1")
@@ -340,8 +340,6 @@ def test_streamed_outlier_is_captured_with_params_from_the_url(
 
 
 def test_async_outlier_is_captured(make_app: Callable[..., Flask], db_path: Path) -> None:
-    import asyncio
-
     app = make_app(init=False, outlier_warmup=10)
 
     @app.get("/a")

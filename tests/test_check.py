@@ -21,7 +21,7 @@ from flamewatch.reports.check import CheckFinding, CheckResult
 from flamewatch.reports.check_text import format_markdown
 from flamewatch.reports.cli import main
 from flamewatch.reports.model import Change
-from flamewatch.sampler.store import SQLiteStore
+from flamewatch.sampler.store import ProcessInfo, RequestRecord, SQLiteStore
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -127,8 +127,6 @@ def test_markdown_keeps_stored_names_as_text() -> None:
 
 
 def _one_version_store(path: Path, versions: list[str]) -> None:
-    from flamewatch.sampler.store import ProcessInfo, RequestRecord
-
     store = SQLiteStore(path)
     store.open()
     try:

@@ -184,10 +184,6 @@ def test_flask_cli_summary_escapes_stored_strings_too(tmp_path: Path) -> None:
 
 
 def test_profile_refuses_an_id_in_other_scripts_digits(tmp_path: Path) -> None:
-    from flamewatch.reports.cli import main as flamewatch_main
-
-    result = CliRunner().invoke(
-        flamewatch_main, ["profile", "١٢٣", "-d", str(tmp_path / "store.sqlite3")]
-    )
+    result = CliRunner().invoke(main, ["profile", "١٢٣", "-d", str(tmp_path / "store.sqlite3")])
     assert result.exit_code == 2
     assert "is not an outlier id (ASCII digits)" in result.output

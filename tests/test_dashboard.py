@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -28,6 +29,7 @@ from helpers import (
     HOSTILE_USER,
     SLOW_CHECKOUT_MS,
     SLOW_OUTLIERS_SQL,
+    SLOW_QUERY_PATTERN,
     flush,
     regression_history,
     rows,
@@ -117,7 +119,7 @@ def client(open_app: Flask) -> FlaskClient:
 
 def _outlier_ids(store: Path) -> list[int]:
     """The slow checkouts' outliers (a loaded machine may flag a quick request too)."""
-    return [r[0] for r in rows(store, SLOW_OUTLIERS_SQL, SLOW_CHECKOUT_MS)]
+    return [r[0] for r in rows(store, SLOW_OUTLIERS_SQL, SLOW_CHECKOUT_MS, SLOW_QUERY_PATTERN)]
 
 
 def _token(client: FlaskClient, **kwargs: Any) -> str:
@@ -801,7 +803,9 @@ def test_every_dashboard_response_is_private_nosniff_and_unframeable(
     assert "Content-Security-Policy" not in app_page.headers  # the app's own pages: untouched
 
 
-def test_profile_downloads(client: FlaskClient, store: Path, tmp_path: Path) -> None:
+def test_profile_downloads(
+    client: FlaskClient, store: Path, tmp_path: Path, speedscope_schema: dict[str, Any]
+) -> None:
     outlier = _outlier_ids(store)[-1]
     base = f"{PREFIX}/outliers/{outlier}"
 
@@ -824,6 +828,7 @@ def test_profile_downloads(client: FlaskClient, store: Path, tmp_path: Path) -> 
         f'attachment; filename="flamewatch-outlier-{outlier}.speedscope.json"'
     )
     document = json.loads(speedscope.get_data())
+    jsonschema.Draft7Validator(speedscope_schema).validate(document)
     assert any(f["name"] == "slow_checkout" for f in document["shared"]["frames"])
 
     viewer = client.get(f"{base}/profile.html")
@@ -841,7 +846,7 @@ def test_profile_downloads(client: FlaskClient, store: Path, tmp_path: Path) -> 
 
 
 def test_aggregated_profile_exports_are_served_next_to_the_endpoint_page(
-    client: FlaskClient,
+    client: FlaskClient, speedscope_schema: dict[str, Any]
 ) -> None:
     index = client.get(f"{PREFIX}/").get_data(as_text=True)
     pages = sorted(set(re.findall(r'href="[^"]*?(endpoints/[^"/]+\.html)"', index)))
@@ -856,7 +861,9 @@ def test_aggregated_profile_exports_are_served_next_to_the_endpoint_page(
         assert response.headers["Content-Disposition"].startswith('attachment; filename="'), url
         if url.endswith(".speedscope.json"):
             assert response.mimetype == "application/json"
-            assert json.loads(response.get_data())["profiles"]
+            document = json.loads(response.get_data())
+            jsonschema.Draft7Validator(speedscope_schema).validate(document)
+            assert document["profiles"][0]["weights"], url
         else:
             assert response.mimetype == "text/plain"
             for line in response.get_data(as_text=True).splitlines():
@@ -900,8 +907,6 @@ def test_an_unreadable_store_is_a_503_saying_to_wait(tmp_path: Path) -> None:
 
 
 def test_a_reading_is_reused_at_least_ten_times_as_long_as_it_took(open_app: Flask) -> None:
-    from flamewatch.flask_plugin.dashboard import Dashboard
-
     ticks = [0.0]
 
     def clock() -> float:  # every look at the clock: 2 s later (a reading takes 2 s)

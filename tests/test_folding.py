@@ -14,7 +14,9 @@ from helpers import rows
 from flamewatch.flask_plugin import ConfigError, Flamewatch
 from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.flames import FlameReport
+from flamewatch.reports.site import write_site
 from flamewatch.reports.summary import open_readonly
+from flamewatch.reports.transfer import build_histograms, migrate_store
 from flamewatch.sampler.folding import NO_GROUP, OTHER_GROUP, StackFolder, frame_key
 from flamewatch.sampler.inflight import Sample, Stack
 from flamewatch.sampler.store import (
@@ -252,9 +254,6 @@ def test_bad_aggregation_settings_are_refused(db_path: Path, key: str, value: ob
 
 
 def test_the_report_reads_a_store_from_before_the_profiles(db_path: Path, tmp_path: Path) -> None:
-    from flamewatch.reports.site import write_site
-    from flamewatch.reports.transfer import build_histograms, migrate_store
-
     conn = sqlite3.connect(db_path, isolation_level=None)
     for statements in MIGRATIONS[:2]:
         for statement in statements:

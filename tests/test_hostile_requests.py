@@ -33,6 +33,8 @@ from werkzeug.routing import Rule
 from flamewatch.flask_plugin import Agent, Flamewatch
 from flamewatch.sampler import storable as storable_module
 from flamewatch.sampler.storable import DEFAULT_MAX_NAME_CHARS, storable
+from flamewatch.sampler.store import sql
+from flamewatch.sampler.store.sql import _bounded_update
 
 ORDINARY = 1000
 SLOW = "fuzz.slow"  # an environ key: the view sleeps, so the request is an outlier
@@ -366,8 +368,6 @@ def test_a_2mb_json_post_ending_in_a_lone_surrogate_keeps_capped_facts(
 
 
 def test_the_group_id_cache_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flamewatch.sampler.store import sql
-
     monkeypatch.setattr(sql, "_MAX_CACHED_NAMES", 100)
     fuzzed = Fuzzed(tmp_path / "store.sqlite3", tmp_path)
     for i in range(300):
@@ -387,8 +387,6 @@ def test_the_group_id_cache_stays_bounded(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_batch_of_more_names_than_the_cap_leaves_the_cache_full_not_empty() -> None:
     # a writer that drains a burst finds more new names in one batch than the cache may hold;
     # the next batch, with none, must not empty it (it did, under load, in CI)
-    from flamewatch.sampler.store.sql import _bounded_update
-
     cache: dict[str, int] = {}
     _bounded_update(cache, {f"g{i}": i for i in range(150)}, 100)
     assert list(cache) == [f"g{i}" for i in range(50, 150)]

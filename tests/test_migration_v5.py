@@ -64,7 +64,7 @@ DAY = 86_400.0
 
 def _v4_postgres(url: str) -> None:
     """The vendored store's rows in a PostgreSQL schema of version 4, ids kept."""
-    import psycopg
+    import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
     source = sqlite3.connect(V4_STORE)
     with psycopg.connect(url, autocommit=True) as conn:

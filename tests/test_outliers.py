@@ -9,6 +9,8 @@ from pathlib import Path
 from flask import Flask, request
 from helpers import flush, stored
 
+from flamewatch.flask_plugin import Flamewatch
+
 
 def _app_with_sleepy_view(make_app: Callable[..., Flask], **config: object) -> Flask:
     app = make_app(init=False, **config)
@@ -17,8 +19,6 @@ def _app_with_sleepy_view(make_app: Callable[..., Flask], **config: object) -> F
     def work() -> str:
         time.sleep(float(request.args.get("ms", "1")) / 1000)
         return "done"
-
-    from flamewatch.flask_plugin import Flamewatch
 
     Flamewatch(app)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -163,8 +164,6 @@ def test_with_the_plugin_off_nothing_of_flamewatch_is_imported(tmp_path: Path) -
 
 
 def _python(root: Path, script: str) -> dict[str, Any]:
-    import subprocess
-
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=root,

@@ -18,6 +18,8 @@ from flask.wrappers import Request
 from helpers import fetch_concurrently, flush, rows, stored
 
 from flamewatch.flask_plugin import Flamewatch
+from flamewatch.sampler import logs
+from flamewatch.sampler.store import make_store, resolve_database
 
 
 @pytest.fixture
@@ -406,7 +408,6 @@ def test_monitor_flag_in_the_store_switches_an_endpoint_off(app: Flask, db_path:
     client = app.test_client()
     client.get("/")
     flush(app)
-    from flamewatch.sampler.store import make_store, resolve_database
 
     conn_store = make_store(resolve_database(str(db_path), "."))
     conn_store.open()
@@ -449,8 +450,6 @@ def test_failing_group_by_is_logged_and_the_request_served(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flamewatch.sampler import logs
-
     monkeypatch.setattr(logs, "_last_logged", {})  # a fresh minute of rate limiting
     app = make_app(init=False)
 

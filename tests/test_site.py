@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 from flask import Flask
@@ -15,13 +18,16 @@ from helpers import (
     HOSTILE_USER,
     SLOW_CHECKOUT_MS,
     SLOW_OUTLIERS_SQL,
+    SLOW_QUERY_PATTERN,
     make_history,
     rows,
 )
+from plotly.offline import get_plotlyjs
 from pyinstrument.session import Session
 
 from flamewatch.reports.cli import main
 from flamewatch.reports.site import endpoint_page, write_site
+from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
 
 
 @pytest.fixture
@@ -43,25 +49,27 @@ def _html_files(site: Path) -> list[Path]:
     return sorted(site.rglob("*.html"))
 
 
-def test_site_has_every_view(site: Path, db_path: Path) -> None:
+def test_site_has_every_view(site: Path, db_path: Path, speedscope_schema: dict[str, Any]) -> None:
     for page in ("index", "utilization", "performance", "versions", "outliers"):
         assert (site / f"{page}.html").is_file()
     for name in ("checkout", "index", HOSTILE_ENDPOINT):
         assert (site / endpoint_page(name)).is_file()
-    outlier_ids = [r[0] for r in rows(db_path, SLOW_OUTLIERS_SQL, SLOW_CHECKOUT_MS)]
+    outlier_ids = [
+        r[0] for r in rows(db_path, SLOW_OUTLIERS_SQL, SLOW_CHECKOUT_MS, SLOW_QUERY_PATTERN)
+    ]
     assert len(outlier_ids) == 2  # one slow checkout per version
     for outlier_id in outlier_ids:
         assert (site / "outliers" / f"{outlier_id}.html").is_file()
         folder = site / "outliers" / str(outlier_id)
         session = Session.load(folder / "profile.pyisession")
         assert session.duration > 0.12
-        assert b"slow_checkout" in (folder / "profile.speedscope.json").read_bytes()
+        speedscope = (folder / "profile.speedscope.json").read_bytes()
+        jsonschema.Draft7Validator(speedscope_schema).validate(json.loads(speedscope))
+        assert b"slow_checkout" in speedscope
         assert b"slow_checkout" in (folder / "profile.html").read_bytes()
 
 
 def test_plotly_is_written_once_from_the_installed_package(site: Path) -> None:
-    from plotly.offline import get_plotlyjs
-
     assert (site / "assets" / "plotly.min.js").read_text() == get_plotlyjs()
     for page in _html_files(site):
         text = page.read_text()
@@ -157,8 +165,6 @@ def test_flask_cli_report_uses_the_apps_store(app: Flask, tmp_path: Path) -> Non
 def test_utilization_breaks_requests_down_by_host_and_process(
     db_path: Path | str, tmp_path: Path
 ) -> None:
-    from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
-
     store = make_store(resolve_database(str(db_path), "."))
     store.open()
     try:

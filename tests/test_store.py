@@ -4,6 +4,7 @@ failures that never reach the app."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from flask import Flask
 from helpers import Database, flush, is_pg, rows, stored
 from pgserver import PostgresServer
 
+from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.store import (
     SCHEMA_VERSION,
     Store,
@@ -25,6 +27,8 @@ from flamewatch.sampler.store import (
     make_store,
     resolve_database,
 )
+from flamewatch.sampler.store.connection import StoreConnection
+from flamewatch.sampler.store.postgres import translate
 from flamewatch.sampler.store.schema import MIGRATIONS
 
 
@@ -38,9 +42,7 @@ def open_store(database: Database) -> Store:
 def raw(database: Database) -> Iterator[Any]:
     """A plain driver connection in autocommit mode (qmark SQL for both)."""
     if is_pg(database):
-        import psycopg
-
-        from flamewatch.sampler.store.connection import StoreConnection
+        import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
         with psycopg.connect(str(database), autocommit=True) as pg:
             yield StoreConnection(pg, "")
@@ -72,8 +74,6 @@ def test_opening_twice_migrates_once(store_db: Database) -> None:
 
 
 def test_a_version_1_store_is_migrated_keeping_its_rows(store_db: Database) -> None:
-    from flamewatch.sampler.store.postgres import translate
-
     with raw(store_db) as conn:
         for statement in MIGRATIONS[0]:
             conn.execute(translate(statement) if is_pg(store_db) else statement)
@@ -115,7 +115,7 @@ def unavailable(
     made: list[str] = []
 
     def unblock_pg() -> Database:
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
         with psycopg.connect(server.url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
@@ -209,8 +209,6 @@ def test_two_processes_write_the_same_store_and_exit_flushes(store_db: Database)
 def test_report_can_read_while_the_writer_writes(
     store_db: Database, make_app: Callable[..., Flask]
 ) -> None:
-    from flamewatch.reports.summary import open_readonly
-
     app = make_app(database=str(store_db))
     client = app.test_client()
     client.get("/")
@@ -230,8 +228,6 @@ def test_report_can_read_while_the_writer_writes(
 def test_forked_worker_starts_its_own_writer_and_loses_nothing(
     store_db: Database, make_app: Callable[..., Flask]
 ) -> None:
-    import os
-
     db_path = store_db
     app = make_app(database=str(store_db))
     client = app.test_client()

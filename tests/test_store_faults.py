@@ -28,6 +28,7 @@ from flamewatch.sampler import OutlierRule
 from flamewatch.sampler.inflight import DURATION, GROUP, STATUS, Queued, new_record
 from flamewatch.sampler.recorder import Recorder
 from flamewatch.sampler.store import ProcessInfo, make_store
+from flamewatch.sampler.store import sqlite as sqlite_store
 from flamewatch.sampler.store.failures import is_store_away
 from flamewatch.sampler.writer import Writer
 
@@ -140,8 +141,6 @@ def test_a_deleted_store_directory_is_noticed_and_recreated(
 def test_a_lock_held_past_the_busy_timeout_drops_are_counted_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flamewatch.sampler.store import sqlite as sqlite_store
-
     monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.2)
     database = tmp_path / "store.sqlite3"
     app = _app(database, tmp_path, queue_size=100)

@@ -3,6 +3,7 @@ and the retention setting -- on real stores of both kinds."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,14 +129,13 @@ def test_copy_into_a_store_that_holds_rows_is_refused(history: Path, pg_url: str
 
 def _version_1_store(database: Database) -> None:
     if is_pg(database):
-        import psycopg
+        import psycopg  # noqa: PLC0415 -- optional (postgres extra; SQLite tests run without)
 
         with psycopg.connect(str(database), autocommit=True) as conn:
             for statement in MIGRATIONS[0]:
                 conn.execute(translate(statement))
             conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
         return
-    import sqlite3
 
     conn_sqlite = sqlite3.connect(database, isolation_level=None)
     for statement in MIGRATIONS[0]:
@@ -268,7 +268,6 @@ def test_one_process_per_interval_claims_the_retention_run(store_db: Database) -
 def test_a_copy_that_fails_writes_nothing_and_says_why(pg_url: str, tmp_path: Path) -> None:
     source = tmp_path / "broken.sqlite3"
     _aged_store(source, old=0, new=10, now=NOW)
-    import sqlite3
 
     conn = sqlite3.connect(source)  # SQLite does not enforce references; PostgreSQL does
     conn.execute("UPDATE requests SET group_id = 999 WHERE id = 5")
