@@ -12,9 +12,10 @@ through the writer's real code path, and caches them in ``--dir``), side by side
 * **memory**: the peak RSS of each of those child processes (``ru_maxrss`` from ``os.wait4``,
   so each child's own high-water mark);
 * **storage**: the store's size on disk, and per 10^6 requests the bytes of the raw rows (the
-  ``requests`` table and its indexes) and of the histogram tables (``latency``,
-  ``latency_hourly``, ``latency_total``, ``traffic`` and their indexes), from SQLite's
-  ``dbstat`` table.
+  ``requests`` table and its indexes) and of the histogram tables (schema 4's ``latency``,
+  ``latency_hourly``, ``latency_total``, ``traffic``, schema 5's ``latency_version``,
+  ``group_hits``, ``latency_daily``, ``traffic_daily``, ``hits_hourly``, ``process_hits``, and
+  their indexes), from SQLite's ``dbstat`` table.
 
 A timing is the median of up to ``--repeat`` runs (default 3), fewer once the runs of one
 measurement took ``--budget`` seconds (default 60): at least one run. The issue's targets are
@@ -61,7 +62,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scale_store import BUSIEST_ENDPOINT, CHUNK, cached_store, fingerprint
 
 NAME = "bench_scale"
-HISTOGRAM_TABLES = ("latency", "latency_hourly", "latency_total", "traffic")
+HISTOGRAM_TABLES = (
+    "latency",
+    "latency_hourly",
+    "latency_total",
+    "traffic",
+    "latency_version",
+    "group_hits",
+    "latency_daily",
+    "traffic_daily",
+    "hits_hourly",
+    "process_hits",
+)
 RAW_TABLES = ("requests",)
 #: the dashboard pages timed: label -> path under /flamewatch/ ("{endpoint}": an endpoint's page)
 PAGES = {

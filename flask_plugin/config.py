@@ -345,9 +345,10 @@ class Settings:
     histogram_retention_days: float | None = setting(
         None,
         OrNone(Number(0.01, 36_500, "days")),
-        "Delete the hourly latency histograms and traffic counts older than this, and the"
-        " histograms of versions last seen before then, hourly, by one process at a time. The"
-        " cumulative histograms behind the metrics are never deleted.",
+        "Delete the hourly and daily latency histograms and traffic counts older than this"
+        " (whole UTC days), and the histograms of versions last seen before then, hourly, by"
+        " one process at a time. The cumulative histograms behind the metrics are never"
+        " deleted.",
         default_help="`None` (keep forever)",
     )
 

@@ -2,15 +2,17 @@
 
 A store holds millions of requests; a report page needs a few numbers per endpoint, version
 and group. The writer keeps those numbers ready, in the same transaction as the requests' rows
-(schema 4), in tables whose size grows with endpoints x versions x groups x hours, never with
-the number of requests, and every number here is read from them:
+(schemas 4 and 5), in tables whose size grows with endpoints x versions x groups x time
+buckets, never with the number of requests, and every number here is read from the coarsest
+table that holds it:
 
-- ``traffic`` -- requests per endpoint, version, process, UTC hour, method and status, with
-  their outliers and the exact sum of their durations: hits (in all, in the last day and week,
-  per hour), outliers, means.
-- ``latency`` -- a histogram of durations per endpoint, version and group (1 % buckets, see
-  :mod:`flamewatch.sampler.histogram`): every box and every version comparison, read from the
-  buckets as :mod:`.binned` explains (each quantile within 1 % of the exact one).
+- ``traffic_daily`` -- requests per endpoint, version and UTC day, with their outliers and the
+  exact sum of their durations: hits, outliers, means; ``hits_hourly`` -- requests per
+  endpoint and UTC hour: hits in the last day and week, and per hour.
+- ``latency_version`` -- a histogram of durations per endpoint and version (1 % buckets, see
+  :mod:`flamewatch.sampler.histogram`): every box of endpoints and versions and every version
+  comparison, read from the buckets as :mod:`.binned` explains (each quantile within 1 % of
+  the exact one); ``latency`` per group too, read only for the groups shown (:mod:`.latency`).
 
 Raw ``requests`` rows are never read here; only lists of single requests (outliers) read them.
 This module names the numbers, orders them (versions in deployment order, groups slowest
@@ -65,7 +67,7 @@ MIN_CHANGE_REQUESTS = 10
 #: the group of requests stored without one, and the box of the groups beyond ``max_groups``
 UNKNOWN_GROUP, OTHER_GROUPS = "unknown", "others"
 #: the schema that has the tables read here
-HISTOGRAM_SCHEMA = 4
+HISTOGRAM_SCHEMA = 5
 
 _DAY, _WEEK = 86_400.0, 7 * 86_400.0
 
@@ -98,8 +100,9 @@ class ReportData:
     UTC hours that began in the 24 hours (7 days) up to ``now``. A version comparison
     (:class:`Change`) needs :data:`MIN_CHANGE_REQUESTS` requests on each side; its verdict uses
     ``change_threshold`` (the smallest relevant change of the median, 0.2 = 20 %) and ``alpha``
-    (the significance level). Per endpoint, the ``max_groups`` slowest groups get their own
-    box; the rest share one, ``"others"``, with the groups beyond the writer's cap. These
+    (the significance level). Per endpoint, the ``max_groups`` groups with the most requests
+    get their own box (shown slowest first); the rest share one, ``"others"``, with the groups
+    beyond the writer's cap. These
     settings stay readable as attributes.
 
     With ``endpoint`` (a name), everything is read for that endpoint only, by the tables' keys
@@ -212,7 +215,7 @@ class ReportData:
         where, args = self._only("endpoint_id")
         hits, outliers = self._conn.execute(
             "SELECT CAST(coalesce(SUM(hits), 0) AS BIGINT),"
-            " CAST(coalesce(SUM(outliers), 0) AS BIGINT) FROM traffic" + where,
+            " CAST(coalesce(SUM(outliers), 0) AS BIGINT) FROM traffic_daily" + where,
             args,
         ).fetchone()
         return int(hits), int(outliers)
@@ -222,20 +225,21 @@ class ReportData:
         return [change for _, change in sorted(self._changes.items(), key=self._pair_order)]
 
     def hourly_hits(self) -> list[HourlyHits]:
-        """Requests per endpoint per UTC hour, by endpoint name, then hour."""
+        """Requests per endpoint per UTC hour, by endpoint name, then hour: ``hits_hourly`` as
+        it is stored (endpoints x hours rows; the charts bucket them by local day and hour)."""
         self._require_histograms()
         names = self._endpoint_names
         where, args = self._only("endpoint_id")
-        rows = self._conn.execute(
-            "SELECT endpoint_id, hour, CAST(SUM(hits) AS BIGINT) FROM traffic"
+        by_endpoint: dict[int, list[HourlyHits]] = defaultdict(list)
+        for e, hour, count in self._conn.execute(
+            "SELECT endpoint_id, hour, hits FROM hits_hourly"
             + where
-            + " GROUP BY endpoint_id, hour",
+            + " ORDER BY endpoint_id, hour",
             args,
-        )
-        return sorted(
-            (HourlyHits(names[e], int(hour), int(count)) for e, hour, count in rows if count),
-            key=lambda h: (h.endpoint, h.hour),
-        )
+        ):
+            if count:
+                by_endpoint[e].append(HourlyHits(names[e], int(hour), int(count)))
+        return [h for e in sorted(by_endpoint, key=self._endpoint_key) for h in by_endpoint[e]]
 
     def box_by_endpoint(self) -> dict[str, Box]:
         """The box of each requested endpoint's durations."""
@@ -250,9 +254,9 @@ class ReportData:
         return result
 
     def boxes_by_group(self) -> dict[str, list[tuple[str, Box]]]:
-        """Per endpoint, the ``max_groups`` slowest groups (by median) with their boxes, then
-        ``("others", box)`` of all the remaining groups' requests (with the groups beyond the
-        writer's cap), if any remain."""
+        """Per endpoint, the ``max_groups`` groups with the most requests, slowest (median)
+        first, with their boxes, then ``("others", box)`` of all the remaining groups'
+        requests (with the groups beyond the writer's cap), if any remain."""
         result = {
             self._endpoint_names[e]: [(self._group_name(g), box) for g, box in kept]
             for e, kept in sorted(self._kept_groups.items(), key=lambda i: self._endpoint_key(i[0]))
@@ -371,28 +375,34 @@ class ReportData:
 
     @cached_property
     def _totals(self) -> dict[tuple[int, int], _Totals]:
-        """Hits, outliers, recent hits and sums per (endpoint, version): one ``GROUP BY``."""
+        """Hits, outliers and sums per (endpoint, version), from ``traffic_daily``: one row
+        per endpoint, version and day, summed here (no recent hits: see
+        :attr:`_endpoint_totals`)."""
         self._require_histograms()
-        day, week, now = self.now - _DAY, self.now - _WEEK, self.now
         where, args = self._only("endpoint_id")
-        rows = self._conn.execute(
-            "SELECT endpoint_id, version_id, CAST(SUM(hits) AS BIGINT),"
-            " CAST(SUM(outliers) AS BIGINT),"
-            " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
-            " CAST(SUM(CASE WHEN hour >= ? AND hour <= ? THEN hits ELSE 0 END) AS BIGINT),"
-            " SUM(sum_ms) FROM traffic" + where + " GROUP BY endpoint_id, version_id",
-            (day, now, week, now, *args),
-        ).fetchall()
-        return {
-            (e, v): _Totals(int(hits), int(outliers), int(last_day), int(last_week), float(ms))
-            for e, v, hits, outliers, last_day, last_week, ms in rows
-        }
+        totals: dict[tuple[int, int], _Totals] = defaultdict(_Totals)
+        for e, v, hits, outliers, ms in self._conn.execute(
+            "SELECT endpoint_id, version_id, hits, outliers, sum_ms FROM traffic_daily" + where,
+            args,
+        ):
+            totals[(e, v)] += _Totals(int(hits), int(outliers), sum_ms=float(ms))
+        return dict(totals)
 
     @cached_property
     def _endpoint_totals(self) -> dict[int, _Totals]:
+        """Per endpoint, the sums of :attr:`_totals` and its hits of the UTC hours that began
+        in the last day and week, from the week's ``hits_hourly`` rows (by its hour index)."""
         totals: dict[int, _Totals] = defaultdict(_Totals)
         for (e, _), counts in self._totals.items():
             totals[e] += counts
+        day, week, now = self.now - _DAY, self.now - _WEEK, self.now
+        where, args = self._only("endpoint_id")
+        for e, hour, hits in self._conn.execute(
+            "SELECT endpoint_id, hour, hits FROM hits_hourly WHERE hour >= ? AND hour <= ?"
+            + where.replace(" WHERE ", " AND "),
+            (week, now, *args),
+        ):
+            totals[e] += _Totals(last_day=int(hits) if hour >= day else 0, last_week=int(hits))
         return dict(totals)
 
     # -- histograms and boxes ----------------------------------------------------------------
@@ -406,7 +416,7 @@ class ReportData:
     def _group_latency(self) -> GroupLatencies:
         self._require_histograms()
         return read_group_latencies(
-            self._conn, self.max_groups, self._group_name, self._endpoint_id
+            self._conn, self.max_groups, self._group_name, self._version_latency, self._endpoint_id
         )
 
     @property
@@ -448,15 +458,21 @@ class ReportData:
     def _changes(self) -> dict[tuple[int, int], Change]:
         """(endpoint, version) -> its change against the previous version, where both sides
         have enough requests."""
-        versions, names = self._version_latency.versions, self._version_names
         changes = {}
-        for e, old, new in self._pairs_in(versions):
-            before, after = versions[(e, old)], versions[(e, new)]
-            if min(before.total, after.total) >= MIN_CHANGE_REQUESTS:
-                changes[(e, new)] = self.version_change(
-                    self._endpoint_names[e], names[old], names[new], before, after
-                )
+        for e, old, new in self._pairs_in(self._version_latency.versions):
+            change = self._change_of(e, old, new)
+            if change is not None:
+                changes[(e, new)] = change
         return changes
+
+    def _change_of(self, e: int, old: int, new: int) -> Change | None:
+        """The change of endpoint ``e`` from version ``old`` to ``new``, if both sides have
+        enough requests."""
+        versions, names = self._version_latency.versions, self._version_names
+        before, after = versions[(e, old)], versions[(e, new)]
+        if min(before.total, after.total) < MIN_CHANGE_REQUESTS:
+            return None
+        return self.version_change(self._endpoint_names[e], names[old], names[new], before, after)
 
     def version_change(
         self, endpoint: str, previous: str, version: str, before: Histogram, after: Histogram
@@ -477,16 +493,19 @@ class ReportData:
     @cached_property
     def _latest_changes(self) -> dict[int, Change]:
         """Per endpoint id, the change of its latest version, if that one has a change."""
-        latest: dict[int, int] = {}
+        latest: dict[int, tuple[int, int]] = {}
         order, test_runs = self._version_order, self._test_runs
         # the latest deployment's change wins over any test run's
-        for e, _, new in sorted(
+        for e, old, new in sorted(
             self._pairs_in(self._version_latency.versions),
             key=lambda p: (p[2] not in test_runs, order[p[2]]),
         ):
-            latest[e] = new
-        changes = self._changes
-        return {e: changes[(e, v)] for e, v in latest.items() if (e, v) in changes}
+            latest[e] = (old, new)
+        if "_changes" in self.__dict__:  # computed already (the versions page)
+            changes = self._changes
+            return {e: changes[(e, v)] for e, (_, v) in latest.items() if (e, v) in changes}
+        found = {e: self._change_of(e, old, new) for e, (old, new) in latest.items()}
+        return {e: change for e, change in found.items() if change is not None}
 
 
 def _box(histogram: Histogram, totals: _Totals | None) -> Box:

@@ -271,9 +271,9 @@ def copy(source: str, target: str) -> None:
     "histogram_days",
     type=click.FloatRange(0, min_open=True),
     metavar="DAYS",
-    help="Delete the hourly latency histograms and traffic counts older than this many days,"
-    " and the histograms of versions last seen before then (the cumulative ones behind the"
-    " metrics are kept).",
+    help="Delete the hourly and daily latency histograms and traffic counts older than this many"
+    " days (whole UTC days), and the histograms of versions last seen before then (the"
+    " cumulative ones behind the metrics are kept).",
 )
 @click.option(
     "--profiles-only",

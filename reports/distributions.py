@@ -1,17 +1,24 @@
 """The durations the findings compare, as latency histograms: the one place that reads them.
 
 The findings (:mod:`.findings`) need, per endpoint, a histogram of its durations per version
-and group (versions compared; one user against the others) and per version and hour (changes
-inside a version). They read them from the store's pre-aggregated histograms (schema 4), never
-from the request rows, so what is read grows with endpoints x versions x groups x hours:
+(versions compared), per version and group (one group against everyone else) and per version
+and time bucket (changes inside a version). They read them from the store's pre-aggregated
+histograms (schemas 4 and 5), never from the request rows, and each from the coarsest table
+that answers, so what is read grows with endpoints x versions x days, never with requests,
+groups or hours:
 
-- ``latency``: per endpoint, version and group -- the version and group comparisons;
-- ``latency_hourly``: per endpoint, version and UTC hour -- the series of hourly medians in
-  which changes inside a version are looked for.
+- ``latency_version``: per endpoint and version -- the version comparisons, and "everyone"
+  from which a group's comparison takes the group away;
+- ``latency``: per endpoint, version and group, for the :data:`COMPARED_GROUPS` named groups
+  of each endpoint with the most requests (``group_hits`` picks them) -- no other group's row
+  is read;
+- ``latency_hourly`` for versions that ran at most :data:`HOURLY_SPAN_S` (first to last seen),
+  ``latency_daily`` for longer ones: the series of medians in which changes inside a version
+  are looked for -- an hour each where a version is short, a day each where hours would be
+  hundreds of buckets.
 
 Requests without a group (``group_id`` 0) and the groups the writer counted together beyond its
-cap (``-1``) are kept as the group ``None``: part of "everyone else" in a group's comparison,
-never a group of their own.
+cap (``-1``) are never a group of their own: part of "everyone else" in a group's comparison.
 """
 
 from __future__ import annotations
@@ -23,13 +30,30 @@ from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store.connection import StoreConnection
 from flamewatch.sampler.version import TEST_SOURCE
 
-__all__ = ["Distributions", "read_distributions", "test_runs", "version_order"]
+from .latency import read_group_cells, top_groups
 
-#: the width of the time buckets in which changes inside a version are looked for: an hour,
-#: that of ``latency_hourly``
+__all__ = [
+    "COMPARED_GROUPS",
+    "HOURLY_SPAN_S",
+    "Distributions",
+    "read_distributions",
+    "test_runs",
+    "version_order",
+]
+
+#: the width of the time buckets of a short version's series: an hour, that of
+#: ``latency_hourly``
 HOUR_S = 3600.0
+#: ...and of a longer version's: a day, that of ``latency_daily``
+DAY_S = 86_400.0
+#: the longest a version may have run (first to last seen) to be read by the hour: 3 days,
+#: at most 73 hourly buckets per endpoint
+HOURLY_SPAN_S = 3 * DAY_S
+#: the named groups per endpoint whose comparisons are read (those with the most requests;
+#: the report shows as many by default)
+COMPARED_GROUPS = 15
 
-CellKey = tuple[str, str, str | None]  # endpoint, version, group (None: no group of its own)
+CellKey = tuple[str, str, str]  # endpoint, version, group
 
 
 @dataclass(frozen=True)
@@ -38,14 +62,19 @@ class Distributions:
 
     #: versions in deployment order (first seen), oldest first
     versions: list[str]
-    #: (endpoint, version, group) -> its durations
+    #: (endpoint, version) -> the durations of every group
+    totals: dict[tuple[str, str], Histogram]
+    #: (endpoint, version, group) -> its durations: the groups compared only
     cells: dict[CellKey, Histogram]
-    #: (endpoint, version) -> (hour start, durations) in time order
+    #: (endpoint, version) -> (bucket start, durations) in time order
     buckets: dict[tuple[str, str], list[tuple[float, Histogram]]]
+    #: the width of the buckets of a series (:data:`HOUR_S` unless named in ``widths``)
     bucket_s: float
     #: the versions recorded by a test suite (``pytest --flamewatch``): compared with the test
     #: run before them, as deployments are with the deployment before them
     test_runs: frozenset[str] = field(default_factory=frozenset)
+    #: (endpoint, version) -> the width of its series' buckets, where not ``bucket_s``
+    widths: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def only(self, versions: set[str]) -> Distributions:
         """The durations of ``versions`` alone, as if no other version had been deployed, and
@@ -53,9 +82,11 @@ class Distributions:
         with a deployment, as ``flamewatch check --against`` asks)."""
         return Distributions(
             [v for v in self.versions if v in versions],
+            {key: h for key, h in self.totals.items() if key[1] in versions},
             {key: h for key, h in self.cells.items() if key[1] in versions},
             {key: series for key, series in self.buckets.items() if key[1] in versions},
             self.bucket_s,
+            widths={key: w for key, w in self.widths.items() if key[1] in versions},
         )
 
     def of_one_kind(self) -> list[list[str]]:
@@ -69,21 +100,21 @@ class Distributions:
         return [kind for kind in kinds if kind]
 
     def endpoints(self) -> list[str]:
-        return sorted({endpoint for endpoint, _, _ in self.cells})
+        return sorted({endpoint for endpoint, _ in self.totals})
+
+    def width(self, endpoint: str, version: str) -> float:
+        """The width of the buckets of a version's series of an endpoint, in seconds."""
+        return self.widths.get((endpoint, version), self.bucket_s)
 
     def by_version(self, endpoint: str) -> dict[str, Histogram]:
         """Version -> the endpoint's durations of every group."""
-        found: dict[str, Histogram] = defaultdict(Histogram)
-        for (e, version, _), histogram in self.cells.items():
-            if e == endpoint:
-                found[version].merge(histogram)
-        return dict(found)
+        return {version: h for (e, version), h in self.totals.items() if e == endpoint}
 
     def by_group(self, endpoint: str) -> dict[str, dict[str, Histogram]]:
-        """Group -> version -> the group's durations (named groups only)."""
+        """Group -> version -> the group's durations (the groups compared)."""
         found: dict[str, dict[str, Histogram]] = defaultdict(dict)
         for (e, version, group), histogram in self.cells.items():
-            if e == endpoint and group is not None:
+            if e == endpoint:
                 found[group][version] = histogram
         return dict(found)
 
@@ -107,32 +138,76 @@ def version_order(conn: StoreConnection) -> list[str]:
 
 
 def read_distributions(conn: StoreConnection, endpoint: str | None = None) -> Distributions:
-    """Every histogram the findings need: one scan of ``latency``, one of ``latency_hourly``;
-    with ``endpoint``, that endpoint's rows only (read by the tables' keys, which start with
-    the endpoint: the live dashboard's endpoint page)."""
+    """Every histogram the findings need (see the module's text); with ``endpoint``, that
+    endpoint's rows only (read by the tables' keys, which start with the endpoint: the live
+    dashboard's endpoint page)."""
     endpoints = dict(conn.execute("SELECT id, name FROM endpoints").fetchall())
     versions = dict(conn.execute("SELECT id, name FROM versions").fetchall())
     groups = dict(conn.execute("SELECT id, name FROM user_groups").fetchall())
-    where: tuple[str, tuple[int, ...]] = ("", ())
+    endpoint_id: int | None = None
     if endpoint is not None:  # ids start at 1: an unknown endpoint has no rows
-        ids = {name: endpoint_id for endpoint_id, name in endpoints.items()}
-        where = (" WHERE endpoint_id = ?", (ids.get(endpoint, 0),))
-    cells: dict[CellKey, dict[int, int]] = defaultdict(dict)
-    for e, v, g, bucket, count in conn.stream(
-        "SELECT endpoint_id, version_id, group_id, bucket, count FROM latency" + where[0], where[1]
+        ids = {name: e for e, name in endpoints.items()}
+        endpoint_id = ids.get(endpoint, 0)
+    where, args = _of(endpoint_id)
+    totals: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+    for e, v, bucket, count in conn.execute(
+        "SELECT endpoint_id, version_id, bucket, count FROM latency_version" + where, args
     ):
-        counts = cells[(endpoints[e], versions[v], groups.get(g))]  # 0, -1: no group of its own
-        counts[bucket] = counts.get(bucket, 0) + int(count)
-    hours: dict[tuple[str, str], dict[float, dict[int, int]]] = defaultdict(dict)
-    for e, v, hour, bucket, count in conn.stream(
-        "SELECT endpoint_id, version_id, hour, bucket, count FROM latency_hourly" + where[0],
-        where[1],
-    ):
-        counts = hours[(endpoints[e], versions[v])].setdefault(float(hour), {})
-        counts[bucket] = counts.get(bucket, 0) + int(count)
-    series = {
-        key: [(hour, Histogram.from_counts(counts)) for hour, counts in sorted(by_hour.items())]
-        for key, by_hour in hours.items()
+        totals[(endpoints[e], versions[v])][bucket] = int(count)
+    compared = top_groups(
+        conn, COMPARED_GROUPS, lambda g: groups.get(g, ""), endpoint_id, named_only=True
+    )
+    cells = {
+        (endpoints[e], versions[v], groups[g]): Histogram.from_counts(counts)
+        for (e, v, g), counts in read_group_cells(conn, compared).items()
     }
-    by_name = {key: Histogram.from_counts(counts) for key, counts in cells.items()}
-    return Distributions(version_order(conn), by_name, series, HOUR_S, test_runs(conn))
+    series, widths = _read_series(conn, endpoints, versions, endpoint_id)
+    return Distributions(
+        version_order(conn),
+        {key: Histogram.from_counts(counts) for key, counts in totals.items()},
+        cells,
+        series,
+        HOUR_S,
+        test_runs(conn),
+        widths,
+    )
+
+
+def _of(endpoint_id: int | None) -> tuple[str, tuple[int, ...]]:
+    return ("", ()) if endpoint_id is None else (" WHERE endpoint_id = ?", (endpoint_id,))
+
+
+def _read_series(
+    conn: StoreConnection,
+    endpoints: dict[int, str],
+    versions: dict[int, str],
+    endpoint_id: int | None,
+) -> tuple[dict[tuple[str, str], list[tuple[float, Histogram]]], dict[tuple[str, str], float]]:
+    """Each (endpoint, version)'s series: hourly for the versions that ran at most
+    :data:`HOURLY_SPAN_S`, daily for the others; and the width of each daily one."""
+    short: list[int] = []
+    long: list[int] = []
+    for v, first, last in conn.execute("SELECT id, first_seen, last_seen FROM versions"):
+        (short if float(last) - float(first) <= HOURLY_SPAN_S else long).append(int(v))
+    by_time: dict[tuple[str, str], dict[float, dict[int, int]]] = defaultdict(dict)
+    widths: dict[tuple[str, str], float] = {}
+    for table, column, ids in (("latency_hourly", "hour", short), ("latency_daily", "day", long)):
+        if not ids:
+            continue
+        where, args = _of(endpoint_id)
+        marks = ", ".join("?" * len(ids))
+        where += (" AND " if where else " WHERE ") + f"version_id IN ({marks})"
+        for e, v, start, bucket, count in conn.stream(
+            f"SELECT endpoint_id, version_id, {column}, bucket, count FROM {table}" + where,
+            (*args, *ids),
+        ):
+            key = (endpoints[e], versions[v])
+            counts = by_time[key].setdefault(float(start), {})
+            counts[bucket] = counts.get(bucket, 0) + int(count)
+            if column == "day":
+                widths[key] = DAY_S
+    series = {
+        key: [(start, Histogram.from_counts(counts)) for start, counts in sorted(by_start.items())]
+        for key, by_start in by_time.items()
+    }
+    return series, widths

@@ -214,7 +214,7 @@ class _Finder:
                 endpoint,
                 version,
                 series,
-                self.d.bucket_s,
+                self.d.width(endpoint, version),
                 threshold=self.threshold,
                 alpha=self.alpha,
             )

@@ -2,8 +2,9 @@
 
 Several gunicorn workers on several servers write one store; every request is counted under
 the process that served it (``processes``: host, pid, version, agent, heartbeat, drops), in the
-``traffic`` table the writer keeps per process and hour. This reads that breakdown with two
-queries whose cost grows with processes x hours, never with the number of requests.
+``process_hits`` table the writer keeps per process and UTC day (schema 5). This reads that
+breakdown with two queries whose cost grows with processes x days, never with the number of
+requests.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def process_rows(conn: StoreConnection) -> list[ProcessRow]:
         process_id: (hits, outliers)
         for process_id, hits, outliers in conn.execute(
             "SELECT process_id, CAST(SUM(hits) AS BIGINT), CAST(SUM(outliers) AS BIGINT)"
-            " FROM traffic GROUP BY process_id"
+            " FROM process_hits GROUP BY process_id"
         ).fetchall()
     }
     rows = conn.execute(

@@ -1,22 +1,23 @@
 """Reading the store's latency histograms, partitioned as the report shows them.
 
-The ``latency`` table holds a histogram per endpoint, version and group (bucket -> count; see
-:mod:`flamewatch.sampler.histogram`). Merging histograms adds their counts, so a coarser
-histogram is a ``GROUP BY`` away. Two readings, each only as fine as what its views show:
+The writer keeps a histogram per endpoint, version and group (``latency``; bucket -> count, see
+:mod:`flamewatch.sampler.histogram`) and, in the same transaction, the same summed over groups
+(``latency_version``, schema 5) and summed over buckets (``group_hits``: requests per endpoint,
+version and group). Merging histograms adds their counts. Two readings, each only as fine as
+what its views show:
 
 - :func:`read_version_latencies`: per endpoint and version (and, merged from those, per
-  endpoint), summed over the groups in the database: the endpoint table, the version boxes and
-  every version comparison. At 10^7 requests the table has 929,095 rows and this reading
-  returns 47,894; the ``GROUP BY`` costs about what one scan of the rows into Python costs, but
-  nothing row by row is left to do in Python and nothing of that size is held in memory.
-- :func:`read_group_latencies`: the cells per group, read whole (one scan, merged here): only
-  the views of groups need them, and the endpoint page reads one endpoint's rows by the table's
-  key. Measured at 10^7 requests, grouping by (endpoint, group, bucket) in SQLite took longer
-  (2.0 s) than the scan (1.3 s), since SQLite sorts the table for it.
+  endpoint): ``latency_version`` read as it is stored -- the endpoint table, the version boxes
+  and every version comparison. At 10^7 requests it has about 48,000 rows, where ``latency``
+  has 929,095 (grouping those in SQL took 1.6 s).
+- :func:`read_group_latencies`: per endpoint, the ``max_groups`` groups with the most requests
+  (from ``group_hits``: a row per endpoint, version and group), and the ``latency`` rows of
+  those groups only; the other groups' requests together ("others") are the endpoint's
+  histogram less the kept groups', so no other group's row is read.
 
-Both take an optional endpoint id: the endpoint page reads its own rows only (the primary key
-starts with ``endpoint_id``). What is read grows with endpoints x versions x groups x buckets,
-never with the number of requests.
+Both take an optional endpoint id: the endpoint page reads its own rows only (the primary keys
+start with ``endpoint_id``). What is read grows with endpoints x versions x shown groups x
+buckets, never with the number of requests or of groups.
 
 Group ``0`` holds the requests without a group (the report's ``"unknown"``); group ``-1``, the
 groups the writer counted together beyond its cap per endpoint and version (``"others"``):
@@ -41,8 +42,10 @@ __all__ = [
     "NO_GROUP",
     "GroupLatencies",
     "VersionLatencies",
+    "read_group_cells",
     "read_group_latencies",
     "read_version_latencies",
+    "top_groups",
 ]
 
 #: the ``group_id`` of the requests without a group, and of the groups beyond the writer's cap
@@ -82,10 +85,7 @@ def read_version_latencies(
     where, args = _of(endpoint_id)
     by_version: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
     for e, v, bucket, count in conn.execute(
-        "SELECT endpoint_id, version_id, bucket, CAST(SUM(count) AS BIGINT) FROM latency"
-        + where
-        + " GROUP BY endpoint_id, version_id, bucket",
-        args,
+        "SELECT endpoint_id, version_id, bucket, count FROM latency_version" + where, args
     ):
         by_version[(e, v)][bucket] = int(count)
     versions = {key: Histogram.from_counts(counts) for key, counts in by_version.items()}
@@ -95,60 +95,88 @@ def read_version_latencies(
     return VersionLatencies(endpoints=dict(endpoints), versions=versions)
 
 
-def read_group_latencies(
+def top_groups(
     conn: StoreConnection,
     max_groups: int,
     group_name: Callable[[int], str],
     endpoint_id: int | None = None,
+    *,
+    named_only: bool = False,
+) -> dict[int, list[int]]:
+    """Per endpoint, its ``max_groups`` groups with the most requests (ties: by name), read
+    from ``group_hits``; the groups beyond the writer's cap (-1) are never one of them, nor,
+    with ``named_only``, the requests without a group (0)."""
+    where, args = _of(endpoint_id)
+    found: dict[int, list[tuple[int, str, int]]] = defaultdict(list)
+    for e, g, hits in conn.execute(
+        "SELECT endpoint_id, group_id, CAST(SUM(hits) AS BIGINT) FROM group_hits"
+        + where
+        + " GROUP BY endpoint_id, group_id",
+        args,
+    ):
+        if g != CAPPED_GROUPS and hits and not (named_only and g == NO_GROUP):
+            found[e].append((-int(hits), group_name(g), g))
+    return {e: [g for *_, g in sorted(groups)[:max_groups]] for e, groups in found.items()}
+
+
+def read_group_cells(
+    conn: StoreConnection, groups: dict[int, list[int]]
+) -> dict[tuple[int, int, int], dict[int, int]]:
+    """(endpoint, version, group) -> bucket -> count of the ``groups`` of each endpoint: one
+    query per endpoint, by the primary key's first column."""
+    cells: dict[tuple[int, int, int], dict[int, int]] = {}
+    for e, kept in sorted(groups.items()):
+        if not kept:
+            continue
+        marks = ", ".join("?" * len(kept))
+        for v, g, bucket, count in conn.execute(
+            "SELECT version_id, group_id, bucket, count FROM latency"
+            f" WHERE endpoint_id = ? AND group_id IN ({marks})",
+            (e, *kept),
+        ):
+            key = (e, v, g)
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = {}
+            cell[bucket] = int(count)
+    return cells
+
+
+def read_group_latencies(
+    conn: StoreConnection,
+    max_groups: int,
+    group_name: Callable[[int], str],
+    versions: VersionLatencies,
+    endpoint_id: int | None = None,
 ) -> GroupLatencies:
-    """Per endpoint, the ``max_groups`` groups with the slowest medians (ties: by
-    ``group_name``) kept apart, with their histograms per version; the rest go to ``others``."""
-    cells = _cells(conn, endpoint_id)
+    """Per endpoint, the ``max_groups`` groups with the most requests kept apart (shown
+    slowest median first, ties by ``group_name``), with their histograms per version; the
+    rest of the endpoint's requests (``versions`` holds them all) go to ``others``."""
+    chosen = top_groups(conn, max_groups, group_name, endpoint_id)
+    cells = read_group_cells(conn, chosen)
     by_group: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
     for (e, _, g), cell in cells.items():
         _add(by_group[(e, g)], cell)
-    found: dict[int, list[tuple[float, str, int, Histogram]]] = defaultdict(list)
-    others: dict[int, Histogram] = defaultdict(Histogram)
-    for (e, g), counts in by_group.items():
-        histogram = Histogram.from_counts(counts)
-        if g == CAPPED_GROUPS:
-            others[e].merge(histogram)
-        else:  # slowest median first, then by name
-            found[e].append((-histogram.quantile(_MEDIAN), group_name(g), g, histogram))
     groups: dict[int, list[tuple[int, Box]]] = {}
-    kept: set[tuple[int, int]] = set()
-    for e, candidates in found.items():
-        candidates.sort(key=lambda c: c[:2])
-        groups[e] = [(g, box_of(histogram)) for _, _, g, histogram in candidates[:max_groups]]
-        kept.update((e, g) for g, _ in groups[e])
-        for *_, histogram in candidates[max_groups:]:
-            others[e].merge(histogram)
+    others: dict[int, Histogram] = {}
+    for e, kept in chosen.items():
+        histograms = {g: Histogram.from_counts(by_group.get((e, g), {})) for g in kept}
+        order = sorted(kept, key=lambda g: (-histograms[g].quantile(_MEDIAN), group_name(g)))
+        groups[e] = [(g, box_of(histograms[g])) for g in order]
+        rest = dict(versions.endpoints[e].counts) if e in versions.endpoints else {}
+        for histogram in histograms.values():
+            for bucket, count in histogram.counts.items():
+                rest[bucket] = rest.get(bucket, 0) - count
+        if any(count > 0 for count in rest.values()):
+            others[e] = Histogram.from_counts({b: c for b, c in rest.items() if c > 0})
+    for e, histogram in versions.endpoints.items():  # endpoints with no group but -1
+        if e not in chosen and histogram.total:
+            others[e] = histogram
     return GroupLatencies(
         groups=groups,
-        kept={
-            (e, g, v): Histogram.from_counts(cell)
-            for (e, v, g), cell in cells.items()
-            if (e, g) in kept
-        },
-        others=dict(others),
+        kept={(e, g, v): Histogram.from_counts(cell) for (e, v, g), cell in cells.items()},
+        others=others,
     )
-
-
-def _cells(
-    conn: StoreConnection, endpoint_id: int | None
-) -> dict[tuple[int, int, int], dict[int, int]]:
-    """(endpoint, version, group) -> bucket -> count: the (endpoint's) rows in one scan."""
-    where, args = _of(endpoint_id)
-    cells: dict[tuple[int, int, int], dict[int, int]] = {}
-    for e, v, g, bucket, count in conn.stream(
-        "SELECT endpoint_id, version_id, group_id, bucket, count FROM latency" + where, args
-    ):
-        key = (e, v, g)
-        cell = cells.get(key)
-        if cell is None:
-            cell = cells[key] = {}
-        cell[bucket] = int(count)
-    return cells
 
 
 def _add(into: dict[int, int], counts: dict[int, int]) -> None:

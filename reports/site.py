@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -38,12 +38,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from flamewatch.sampler.frame_ids import parse_frame_identifier
-from flamewatch.sampler.store.connection import StoreConnection
 from flamewatch.sampler.version import flamewatch_version
 
-from .aggregate import ReportData
-from .change_tests import median
-from .distributions import Distributions, read_distributions
 from .export import export_profile, to_speedscope
 from .figures import (
     box_figure,
@@ -53,13 +49,13 @@ from .figures import (
     medians_over_time_figure,
 )
 from .finding_words import amounts, headline_rest, no_path_words
-from .findings import Finding, derive_findings
+from .findings import Finding
 from .flame_figures import collapsed_stacks, diff_figure, flame_figure, speedscope_document
-from .flames import FlameReport, Function, Profile, signed_ms
-from .hosts import ProcessRow, host_rows, process_rows
-from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
-from .outliers import OutlierRow, list_outliers, load_outlier, session_of
-from .summary import open_readonly
+from .flames import Function, Profile, signed_ms
+from .hosts import host_rows
+from .model import EndpointRow
+from .outliers import OutlierRow, load_outlier, session_of
+from .reading import EndpointView, Flames, Reading
 from .text import LIMIT, bounded_json, shorten, shown
 
 __all__ = [
@@ -146,14 +142,14 @@ def read_site(
     live: bool = False,
 ) -> Site:
     """The site of ``database``: what each page shows is read from the store when a page first
-    needs it (:class:`_Reading`), so one page costs what that page shows.
+    needs it (:class:`Reading`), so one page costs what that page shows.
 
     Raises :class:`~flamewatch.sampler.store.StoreError` when there is no readable store, or
     its schema predates the histograms.
     """
     tz = timezone_of(timezone)
     built_at = time.time() if now is None else now
-    reading = _Reading(
+    reading = Reading(
         database,
         now=built_at,
         change_threshold=change_threshold,
@@ -175,234 +171,6 @@ def read_site(
     return Site(database, tz, info, reading, live=live)
 
 
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class _EndpointView:
-    """What an endpoint's page shows."""
-
-    endpoint: EndpointRow
-    by_version: list[tuple[str, Box]]
-    by_group: list[tuple[str, Box]]
-    by_group_version: dict[str, list[tuple[str, Box]]]
-    hourly: list[HourlyHits]
-    changes: list[Change]
-    outliers: list[OutlierRow]
-    findings: list[tuple[Finding, str]]
-    profiles: list[tuple[str, Profile, float]]
-    functions: dict[int, Function]
-    #: (version, [(hour start, median ms, requests)]), deployment order
-    medians: list[tuple[str, list[tuple[float, float, int]]]]
-
-
-class _Reading:
-    """Everything the pages show, each part read from the store on first use and kept.
-
-    A part opens a read-only connection for its reading (none is held between pages: an open
-    read would hold back SQLite's checkpoints and PostgreSQL's vacuum), unless :meth:`held`
-    keeps one open for a whole build. One :class:`ReportData` keeps what the parts share (the
-    totals, the version histograms). With ``per_endpoint`` (the live dashboard), an endpoint's
-    page reads that endpoint's rows only; without it (the static site, which shows every page),
-    the endpoint pages take their part of the whole reading."""
-
-    def __init__(
-        self,
-        database: str,
-        *,
-        now: float,
-        change_threshold: float,
-        max_groups: int,
-        per_endpoint: bool,
-    ) -> None:
-        self.database = database
-        self._settings: dict[str, Any] = {
-            "now": now,
-            "change_threshold": change_threshold,
-            "max_groups": max_groups,
-        }
-        self.per_endpoint = per_endpoint
-        self._lock = threading.RLock()
-        self._conn: StoreConnection | None = None
-        self._data: ReportData | None = None
-        self._found: dict[str, Any] = {}
-
-    @property
-    def alpha(self) -> float:
-        """The significance level of the version comparisons."""
-        return self._part("alpha", lambda _, data: data.alpha)
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """One connection for every part read in the block."""
-        with self._open():
-            yield
-
-    @contextmanager
-    def _open(self) -> Iterator[tuple[StoreConnection, ReportData]]:
-        with self._lock:
-            if self._conn is not None and self._data is not None:
-                yield self._conn, self._data
-                return
-            with open_readonly(self.database) as conn:
-                if self._data is None:
-                    self._data = ReportData(conn, **self._settings)
-                self._conn = conn
-                try:
-                    with self._data.reading_from(conn):
-                        yield conn, self._data
-                finally:
-                    self._conn = None
-
-    def _part(self, key: str, read: Callable[[StoreConnection, ReportData], _T]) -> _T:
-        with self._lock:
-            if key not in self._found:
-                with self._open() as (conn, data):
-                    self._found[key] = read(conn, data)
-            found: _T = self._found[key]
-            return found
-
-    def check(self) -> tuple[str, int, int]:
-        """The store's label, its requests and outliers; :class:`StoreError` unless it is a
-        store the report reads (one sum over ``traffic``: 58 ms at 10^7 requests)."""
-        return self._part("counts", lambda conn, data: (conn.label, *data.request_counts()))
-
-    @property
-    def endpoint_names(self) -> list[str]:
-        return self._part(
-            "names", lambda conn, _: [n for (n,) in conn.execute("SELECT name FROM endpoints")]
-        )
-
-    @property
-    def endpoints(self) -> list[EndpointRow]:
-        return self._part("endpoints", lambda _, data: data.endpoints())
-
-    @property
-    def versions(self) -> list[VersionRow]:
-        return self._part("versions", lambda _, data: data.versions())
-
-    @property
-    def version_names(self) -> list[str]:
-        return self._part("version names", lambda _, data: data.version_names())
-
-    @property
-    def changes(self) -> list[Change]:
-        return self._part("changes", lambda _, data: data.changes())
-
-    @property
-    def hourly(self) -> list[HourlyHits]:
-        return self._part("hourly", lambda _, data: data.hourly_hits())
-
-    @property
-    def by_endpoint(self) -> dict[str, Box]:
-        return self._part("by endpoint", lambda _, data: data.box_by_endpoint())
-
-    @property
-    def processes(self) -> list[ProcessRow]:
-        return self._part("processes", lambda conn, _: process_rows(conn))
-
-    @property
-    def outliers(self) -> list[OutlierRow]:
-        return self._part("outliers", lambda conn, _: list_outliers(conn))
-
-    @property
-    def flames(self) -> _Flames:
-        """The findings and profiles of every endpoint (the versions page, the static site)."""
-        return self._part(
-            "flames",
-            lambda conn, data: _flames_of(conn, data, self.endpoints, self._boxes.by_version),
-        )
-
-    def endpoint_view(self, name: str) -> _EndpointView:
-        """What endpoint ``name``'s page shows: read for it alone when ``per_endpoint``."""
-        if not self.per_endpoint:
-            return self._part(f"endpoint {name}", lambda *_: self._view_of(name))
-
-        def read(conn: StoreConnection, _: ReportData) -> _EndpointView:
-            data = ReportData(conn, **self._settings, endpoint=name)
-            boxes = _boxes_of(data)
-            rows = data.endpoints()
-            flames = _flames_of(conn, data, rows, boxes.by_version)
-            outliers = list_outliers(conn, endpoint=name)
-            return _view(name, rows, boxes, flames, outliers)
-
-        return self._part(f"endpoint {name}", read)
-
-    @property
-    def _boxes(self) -> _Boxes:
-        return self._part("boxes", lambda _, data: _boxes_of(data))
-
-    def _view_of(self, name: str) -> _EndpointView:
-        """An endpoint's page from the whole reading (which the static site reads anyway)."""
-        outliers = [o for o in self.outliers if o.endpoint == name]
-        return _view(name, self.endpoints, self._boxes, self.flames, outliers)
-
-
-@dataclass(frozen=True)
-class _Boxes:
-    """The boxes and series of the endpoint pages, per endpoint name (computed once)."""
-
-    by_version: dict[str, list[tuple[str, Box]]]
-    by_group: dict[str, list[tuple[str, Box]]]
-    by_group_version: dict[str, dict[str, list[tuple[str, Box]]]]
-    hourly: dict[str, list[HourlyHits]]
-    changes: dict[str, list[Change]]
-
-
-def _boxes_of(data: ReportData) -> _Boxes:
-    hourly: dict[str, list[HourlyHits]] = {}
-    for h in data.hourly_hits():
-        hourly.setdefault(h.endpoint, []).append(h)
-    changes: dict[str, list[Change]] = {}
-    for c in data.changes():
-        changes.setdefault(c.endpoint, []).append(c)
-    return _Boxes(
-        by_version=data.boxes_by_version(),
-        by_group=data.boxes_by_group(),
-        by_group_version=data.boxes_by_group_version(),
-        hourly=hourly,
-        changes=changes,
-    )
-
-
-def _view(
-    name: str,
-    endpoints: list[EndpointRow],
-    boxes: _Boxes,
-    flames: _Flames,
-    outliers: list[OutlierRow],
-) -> _EndpointView:
-    return _EndpointView(
-        endpoint=next(e for e in endpoints if e.name == name),
-        by_version=boxes.by_version.get(name, []),
-        by_group=boxes.by_group.get(name, []),
-        by_group_version=boxes.by_group_version.get(name, {}),
-        hourly=boxes.hourly.get(name, []),
-        changes=boxes.changes.get(name, []),
-        outliers=outliers,
-        findings=[(f, f"diff-{i}") for i, f in enumerate(flames.findings, 1) if f.endpoint == name],
-        profiles=flames.profiles.get(name, []),
-        functions=flames.functions,
-        medians=flames.medians.get(name, []),
-    )
-
-
-def _flames_of(
-    conn: StoreConnection,
-    data: ReportData,
-    endpoints: list[EndpointRow],
-    by_version: dict[str, list[tuple[str, Box]]],
-) -> _Flames:
-    return _read_flames(
-        FlameReport(conn, data),
-        endpoints,
-        by_version,
-        read_distributions(conn, data.endpoint),
-        data.change_threshold,
-        data.alpha,
-    )
-
-
 class Site:
     """The report's pages over one reading of a store; renders any page on demand.
 
@@ -417,7 +185,7 @@ class Site:
         database: str,
         tz: ZoneInfo,
         info: SiteInfo,
-        reading: _Reading,
+        reading: Reading,
         *,
         live: bool = False,
     ) -> None:
@@ -439,7 +207,7 @@ class Site:
         return self.reading.outliers
 
     @property
-    def flames(self) -> _Flames:
+    def flames(self) -> Flames:
         return self.reading.flames
 
     @cached_property
@@ -482,12 +250,12 @@ class Site:
         n = self.reading
         if path == "index.html":
             return self.render_template(
-                path, "index.html", root, endpoints=n.endpoints, versions=n.versions
+                path, "index.html", root, endpoints=n.endpoints, versions=n.version_names
             )
         if path == "utilization.html":
             charts = {
-                "hits-per-day": hits_per_day_figure(n.hourly, self.tz),
-                "hour-heatmap": hour_heatmap_figure(n.hourly, self.tz),
+                "hits-per-day": hits_per_day_figure(n.hits_per_day(self.tz), self.tz),
+                "hour-heatmap": hour_heatmap_figure(n.hits_per_hour, self.tz),
             }
             return self.render_template(
                 path,
@@ -556,7 +324,7 @@ class Site:
             **context,
         )
 
-    def _render_endpoint(self, path: str, view: _EndpointView, root: str | None) -> str:
+    def _render_endpoint(self, path: str, view: EndpointView, root: str | None) -> str:
         charts = _endpoint_charts(
             view.endpoint,
             view.by_version,
@@ -767,17 +535,6 @@ def _endpoint_charts(
 
 
 @dataclass(frozen=True)
-class _Flames:
-    """What the site shows of the aggregated profiles, read while the store is open."""
-
-    functions: dict[int, Function]
-    findings: list[Finding]
-    profiles: dict[str, list[tuple[str, Profile, float]]]  # endpoint -> (version, profile, mean)
-    #: endpoint -> (version, [(hour start, median ms, requests)]), deployment order
-    medians: dict[str, list[tuple[str, list[tuple[float, float, int]]]]]
-
-
-@dataclass(frozen=True)
 class _ProfileLinks:
     version: str
     samples: int
@@ -787,34 +544,6 @@ class _ProfileLinks:
     figure: dict[str, Any]
     speedscope: str  # from the site's root
     collapsed: str
-
-
-def _read_flames(
-    report: FlameReport,
-    endpoints: list[EndpointRow],
-    by_version: dict[str, list[tuple[str, Any]]],
-    distributions: Distributions,
-    change_threshold: float,
-    alpha: float,
-) -> _Flames:
-    profiles: dict[str, list[tuple[str, Profile, float]]] = {}
-    for endpoint in endpoints:
-        means = dict(by_version.get(endpoint.name, []))
-        found = []
-        for version in report.profiled_versions(endpoint.name):
-            profile = report.profile(endpoint.name, version)
-            if profile is not None and profile.total_ms > 0 and version in means:
-                found.append((version, profile, means[version].mean))
-        profiles[endpoint.name] = found
-    findings = derive_findings(distributions, report, threshold=change_threshold, alpha=alpha)
-    medians: dict[str, list[tuple[str, list[tuple[float, float, int]]]]] = {}
-    for version in distributions.versions:
-        for name in distributions.endpoints():
-            series = distributions.buckets.get((name, version))
-            if series:
-                points = [(start, median(h), h.total) for start, h in series]
-                medians.setdefault(name, []).append((version, points))
-    return _Flames(report.functions, findings, profiles, medians)
 
 
 def _diff_charts(
@@ -839,7 +568,10 @@ def _json_for_script(figure: Any) -> Any:
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
+@lru_cache(maxsize=8)
 def _environment(tz: ZoneInfo) -> Environment:
+    """The templates' environment for a time zone: one per process and zone, so that a live
+    page rendered with the cache off does not compile its templates again each time."""
     env = Environment(
         loader=FileSystemLoader(_HERE / "templates"),
         autoescape=select_autoescape(["html"], default=True),

@@ -16,7 +16,15 @@ from helpers import Database, rows
 
 from flamewatch.sampler.histogram import bucket_of
 
-__all__ = ["Tables", "assert_histograms_match_rows", "expected_tables", "stored_tables"]
+__all__ = [
+    "Tables",
+    "assert_coarse_tables_match",
+    "assert_histograms_match_rows",
+    "coarse_tables",
+    "expected_coarse",
+    "expected_tables",
+    "stored_tables",
+]
 
 
 @dataclass
@@ -76,6 +84,88 @@ def stored_tables(database: Database) -> Tables:
     return tables
 
 
+@dataclass
+class Coarse:
+    """Schema 5's tables as dicts: key -> count (or counts and sums)."""
+
+    versions: Counter[tuple[int, int, int]] = field(default_factory=Counter)
+    groups: Counter[tuple[int, int, int]] = field(default_factory=Counter)
+    daily: Counter[tuple[int, int, int, int]] = field(default_factory=Counter)
+    daily_traffic: dict[tuple[int, int, int], list[float]] = field(default_factory=dict)
+    hits: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    processes: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+
+
+def expected_coarse(tables: Tables) -> Coarse:
+    """What schema 5's tables must hold: the grouped sums of schema 4's tables ``tables``."""
+    coarse = Coarse()
+    for (e, v, g, b), n in tables.latency.items():
+        coarse.versions[(e, v, b)] += n
+        coarse.groups[(e, v, g)] += n
+    for (e, v, hour, b), n in tables.hourly.items():
+        coarse.daily[(e, v, hour // 86400 * 86400, b)] += n
+    for (e, v, p, hour, _, _), (hits, outliers, total) in tables.traffic.items():
+        day = coarse.daily_traffic.setdefault((e, v, hour // 86400 * 86400), [0, 0, 0.0])
+        day[0] += hits
+        day[1] += outliers
+        day[2] += total
+        hour_hits = coarse.hits.setdefault((e, hour), [0, 0])
+        hour_hits[0] += int(hits)
+        hour_hits[1] += int(outliers)
+        served = coarse.processes.setdefault((p, hour // 86400 * 86400), [0, 0])
+        served[0] += int(hits)
+        served[1] += int(outliers)
+    return coarse
+
+
+def coarse_tables(database: Database) -> Coarse:
+    """Schema 5's tables as the store holds them."""
+    coarse = Coarse()
+    for e, v, b, n in rows(
+        database, "SELECT endpoint_id, version_id, bucket, count FROM latency_version"
+    ):
+        coarse.versions[(e, v, b)] = n
+    for e, v, g, n in rows(
+        database, "SELECT endpoint_id, version_id, group_id, hits FROM group_hits"
+    ):
+        coarse.groups[(e, v, g)] = n
+    for e, v, d, b, n in rows(
+        database, "SELECT endpoint_id, version_id, day, bucket, count FROM latency_daily"
+    ):
+        coarse.daily[(e, v, d, b)] = n
+    for e, v, d, hits, outliers, total in rows(
+        database,
+        "SELECT endpoint_id, version_id, day, hits, outliers, sum_ms FROM traffic_daily",
+    ):
+        coarse.daily_traffic[(e, v, d)] = [hits, outliers, total]
+    for e, h, hits, outliers in rows(
+        database, "SELECT endpoint_id, hour, hits, outliers FROM hits_hourly"
+    ):
+        coarse.hits[(e, h)] = [hits, outliers]
+    for p, d, hits, outliers in rows(
+        database, "SELECT process_id, day, hits, outliers FROM process_hits"
+    ):
+        coarse.processes[(p, d)] = [hits, outliers]
+    return coarse
+
+
+def assert_coarse_tables_match(database: Database, tables: Tables | None = None) -> Coarse:
+    """Fail unless schema 5's tables are exactly the grouped sums of schema 4's (``tables``,
+    or those stored), every count exactly, every sum of durations to rounding."""
+    expected = expected_coarse(stored_tables(database) if tables is None else tables)
+    found = coarse_tables(database)
+    assert found.versions == expected.versions
+    assert found.groups == expected.groups
+    assert found.daily == expected.daily
+    assert found.hits == expected.hits
+    assert found.processes == expected.processes
+    assert _counts(found.daily_traffic) == _counts(expected.daily_traffic)
+    assert _sums(found.daily_traffic) == pytest.approx(
+        _sums(expected.daily_traffic), rel=1e-9, abs=1e-9
+    )
+    return found
+
+
 def _counts(table: dict[Any, list[float]]) -> dict[Any, list[int]]:
     return {key: [int(v) for v in values[:-1]] for key, values in table.items()}
 
@@ -85,13 +175,15 @@ def _sums(table: dict[Any, list[float]]) -> dict[Any, float]:
 
 
 def assert_histograms_match_rows(database: Database, *, capped: bool = False) -> Tables:
-    """Fail unless the stored histograms are exactly what the rows make.
+    """Fail unless the stored histograms are exactly what the rows make, and schema 5's
+    coarser tables exactly the grouped sums of those.
 
     ``capped``: groups may have been counted under -1 ("others"); then the all-groups counts
     must still match, each admitted group may hold only requests of its own, and the rest is
     under -1. Without it every group has its own rows. Returns the stored tables.
     """
     expected, found = expected_tables(database), stored_tables(database)
+    assert_coarse_tables_match(database, found)
     assert found.hourly == expected.hourly
     assert _counts(found.total) == _counts(expected.total)
     assert _sums(found.total) == pytest.approx(_sums(expected.total), rel=1e-9, abs=1e-9)

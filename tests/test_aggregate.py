@@ -185,13 +185,18 @@ def check_report(db: Path, *, now: float, max_groups: int) -> None:
             assert_same_box(box, by_version[(endpoint, version)])
     assert sum(len(p) for p in version_boxes.values()) == len(by_version)
 
-    # groups: slowest median first, at most max_groups, then the others together
+    # groups: the max_groups with the most requests, shown slowest median first, then the
+    # others together
     for endpoint in by_endpoint:
-        groups = sorted(
+        busiest = sorted(
             (g for e, g in by_group if e == endpoint),
+            key=lambda g: (-len(by_group[(endpoint, g)]), g),
+        )
+        kept = sorted(
+            busiest[:max_groups],
             key=lambda g: (-box_of(binned(by_group[(endpoint, g)])).median, g),
         )
-        kept, rest = groups[:max_groups], groups[max_groups:]
+        rest = busiest[max_groups:]
         got = group_boxes[endpoint]
         assert [g for g, _ in got] == kept + (["others"] if rest else [])
         for group, box in got[: len(kept)]:

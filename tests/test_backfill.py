@@ -111,7 +111,7 @@ def test_migrate_builds_the_histograms_the_rows_make(v3_store: Database) -> None
     conn.close()
     result = invoke("migrate", "-d", str(v3_store), "--quiet")
     assert result.output == (
-        f"schema version 3 -> 4: migrated\nlatency histograms built from {V3_ROWS} stored"
+        f"schema version 3 -> 5: migrated\nlatency histograms built from {V3_ROWS} stored"
         " requests\n"
     )
     found = assert_histograms_match_rows(v3_store)
@@ -125,7 +125,7 @@ def test_migrate_builds_the_histograms_the_rows_make(v3_store: Database) -> None
     assert backfill_state(conn).done == backfill_state(conn).end == V3_ROWS
     conn.close()
     again = invoke("migrate", "-d", str(v3_store))
-    assert again.output == "schema version 4: already current\n"  # nothing folded twice
+    assert again.output == "schema version 5: already current\n"  # nothing folded twice
     assert stored_tables(v3_store) == found
 
 
@@ -328,7 +328,7 @@ def test_rows_changed_after_they_were_written_get_their_histograms_rebuilt(
 
 def test_reading_commands_build_the_histograms_of_an_upgraded_store(v3_sqlite: Path) -> None:
     result = invoke("summary", "-d", str(v3_sqlite), "--json")
-    assert '"schema_version": 4' in result.output
+    assert '"schema_version": 5' in result.output
     assert_histograms_match_rows(v3_sqlite)
     conn = open_connection(str(v3_sqlite))
     assert not histograms_pending(conn)

@@ -4,7 +4,8 @@ moves its watermark in the transaction of the counts it adds, so a kill at any m
 a whole batch or nothing of it.
 
 Real processes, killed at whatever point they have reached (between batches or inside one),
-on both backends; the check recomputes every histogram from the stored rows.
+on both backends; the check recomputes every histogram from the stored rows, and schema 5's
+coarser tables (per version, group, day and hour) from those.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import Database, rows
-from histogram_check import assert_histograms_match_rows
+from histogram_check import assert_histograms_match_rows, coarse_tables
 from test_backfill import V3_ROWS, V3_STORE, _v3_postgres, invoke
 
-from flamewatch.sampler.store.backfill import backfill_state
+from flamewatch.sampler.store.backfill import HISTOGRAM_TABLES, backfill_state
 from flamewatch.sampler.store.connection import open_connection
 
 WRITER = textwrap.dedent(
@@ -101,7 +102,8 @@ def test_writers_killed_mid_load_leave_rows_and_histograms_agreeing(
         )
     stored = _count(store_db)
     assert stored > 1200
-    found = assert_histograms_match_rows(store_db)
+    found = assert_histograms_match_rows(store_db)  # schema 5's tables: the grouped sums
+    coarse = coarse_tables(store_db)
     # the sum of the histograms' counts is the number of stored rows, per endpoint and version
     per_pair = {
         (e, v): n
@@ -111,12 +113,19 @@ def test_writers_killed_mid_load_leave_rows_and_histograms_agreeing(
             " GROUP BY endpoint_id, version_id",
         )
     }
-    for table in (found.latency, found.hourly):
+    for table in (found.latency, found.hourly, coarse.daily):
         summed: dict[tuple[int, int], int] = {}
         for (e, v, _, _), n in table.items():
             summed[(e, v)] = summed.get((e, v), 0) + n
         assert summed == per_pair
+    for three in (coarse.versions, coarse.groups):
+        summed = {}
+        for (e, v, _), n in three.items():
+            summed[(e, v)] = summed.get((e, v), 0) + n
+        assert summed == per_pair
     assert sum(int(hits) for hits, _, _ in found.traffic.values()) == stored
+    assert sum(int(hits) for hits, _, _ in coarse.daily_traffic.values()) == stored
+    assert sum(hits for hits, _ in coarse.hits.values()) == stored
     assert len(per_pair) == 4  # two endpoints, two versions
 
 
@@ -140,7 +149,7 @@ def test_a_backfill_killed_mid_way_resumes_with_flamewatch_migrate(
     conn = open_connection(str(store_db), readonly=False)
     try:
         with conn.transaction():
-            for table in ("latency", "latency_hourly", "latency_total", "traffic"):
+            for table in HISTOGRAM_TABLES:  # schema 5's coarser tables too
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("UPDATE meta SET value = '0' WHERE key = 'histograms_backfilled'")
     finally:
@@ -168,7 +177,7 @@ def test_a_backfill_killed_mid_way_resumes_with_flamewatch_migrate(
     assert left.pending
     result = invoke("migrate", "-d", str(store_db), "--quiet")
     assert result.output == (
-        f"schema version 4: already current\nlatency histograms built from"
+        f"schema version 5: already current\nlatency histograms built from"
         f" {V3_ROWS - left.done} stored requests\n"
     )
     assert_histograms_match_rows(store_db)

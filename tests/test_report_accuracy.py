@@ -220,4 +220,4 @@ def test_a_store_older_than_the_histograms_is_refused_by_the_reader_and_upgraded
         assert result.exit_code == 0, result.output
     assert [
         tuple(r) for r in rows(path, "SELECT value FROM meta WHERE key = 'schema_version'")
-    ] == [("4",)]
+    ] == [("5",)]

@@ -298,7 +298,9 @@ def _tiered_store(database: Database, now: float) -> None:
 
 
 def _hits(database: Database, table: str, endpoint: str) -> int:
-    column = "hits" if table == "traffic" else "count"
+    column = (
+        "hits" if table in ("traffic", "traffic_daily", "hits_hourly", "group_hits") else "count"
+    )
     (found,) = rows(
         database,
         f"SELECT coalesce(sum({column}), 0) FROM {table} t JOIN endpoints e"
@@ -309,8 +311,19 @@ def _hits(database: Database, table: str, endpoint: str) -> int:
 
 
 def _histogram_hits(database: Database) -> dict[str, tuple[int, ...]]:
-    """Per endpoint: its counts in latency, latency_hourly, latency_total and traffic."""
-    tables = ("latency", "latency_hourly", "latency_total", "traffic")
+    """Per endpoint: its counts in latency, latency_hourly, latency_total and traffic, then in
+    schema 5's latency_version, group_hits, latency_daily, traffic_daily and hits_hourly."""
+    tables = (
+        "latency",
+        "latency_hourly",
+        "latency_total",
+        "traffic",
+        "latency_version",
+        "group_hits",
+        "latency_daily",
+        "traffic_daily",
+        "hits_hourly",
+    )
     return {
         name: tuple(_hits(database, table, name) for table in tables)
         for name in ("ancient", "old", "new")
@@ -325,9 +338,9 @@ def test_pruning_raw_rows_keeps_every_histogram(store_db: Database) -> None:
     assert rows(store_db, "SELECT count(*) FROM requests")[0][0] == 5
     assert stored_tables(store_db) == before
     assert _histogram_hits(store_db) == {
-        "ancient": (12, 12, 12, 12),
-        "old": (8, 8, 8, 8),
-        "new": (5, 5, 5, 5),
+        "ancient": (12,) * 9,
+        "old": (8,) * 9,
+        "new": (5,) * 9,
     }
 
 
@@ -336,15 +349,17 @@ def test_pruning_histograms_deletes_old_hours_and_versions_last_seen_before(
 ) -> None:
     _tiered_store(store_db, time.time())
     result = invoke("prune", "-d", str(store_db), "--histograms-older-than", "10")
-    # the hour of 20 days ago (its hourly and traffic rows), and version 0.9's all-time row
+    # the hour of 20 days ago (its hourly, traffic and hits rows), its day (daily histogram,
+    # traffic and process rows), and version 0.9's all-time rows (latency, latency_version,
+    # group_hits)
     assert result.output == (
-        "deleted 3 histogram rows older than 10 days (1 hours, 1 endpoint versions) in 2 batches\n"
+        "deleted 9 histogram rows older than 10 days (1 hours, 1 endpoint versions) in 3 batches\n"
     )
     assert rows(store_db, "SELECT count(*) FROM requests")[0][0] == 25  # raw rows untouched
     assert _histogram_hits(store_db) == {
-        "ancient": (0, 0, 12, 0),  # the cumulative counts behind the metrics stay
-        "old": (8, 8, 8, 8),
-        "new": (5, 5, 5, 5),
+        "ancient": (0, 0, 12, *(0,) * 6),  # the cumulative counts behind the metrics stay
+        "old": (8,) * 9,
+        "new": (5,) * 9,
     }
     again = invoke("prune", "-d", str(store_db), "--histograms-older-than", "10")
     assert again.output.startswith("deleted 0 histogram rows")
@@ -365,9 +380,9 @@ def test_both_retention_settings_prune_from_the_writer(
     flush(app)  # the writer's round: write, then a retention run of both tiers
     assert rows(store_db, "SELECT count(*) FROM requests")[0][0] == 6  # 5 new, and "/"
     assert _histogram_hits(store_db) == {
-        "ancient": (0, 0, 12, 0),
-        "old": (8, 8, 8, 8),  # raw rows gone, histograms kept
-        "new": (5, 5, 5, 5),
+        "ancient": (0, 0, 12, *(0,) * 6),
+        "old": (8,) * 9,  # raw rows gone, histograms kept
+        "new": (5,) * 9,
     }
     writer = app.extensions["flamewatch"]._writer
-    assert (writer.pruned, writer.pruned_histograms) == (20, 3)
+    assert (writer.pruned, writer.pruned_histograms) == (20, 9)

@@ -31,6 +31,7 @@ from flamewatch.sampler.storable import DEFAULT_HISTOGRAM_GROUPS
 
 from .dialect import StoreConnection
 from .histograms import NO_GROUP, GroupAdmission, GroupCap, HistogramDeltas, upsert_histograms
+from .schema import SCHEMA_VERSION
 
 __all__ = [
     "BACKFILLED",
@@ -54,7 +55,18 @@ BACKFILLED = "histograms_backfilled"
 #: rows folded per transaction
 BATCH_ROWS = 50_000
 #: the tables the writer and the backfill fill from the rows
-HISTOGRAM_TABLES = ("latency", "latency_hourly", "latency_total", "traffic")
+HISTOGRAM_TABLES = (
+    "latency",
+    "latency_hourly",
+    "latency_total",
+    "traffic",
+    "latency_version",
+    "group_hits",
+    "latency_daily",
+    "traffic_daily",
+    "hits_hourly",
+    "process_hits",
+)
 
 _ROWS = (
     "SELECT id, endpoint_id, version_id, process_id, group_id, method, status, started_at,"
@@ -68,7 +80,8 @@ class BackfillState:
 
     done: int = 0
     end: int = 0
-    #: whether the store's schema predates the histograms (migrating it comes first)
+    #: whether the store's schema predates this flamewatch's histograms (schema 4 the first
+    #: ones, 5 the coarser ones the views read): migrating it comes first
     old_schema: bool = False
 
     @property
@@ -105,7 +118,7 @@ def backfill_state(conn: StoreConnection | Any, *, lock: bool = False) -> Backfi
     return BackfillState(
         done=int(found.get(BACKFILLED, 0)),
         end=int(found.get(BACKFILL_TO, 0)),
-        old_schema=int(found.get("schema_version", 0)) < HISTOGRAMS_VERSION,
+        old_schema=int(found.get("schema_version", 0)) < SCHEMA_VERSION,
     )
 
 

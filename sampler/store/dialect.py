@@ -34,6 +34,8 @@ _TYPE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(\w+\s+)INTEGER(?=[^,()]*\bREFERENCES\b)"), r"\1BIGINT"),
     (re.compile(r"\b(\w+\s+)BLOB\b"), r"\1BYTEA"),
     (re.compile(r"\b(\w+\s+)REAL\b"), r"\1DOUBLE PRECISION"),
+    # SQLite's clustered tables (rows stored in primary key order); PostgreSQL's are heaps
+    (re.compile(r"\)\s*WITHOUT\s+ROWID\b"), ")"),
 )
 
 
@@ -50,7 +52,8 @@ def translate(statement: str) -> str:
     """A statement of :data:`~.schema.MIGRATIONS` (written for both) in PostgreSQL's types.
 
     ``INTEGER PRIMARY KEY`` becomes an identity column, id columns and references ``BIGINT``,
-    ``BLOB`` ``BYTEA`` and ``REAL`` ``DOUBLE PRECISION``; quoted strings are left alone.
+    ``BLOB`` ``BYTEA`` and ``REAL`` ``DOUBLE PRECISION``, ``WITHOUT ROWID`` goes; quoted
+    strings are left alone.
     """
     parts = _STRING.split(statement)
     for i in range(0, len(parts), 2):  # even parts are outside quotes

@@ -6,9 +6,14 @@ A batch of requests (or, for the backfill, a range of stored rows) is first fold
 its count, the sum of its durations and its outliers. Each cell then adds to the four tables of
 schema v4 (:mod:`.schema`): ``latency`` (endpoint, version, group, bucket), ``latency_hourly``
 (endpoint, version, hour, bucket), ``latency_total`` (endpoint, method, status, bucket) and
-``traffic`` (endpoint, version, process, hour, method, status). Cells are few -- a batch's
-requests share a version, a process and usually an hour -- so the per-cell Python work costs
-little next to the per-request work of the fold.
+``traffic`` (endpoint, version, process, hour, method, status), and to the six coarser ones
+of schema v5, which the views read so that what they read stays small however long the store
+runs: ``latency_version`` (endpoint, version, bucket: ``latency`` without groups),
+``group_hits`` (endpoint, version, group: ``latency`` without buckets), ``latency_daily``
+(endpoint, version, UTC day, bucket), ``traffic_daily`` (endpoint, version, day),
+``hits_hourly`` (endpoint, hour) and ``process_hits`` (process, day). Cells are few -- a
+batch's requests share a version, a process and usually an hour -- so the per-cell Python work
+(a dict key per table) costs little next to the per-request work of the fold.
 
 The ingest path and the backfill share :class:`HistogramDeltas` and :class:`GroupCap`, so a
 store backfilled from its rows holds the same tables as one written by the ingest path.
@@ -31,6 +36,7 @@ __all__ = [
     "GroupAdmission",
     "GroupCap",
     "HistogramDeltas",
+    "day_of",
     "fold_cells",
     "hour_of",
     "upsert_histograms",
@@ -55,6 +61,12 @@ MAX_CACHED_PAIRS = 10_000
 def hour_of(started_at: float) -> int:
     """Unix time of the start of the UTC hour of a Unix time."""
     return int(started_at // 3600) * 3600
+
+
+def day_of(hour: int) -> int:
+    """Unix time of the start of the UTC day of an hour's start (what the migration computes
+    in SQL as ``hour / 86400 * 86400``)."""
+    return hour - hour % 86_400
 
 
 class _Cursor(Protocol):
@@ -87,6 +99,38 @@ UPSERT_TRAFFIC = (
     " ON CONFLICT (endpoint_id, version_id, process_id, hour, method, status)"
     " DO UPDATE SET hits = traffic.hits + excluded.hits,"
     " outliers = traffic.outliers + excluded.outliers, sum_ms = traffic.sum_ms + excluded.sum_ms"
+)
+UPSERT_LATENCY_VERSION = (
+    "INSERT INTO latency_version (endpoint_id, version_id, bucket, count)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (endpoint_id, version_id, bucket)"
+    " DO UPDATE SET count = latency_version.count + excluded.count"
+)
+UPSERT_GROUP_HITS = (
+    "INSERT INTO group_hits (endpoint_id, version_id, group_id, hits) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (endpoint_id, version_id, group_id)"
+    " DO UPDATE SET hits = group_hits.hits + excluded.hits"
+)
+UPSERT_PROCESS_HITS = (
+    "INSERT INTO process_hits (process_id, day, hits, outliers) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (process_id, day) DO UPDATE SET hits = process_hits.hits + excluded.hits,"
+    " outliers = process_hits.outliers + excluded.outliers"
+)
+UPSERT_LATENCY_DAILY = (
+    "INSERT INTO latency_daily (endpoint_id, version_id, day, bucket, count)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint_id, version_id, day, bucket)"
+    " DO UPDATE SET count = latency_daily.count + excluded.count"
+)
+UPSERT_TRAFFIC_DAILY = (
+    "INSERT INTO traffic_daily (endpoint_id, version_id, day, hits, outliers, sum_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id, version_id, day)"
+    " DO UPDATE SET hits = traffic_daily.hits + excluded.hits,"
+    " outliers = traffic_daily.outliers + excluded.outliers,"
+    " sum_ms = traffic_daily.sum_ms + excluded.sum_ms"
+)
+UPSERT_HITS_HOURLY = (
+    "INSERT INTO hits_hourly (endpoint_id, hour, hits, outliers) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (endpoint_id, hour) DO UPDATE SET hits = hits_hourly.hits + excluded.hits,"
+    " outliers = hits_hourly.outliers + excluded.outliers"
 )
 _SEED = (
     "SELECT DISTINCT group_id FROM latency WHERE endpoint_id = ? AND version_id = ?"
@@ -166,9 +210,20 @@ class GroupCap:
 
 
 class HistogramDeltas:
-    """What some cells add to the four tables: per row key, the count (and sums) to add."""
+    """What some cells add to the ten tables: per row key, the count (and sums) to add."""
 
-    __slots__ = ("hourly", "latency", "total", "traffic")
+    __slots__ = (
+        "daily",
+        "daily_traffic",
+        "group_hits",
+        "hits",
+        "hourly",
+        "latency",
+        "processes",
+        "total",
+        "traffic",
+        "versions",
+    )
 
     def __init__(self) -> None:
         self.latency: dict[tuple[int, int, int, int], int] = {}
@@ -177,6 +232,18 @@ class HistogramDeltas:
         self.total: dict[tuple[int, str, int, int], list[float]] = {}
         #: (endpoint, version, process, hour, method, status) -> [hits, outliers, sum_ms]
         self.traffic: dict[tuple[int, int, int, int, str, int], list[float]] = {}
+        #: (endpoint, version, bucket) -> count: ``latency`` summed over groups
+        self.versions: dict[tuple[int, int, int], int] = {}
+        #: (endpoint, version, group) -> count: ``latency`` summed over buckets
+        self.group_hits: dict[tuple[int, int, int], int] = {}
+        #: (endpoint, version, day, bucket) -> count
+        self.daily: dict[tuple[int, int, int, int], int] = {}
+        #: (endpoint, version, day) -> [hits, outliers, sum_ms]
+        self.daily_traffic: dict[tuple[int, int, int], list[float]] = {}
+        #: (endpoint, hour) -> [hits, outliers]
+        self.hits: dict[tuple[int, int], list[int]] = {}
+        #: (process, day) -> [hits, outliers]
+        self.processes: dict[tuple[int, int], list[int]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.traffic)
@@ -215,6 +282,35 @@ class HistogramDeltas:
             traffic[0] += count
             traffic[1] += outliers
             traffic[2] += sum_ms
+        version_key = (endpoint_id, version_id, bucket)
+        self.versions[version_key] = self.versions.get(version_key, 0) + count
+        group_key = (endpoint_id, version_id, group_id)
+        self.group_hits[group_key] = self.group_hits.get(group_key, 0) + count
+        day = hour - hour % 86_400
+        key = (endpoint_id, version_id, day, bucket)
+        self.daily[key] = self.daily.get(key, 0) + count
+        day_key = (endpoint_id, version_id, day)
+        daily = self.daily_traffic.get(day_key)
+        if daily is None:
+            self.daily_traffic[day_key] = [count, outliers, sum_ms]
+        else:
+            daily[0] += count
+            daily[1] += outliers
+            daily[2] += sum_ms
+        hits_key = (endpoint_id, hour)
+        hits = self.hits.get(hits_key)
+        if hits is None:
+            self.hits[hits_key] = [count, outliers]
+        else:
+            hits[0] += count
+            hits[1] += outliers
+        process_key = (process_id, day)
+        served = self.processes.get(process_key)
+        if served is None:
+            self.processes[process_key] = [count, outliers]
+        else:
+            served[0] += count
+            served[1] += outliers
 
 
 #: a cell of the ingest path's fold: (index of the record's names in the batch, status, hour
@@ -257,7 +353,7 @@ def fold_cells(
 def upsert_histograms(
     cur: _Cursor, sql: Callable[[str], str], deltas: HistogramDeltas, *, ordered: bool
 ) -> None:
-    """Add ``deltas`` to the four tables with ``cur`` (in the caller's transaction).
+    """Add ``deltas`` to the ten tables with ``cur`` (in the caller's transaction).
 
     ``ordered``: upsert each table's rows in key order, tables always in the same order, so
     that concurrent writers (PostgreSQL's row locks) take the rows' locks in one global order
@@ -284,3 +380,34 @@ def upsert_histograms(
         cur.executemany(
             sql(UPSERT_TRAFFIC), [(*key, int(h), int(o), s) for key, (h, o, s) in traffic]
         )
+    _upsert_coarse(cur, sql, deltas, ordered=ordered)
+
+
+def _upsert_coarse(
+    cur: _Cursor, sql: Callable[[str], str], deltas: HistogramDeltas, *, ordered: bool
+) -> None:
+    """The upserts of schema v5's tables, after the four others (always in this order)."""
+    versions: Iterable[tuple[Any, ...]] = deltas.versions.items()
+    group_hits: Iterable[tuple[Any, ...]] = deltas.group_hits.items()
+    daily: Iterable[tuple[Any, ...]] = deltas.daily.items()
+    daily_traffic: Iterable[tuple[Any, ...]] = deltas.daily_traffic.items()
+    hits: Iterable[tuple[Any, ...]] = deltas.hits.items()
+    processes: Iterable[tuple[Any, ...]] = deltas.processes.items()
+    if ordered:
+        versions, group_hits, daily = sorted(versions), sorted(group_hits), sorted(daily)
+        daily_traffic, hits, processes = sorted(daily_traffic), sorted(hits), sorted(processes)
+    if deltas.versions:
+        cur.executemany(sql(UPSERT_LATENCY_VERSION), [(*key, n) for key, n in versions])
+    if deltas.group_hits:
+        cur.executemany(sql(UPSERT_GROUP_HITS), [(*key, n) for key, n in group_hits])
+    if deltas.daily:
+        cur.executemany(sql(UPSERT_LATENCY_DAILY), [(*key, n) for key, n in daily])
+    if deltas.daily_traffic:
+        cur.executemany(
+            sql(UPSERT_TRAFFIC_DAILY),
+            [(*key, int(h), int(o), s) for key, (h, o, s) in daily_traffic],
+        )
+    if deltas.hits:
+        cur.executemany(sql(UPSERT_HITS_HOURLY), [(*key, h, o) for key, (h, o) in hits])
+    if deltas.processes:
+        cur.executemany(sql(UPSERT_PROCESS_HITS), [(*key, h, o) for key, (h, o) in processes])

@@ -7,11 +7,15 @@ sensitive part) can be pruned on their own, keeping the request timings; pruning
 removes their outliers first. It never touches the histograms, and keeps the rows the
 histograms' backfill has yet to fold (:mod:`.backfill`).
 
-Histograms (:func:`prune_histograms`), on their own, usually much longer cutoff: the hourly
-histograms and traffic counts of the hours before it, one hour per transaction, and the
-all-time histograms of the versions last seen before it, one endpoint of a version per
-transaction. ``latency_total`` -- the cumulative counters behind the metrics -- is never
-pruned. Used by ``flamewatch prune`` and by the writer when ``FLAMEWATCH_RETENTION_DAYS`` or
+Histograms (:func:`prune_histograms`), on their own, usually much longer cutoff, rounded down
+to the start of a UTC day so that the hourly tables and the daily ones (schema 5) keep the same
+days and still add up alike: the hourly histograms and counts (``latency_hourly``, ``traffic``,
+``hits_hourly``) of the hours before it, one hour per transaction; the daily ones
+(``latency_daily``, ``traffic_daily``, ``process_hits``) of the days before it, one day per
+transaction; and the all-time histograms (``latency``, ``latency_version``, ``group_hits``) of
+the versions last seen before it, one endpoint of a version per transaction.
+``latency_total`` -- the cumulative counters behind the metrics -- is never pruned. Used by
+``flamewatch prune`` and by the writer when ``FLAMEWATCH_RETENTION_DAYS`` or
 ``FLAMEWATCH_HISTOGRAM_RETENTION_DAYS`` is set.
 """
 
@@ -81,8 +85,13 @@ def prune(
 
 _OLD_HOURS = (
     "SELECT hour FROM latency_hourly WHERE hour <= ? UNION SELECT hour FROM traffic"
-    " WHERE hour <= ? ORDER BY hour LIMIT ?"
+    " WHERE hour <= ? UNION SELECT hour FROM hits_hourly WHERE hour <= ? ORDER BY hour LIMIT ?"
 )
+_OLD_DAYS = (
+    "SELECT day FROM latency_daily WHERE day <= ? UNION SELECT day FROM traffic_daily"
+    " WHERE day <= ? UNION SELECT day FROM process_hits WHERE day <= ? ORDER BY day LIMIT ?"
+)
+_DAY = 86_400
 _OLD_VERSIONS = (
     "SELECT DISTINCT endpoint_id, version_id FROM latency WHERE version_id IN"
     " (SELECT id FROM versions WHERE last_seen < ?) ORDER BY endpoint_id, version_id LIMIT ?"
@@ -92,20 +101,34 @@ _OLD_VERSIONS = (
 def prune_histograms(
     conn: StoreConnection, cutoff: float, *, max_batches: int | None = None
 ) -> PrunedHistograms:
-    """Delete the hourly histograms and traffic counts of the hours that ended before
-    ``cutoff`` (Unix time), and the all-time histograms of the versions last seen before it;
-    one hour, or one endpoint of a version, per transaction. Stops after ``max_batches`` with
-    ``done=False`` when some remain. ``latency_total`` is kept."""
+    """Delete the hourly and daily histograms and traffic counts of the UTC days that ended
+    before ``cutoff`` (Unix time), and the all-time histograms of the versions last seen before
+    it; one hour, one day, or one endpoint of a version, per transaction. Stops after
+    ``max_batches`` with ``done=False`` when some remain. ``latency_total`` is kept."""
     result = PrunedHistograms()
-    last_hour = int(cutoff // 3600) * 3600 - 3600  # the last hour that ended by the cutoff
+    last_day = int(cutoff // _DAY) * _DAY - _DAY  # the last UTC day that ended by the cutoff
+    last_hour = last_day + _DAY - 3600  # its last hour
     # a version seen again since it was selected (a process of it started) keeps its rows
     still_old = " AND version_id IN (SELECT id FROM versions WHERE last_seen < ?)"
     steps: list[tuple[str, tuple[object, ...], tuple[str, ...], str, tuple[object, ...]]] = [
-        (_OLD_HOURS, (last_hour, last_hour), ("latency_hourly", "traffic"), "hour = ?", ()),
+        (
+            _OLD_HOURS,
+            (last_hour, last_hour, last_hour),
+            ("latency_hourly", "traffic", "hits_hourly"),
+            "hour = ?",
+            (),
+        ),
+        (
+            _OLD_DAYS,
+            (last_day, last_day, last_day),
+            ("latency_daily", "traffic_daily", "process_hits"),
+            "day = ?",
+            (),
+        ),
         (
             _OLD_VERSIONS,
             (cutoff,),
-            ("latency",),
+            ("latency", "latency_version", "group_hits"),
             "endpoint_id = ? AND version_id = ?" + still_old,
             (cutoff,),
         ),
@@ -124,9 +147,9 @@ def prune_histograms(
                         deleted = conn.execute(f"DELETE FROM {table} WHERE {where}", (*key, *tail))
                         result.rows += max(deleted.rowcount, 0)
                 result.batches += 1
-                if len(key) == 1:
+                if select is _OLD_HOURS:
                     result.hours += 1
-                else:
+                elif select is _OLD_VERSIONS:
                     result.versions += 1
     return result
 

@@ -179,8 +179,111 @@ _V4 = (
     "CREATE INDEX IF NOT EXISTS latency_hourly_hour ON latency_hourly (hour)",
 )
 
+_V5 = (
+    # Coarser histograms and counts, so that the views read rows whose number grows with
+    # endpoints x versions x days (x buckets), never with groups, processes or hours: the
+    # writer upserts them with the others (same transaction). The migration fills each from
+    # the v4 table it coarsens with one INSERT ... SELECT ... GROUP BY (never from raw rows;
+    # a store still being backfilled gets the rest of its counts from the backfill). A day is
+    # the Unix time of the start of a UTC day: ``hour / 86400 * 86400`` of its hours. In SQLite
+    # the tables are WITHOUT ROWID, their rows stored in key order, so that one endpoint's (or
+    # one version's) rows are read as one run of pages (PostgreSQL's translation drops it).
+    #
+    # ``latency`` summed over groups: the endpoint table, the boxes per endpoint and version,
+    # every version comparison
+    """CREATE TABLE IF NOT EXISTS latency_version (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        bucket INTEGER NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, version_id, bucket)
+    ) WITHOUT ROWID""",
+    "INSERT INTO latency_version (endpoint_id, version_id, bucket, count)"
+    " SELECT endpoint_id, version_id, bucket, SUM(count) FROM latency"
+    " GROUP BY endpoint_id, version_id, bucket",
+    # ``latency`` without buckets: requests per endpoint, version and group (after the writer's
+    # cap), so that the views of groups pick the groups they show by traffic and read only
+    # their ``latency`` rows
+    """CREATE TABLE IF NOT EXISTS group_hits (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        group_id INTEGER NOT NULL,
+        hits BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, version_id, group_id)
+    ) WITHOUT ROWID""",
+    "INSERT INTO group_hits (endpoint_id, version_id, group_id, hits)"
+    " SELECT endpoint_id, version_id, group_id, SUM(count) FROM latency"
+    " GROUP BY endpoint_id, version_id, group_id",
+    # ``latency_hourly`` per UTC day: the findings' durations over time, for versions that ran
+    # longer than a few days
+    """CREATE TABLE IF NOT EXISTS latency_daily (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        day BIGINT NOT NULL,
+        bucket INTEGER NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, version_id, day, bucket)
+    ) WITHOUT ROWID""",
+    "INSERT INTO latency_daily (endpoint_id, version_id, day, bucket, count)"
+    " SELECT endpoint_id, version_id, hour / 86400 * 86400, bucket, SUM(count)"
+    " FROM latency_hourly GROUP BY endpoint_id, version_id, hour / 86400 * 86400, bucket",
+    # ``traffic`` per endpoint, version and UTC day: hits, outliers and means per version
+    """CREATE TABLE IF NOT EXISTS traffic_daily (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        day BIGINT NOT NULL,
+        hits BIGINT NOT NULL,
+        outliers BIGINT NOT NULL,
+        sum_ms REAL NOT NULL,
+        PRIMARY KEY (endpoint_id, version_id, day)
+    ) WITHOUT ROWID""",
+    "INSERT INTO traffic_daily (endpoint_id, version_id, day, hits, outliers, sum_ms)"
+    " SELECT endpoint_id, version_id, hour / 86400 * 86400, SUM(hits), SUM(outliers),"
+    " SUM(sum_ms) FROM traffic GROUP BY endpoint_id, version_id, hour / 86400 * 86400",
+    # ``traffic`` per endpoint and UTC hour: hits per local day and hour of the week, recent hits
+    """CREATE TABLE IF NOT EXISTS hits_hourly (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        hour BIGINT NOT NULL,
+        hits BIGINT NOT NULL,
+        outliers BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, hour)
+    ) WITHOUT ROWID""",
+    "INSERT INTO hits_hourly (endpoint_id, hour, hits, outliers)"
+    " SELECT endpoint_id, hour, SUM(hits), SUM(outliers) FROM traffic GROUP BY endpoint_id, hour",
+    # ``traffic`` per process and UTC day: the utilization page's process and host tables
+    """CREATE TABLE IF NOT EXISTS process_hits (
+        process_id INTEGER NOT NULL REFERENCES processes (id),
+        day BIGINT NOT NULL,
+        hits BIGINT NOT NULL,
+        outliers BIGINT NOT NULL,
+        PRIMARY KEY (process_id, day)
+    ) WITHOUT ROWID""",
+    "INSERT INTO process_hits (process_id, day, hits, outliers)"
+    " SELECT process_id, hour / 86400 * 86400, SUM(hits), SUM(outliers) FROM traffic"
+    " GROUP BY process_id, hour / 86400 * 86400",
+    # ``latency`` itself stored in key order (SQLite: WITHOUT ROWID): the views of groups read
+    # one endpoint's rows of a few groups at a time, a run of pages instead of a row lookup
+    # each (PostgreSQL gets a plain copy of the table)
+    """CREATE TABLE latency_by_key (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+        version_id INTEGER NOT NULL REFERENCES versions (id),
+        group_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, version_id, group_id, bucket)
+    ) WITHOUT ROWID""",
+    "INSERT INTO latency_by_key (endpoint_id, version_id, group_id, bucket, count)"
+    " SELECT endpoint_id, version_id, group_id, bucket, count FROM latency",
+    "DROP TABLE latency",
+    "ALTER TABLE latency_by_key RENAME TO latency",
+    "CREATE INDEX IF NOT EXISTS latency_daily_day ON latency_daily (day)",
+    "CREATE INDEX IF NOT EXISTS process_hits_day ON process_hits (day)",
+    "CREATE INDEX IF NOT EXISTS traffic_daily_day ON traffic_daily (day)",
+    "CREATE INDEX IF NOT EXISTS hits_hourly_hour ON hits_hourly (hour)",
+)
+
 #: statements taking a store from version ``n - 1`` to ``n``, at index ``n - 1``
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
