@@ -30,6 +30,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
+
 from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store.connection import StoreConnection
 
@@ -125,20 +127,21 @@ def read_group_cells(
     """(endpoint, version, group) -> bucket -> count of the ``groups`` of each endpoint: one
     query per endpoint, by the primary key's first column."""
     cells: dict[tuple[int, int, int], dict[int, int]] = {}
+    # a row per cell, its buckets and counts as two JSON arrays (the primary key ends with
+    # the bucket): 3-4 times faster to build than from a row per bucket
+    buckets, counts = conn.json_list("bucket", "bucket"), conn.json_list("count", "bucket")
     for e, kept in sorted(groups.items()):
         if not kept:
             continue
         marks = ", ".join("?" * len(kept))
-        for v, g, bucket, count in conn.execute(
-            "SELECT version_id, group_id, bucket, count FROM latency"
-            f" WHERE endpoint_id = ? AND group_id IN ({marks})",
+        for v, g, bucket_list, count_list in conn.execute(
+            f"SELECT version_id, group_id, {buckets}, {counts} FROM latency"
+            f" WHERE endpoint_id = ? AND group_id IN ({marks}) GROUP BY version_id, group_id",
             (e, *kept),
         ):
-            key = (e, v, g)
-            cell = cells.get(key)
-            if cell is None:
-                cell = cells[key] = {}
-            cell[bucket] = int(count)
+            cells[(e, v, g)] = dict(
+                zip(orjson.loads(bucket_list), orjson.loads(count_list), strict=True)
+            )
     return cells
 
 
