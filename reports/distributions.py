@@ -32,7 +32,7 @@ from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store.connection import StoreConnection
 from flamewatch.sampler.version import TEST_SOURCE
 
-from .latency import read_group_cells, top_groups
+from .latency import GroupCells, top_groups
 
 __all__ = [
     "COMPARED_GROUPS",
@@ -139,10 +139,12 @@ def version_order(conn: StoreConnection) -> list[str]:
     ]
 
 
-def read_distributions(conn: StoreConnection, endpoint: str | None = None) -> Distributions:
+def read_distributions(
+    conn: StoreConnection, endpoint: str | None = None, cells_read: GroupCells | None = None
+) -> Distributions:
     """Every histogram the findings need (see the module's text); with ``endpoint``, that
     endpoint's rows only (read by the tables' keys, which start with the endpoint: the live
-    dashboard's endpoint page)."""
+    dashboard's endpoint page); ``cells_read``: the groups' cells read for the boxes too."""
     endpoints = dict(conn.execute("SELECT id, name FROM endpoints").fetchall())
     versions = dict(conn.execute("SELECT id, name FROM versions").fetchall())
     groups = dict(conn.execute("SELECT id, name FROM user_groups").fetchall())
@@ -161,7 +163,7 @@ def read_distributions(conn: StoreConnection, endpoint: str | None = None) -> Di
     )
     cells = {
         (endpoints[e], versions[v], groups[g]): Histogram.from_counts(counts)
-        for (e, v, g), counts in read_group_cells(conn, compared).items()
+        for (e, v, g), counts in (cells_read or GroupCells()).read(conn, compared).items()
     }
     series, widths = _read_series(conn, endpoints, versions, endpoint_id)
     return Distributions(
