@@ -46,6 +46,7 @@ from .change_tests import compare
 from .latency import (
     CAPPED_GROUPS,
     NO_GROUP,
+    GroupCells,
     GroupLatencies,
     VersionLatencies,
     read_group_latencies,
@@ -134,6 +135,8 @@ class ReportData:
         self.max_groups = max_groups
         self.alpha = alpha
         self.endpoint = endpoint
+        #: the groups' cells read so far: the boxes per group and the findings share them
+        self.group_cells = GroupCells()
 
     @contextmanager
     def reading_from(self, conn: Any) -> Iterator[ReportData]:
@@ -416,7 +419,12 @@ class ReportData:
     def _group_latency(self) -> GroupLatencies:
         self._require_histograms()
         return read_group_latencies(
-            self._conn, self.max_groups, self._group_name, self._version_latency, self._endpoint_id
+            self._conn,
+            self.max_groups,
+            self._group_name,
+            self._version_latency,
+            self._endpoint_id,
+            self.group_cells,
         )
 
     @property

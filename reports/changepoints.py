@@ -81,16 +81,20 @@ def find_time_changes(
         return []
     logs = [math.log(max(median(h), 1e-6)) for _, h in usable]
 
+    results: dict[tuple[int, int, int], TimeChange | None] = {}
+
     def _test(lo: int, k: int, hi: int) -> TimeChange | None:
-        before, after = usable[lo:k], usable[k:hi]
+        # a split passed in the search is tested again between its neighbours, often the
+        # same three bounds: each is tested once, each side merged once
+        if (lo, k, hi) not in results:
+            results[(lo, k, hi)] = _tested(lo, k, hi)
+        return results[(lo, k, hi)]
+
+    def _tested(lo: int, k: int, hi: int) -> TimeChange | None:
+        before = merged([h for _, h in usable[lo:k]])
+        after = merged([h for _, h in usable[k:hi]])
         change = compare(
-            endpoint,
-            version,
-            version,
-            merged([h for _, h in before]),
-            merged([h for _, h in after]),
-            threshold=threshold,
-            alpha=alpha,
+            endpoint, version, version, before, after, threshold=threshold, alpha=alpha
         )
         buckets_p = mann_whitney_values(logs[lo:k], logs[k:hi])
         if change.verdict not in ("slower", "faster") or buckets_p >= alpha:
@@ -99,8 +103,8 @@ def find_time_changes(
             at=usable[k][0],
             since=usable[lo][0],
             until=usable[hi - 1][0] + bucket_s,
-            before=merged([h for _, h in before]),
-            after=merged([h for _, h in after]),
+            before=before,
+            after=after,
             change=change,
             buckets_before=k - lo,
             buckets_after=hi - k,

@@ -260,7 +260,7 @@ def _flames_of(
         FlameReport(conn, data),
         endpoints,
         by_version,
-        read_distributions(conn, data.endpoint),
+        read_distributions(conn, data.endpoint, data.group_cells),
         data.change_threshold,
         data.alpha,
     )

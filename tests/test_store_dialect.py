@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from flamewatch.sampler.store import ProcessInfo, Store, StoreError, make_store
@@ -70,3 +71,26 @@ def test_retention_is_claimed_and_run_through_the_store(store_db: Path | str) ->
 def test_a_store_without_sql_has_no_connection_to_give() -> None:
     with pytest.raises(StoreError, match="has no SQL connection"):
         connection_of(object())
+
+
+def test_two_json_lists_of_a_group_pair_their_values_row_by_row(store_db: Path | str) -> None:
+    """The readers build a histogram from a group's buckets and counts, two JSON arrays of one
+    ``GROUP BY`` zipped together: a count must land on its own bucket on both backends."""
+    store = _store(store_db)
+    rows = [(k, bucket, bucket * 10 + k) for k in (2, 1) for bucket in (7, -3, 40, 0, 5)]
+    try:
+        conn = connection_of(store)
+        with conn.transaction():
+            conn.execute("CREATE TEMP TABLE cells (k INTEGER, bucket INTEGER, count BIGINT)")
+            conn.executemany("INSERT INTO cells (k, bucket, count) VALUES (?, ?, ?)", rows)
+            found = {
+                k: dict(zip(orjson.loads(buckets), orjson.loads(counts), strict=True))
+                for k, buckets, counts in conn.execute(
+                    f"SELECT k, {conn.json_list('bucket', 'bucket')},"
+                    f" {conn.json_list('count', 'bucket')} FROM cells GROUP BY k"
+                ).fetchall()
+            }
+            conn.execute("DROP TABLE cells")
+    finally:
+        store.close()
+    assert found == {k: {b: b * 10 + k for b in (7, -3, 40, 0, 5)} for k in (1, 2)}

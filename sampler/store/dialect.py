@@ -186,6 +186,15 @@ class StoreConnection:
         full scan is cheaper than an index walk for a whole-table ``GROUP BY``)."""
         return column if self.is_postgres else f"+{column}"
 
+    def json_list(self, column: str, order: str) -> str:
+        """An aggregate of a ``GROUP BY``: the group's values of ``column`` as a JSON array
+        (text), in the order of ``order``. Two such lists of one query are in the same order:
+        PostgreSQL sorts each by ``order``; SQLite feeds every aggregate of a group the same
+        rows in turn (and its ``json_group_array`` takes no ``ORDER BY`` before 3.44)."""
+        if self.is_postgres:
+            return f"CAST(json_agg({column} ORDER BY {order}) AS TEXT)"
+        return f"json_group_array({column})"
+
     def tables(self) -> set[str]:
         if self.is_postgres:
             sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
