@@ -56,24 +56,13 @@ from flask import Flask
 
 from flamewatch.flask_plugin import Flamewatch
 from flamewatch.reports.site import endpoint_page
+from flamewatch.sampler.store.backfill import HISTOGRAM_TABLES
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from scale_store import BUSIEST_ENDPOINT, CHUNK, cached_store, fingerprint
 
 NAME = "bench_scale"
-HISTOGRAM_TABLES = (
-    "latency",
-    "latency_hourly",
-    "latency_total",
-    "traffic",
-    "latency_version",
-    "group_hits",
-    "latency_daily",
-    "traffic_daily",
-    "hits_hourly",
-    "process_hits",
-)
 RAW_TABLES = ("requests",)
 #: the dashboard pages timed: label -> path under /flamewatch/ ("{endpoint}": an endpoint's page)
 PAGES = {
