@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from flamewatch.sampler.histogram import GAMMA, MIN_MS, bucket_of
 
@@ -41,6 +41,9 @@ __all__ = [
     "hour_of",
     "upsert_histograms",
 ]
+
+_K = TypeVar("_K")
+_N = TypeVar("_N", int, float)
 
 #: the ``group_id`` of requests without a group
 NO_GROUP = 0
@@ -263,54 +266,33 @@ class HistogramDeltas:
         outliers: int,
     ) -> None:
         """Add one cell; ``group_id`` is the one counted in ``latency`` (after the cap)."""
-        key = (endpoint_id, version_id, group_id, bucket)
-        self.latency[key] = self.latency.get(key, 0) + count
-        key = (endpoint_id, version_id, hour, bucket)
-        self.hourly[key] = self.hourly.get(key, 0) + count
-        total_key = (endpoint_id, method, status, bucket)
-        total = self.total.get(total_key)
-        if total is None:
-            self.total[total_key] = [count, sum_ms]
-        else:
-            total[0] += count
-            total[1] += sum_ms
-        traffic_key = (endpoint_id, version_id, process_id, hour, method, status)
-        traffic = self.traffic.get(traffic_key)
-        if traffic is None:
-            self.traffic[traffic_key] = [count, outliers, sum_ms]
-        else:
-            traffic[0] += count
-            traffic[1] += outliers
-            traffic[2] += sum_ms
-        version_key = (endpoint_id, version_id, bucket)
-        self.versions[version_key] = self.versions.get(version_key, 0) + count
-        group_key = (endpoint_id, version_id, group_id)
-        self.group_hits[group_key] = self.group_hits.get(group_key, 0) + count
         day = hour - hour % 86_400
-        key = (endpoint_id, version_id, day, bucket)
-        self.daily[key] = self.daily.get(key, 0) + count
-        day_key = (endpoint_id, version_id, day)
-        daily = self.daily_traffic.get(day_key)
-        if daily is None:
-            self.daily_traffic[day_key] = [count, outliers, sum_ms]
-        else:
-            daily[0] += count
-            daily[1] += outliers
-            daily[2] += sum_ms
-        hits_key = (endpoint_id, hour)
-        hits = self.hits.get(hits_key)
-        if hits is None:
-            self.hits[hits_key] = [count, outliers]
-        else:
-            hits[0] += count
-            hits[1] += outliers
-        process_key = (process_id, day)
-        served = self.processes.get(process_key)
-        if served is None:
-            self.processes[process_key] = [count, outliers]
-        else:
-            served[0] += count
-            served[1] += outliers
+        _count(self.latency, (endpoint_id, version_id, group_id, bucket), count)
+        _count(self.hourly, (endpoint_id, version_id, hour, bucket), count)
+        _count(self.versions, (endpoint_id, version_id, bucket), count)
+        _count(self.group_hits, (endpoint_id, version_id, group_id), count)
+        _count(self.daily, (endpoint_id, version_id, day, bucket), count)
+        _sums(self.total, (endpoint_id, method, status, bucket), count, sum_ms)
+        traffic_key = (endpoint_id, version_id, process_id, hour, method, status)
+        _sums(self.traffic, traffic_key, count, outliers, sum_ms)
+        _sums(self.daily_traffic, (endpoint_id, version_id, day), count, outliers, sum_ms)
+        _sums(self.hits, (endpoint_id, hour), count, outliers)
+        _sums(self.processes, (process_id, day), count, outliers)
+
+
+def _count(table: dict[_K, int], key: _K, count: int) -> None:
+    """Add ``count`` to a table of counts."""
+    table[key] = table.get(key, 0) + count
+
+
+def _sums(table: dict[_K, list[_N]], key: _K, *values: _N) -> None:
+    """Add ``values`` to a table of running sums, element by element."""
+    found = table.get(key)
+    if found is None:
+        table[key] = list(values)
+    else:
+        for i, value in enumerate(values):
+            found[i] += value
 
 
 #: a cell of the ingest path's fold: (index of the record's names in the batch, status, hour
