@@ -17,17 +17,17 @@ A sample holds raw ``(code object, line)`` pairs -- strings are only built for o
 event.
 
 Limits, handled by the profile builder rather than hidden: a thread running Python can only be
-sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in C
-that holds the GIL yields no sample at all. While any request is sampled at the high rate the
-sampler lowers the switch interval to a quarter of that rate (:mod:`.switching`), so that a
-CPU-bound outlier gets as many samples as a sleeping one (a 60 ms one: ~50 instead of 7-9), and
-puts it back when none is. Its first samples, below the threshold, still wait for the GIL under
-the process's own interval. Each sample records the interval that was due, and time beyond it
-(plus two of the process's switch intervals) goes to an ``[unsampled]`` frame. Frequent
-switches make a frame walk meet a thread that moves under it far likelier: the walk pauses the
-garbage collector (see :func:`walk_stack`), without which it crashed the process. Samples are
-taken at a fixed rate (one interval after the previous one was due), so a sample that waited for
-the GIL does not push the later ones back.
+sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in
+C that holds the GIL yields no sample at all. While any request is sampled at the high rate the
+sampler lowers the switch interval to a quarter of that rate (:mod:`.switching`), so that a CPU-
+bound outlier gets about as many samples as a sleeping one (a 60 ms one: ~45 instead of 8 on a
+quiet machine), and puts it back when none is. Its first samples, below the threshold, still
+wait for the GIL under the process's own interval. Each sample records the interval that was
+due, and time beyond it (plus two of the process's switch intervals) goes to an ``[unsampled]``
+frame. Frequent switches make a frame walk meet a thread that moves under it far likelier: the
+walk pauses the garbage collector (see :func:`walk_stack`), without which it crashed the
+process. Samples are taken at a fixed rate (one interval after the previous one was due), so a
+sample that waited for the GIL does not push the later ones back.
 
 The thread does no I/O: each blocking call hands the GIL to a CPU-bound request, and getting
 it back costs a whole switch interval. Reading CPU and memory once a second here (a dozen

@@ -5,8 +5,9 @@ A thread running Python holds the GIL until the interpreter makes it switch, eve
 CPU-bound request every ~5 ms however often it asks: a 60 ms CPU-bound outlier sampled "every
 1 ms" got 7-9 samples. While any request is sampled at the high rate, the sampler lowers the
 interval to a quarter of that rate (0.25 ms for 1 ms), and puts it back when no request is:
-the same outlier then gets ~50 samples, as a sleeping one does. Only outliers pay for the
-extra switches; every request below its threshold runs at the interval the process had.
+the same outlier then gets ~45 on a quiet machine, about as many as a sleeping one. Only
+outliers pay for the extra switches -- and, while one runs, every thread of the process that
+competes for the GIL; a request below its threshold, alone, runs at the process's interval.
 
 The setting is process-wide while samplers are per app, so one :class:`SwitchInterval` keeps
 the count for the whole process (:data:`SWITCH_INTERVAL`): the first sampler that lowers it
