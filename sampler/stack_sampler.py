@@ -19,9 +19,9 @@ event.
 Limits, handled by the profile builder rather than hidden: a thread running Python can only be
 sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in
 C that holds the GIL yields no sample at all. While any request is sampled at the high rate the
-sampler lowers the switch interval to a quarter of that rate (:mod:`.switching`), so that a CPU-
-bound outlier gets about as many samples as a sleeping one (a 60 ms one: ~45 instead of 8 on a
-quiet machine), and puts it back when none is. Its first samples, below the threshold, still
+sampler lowers the switch interval to a quarter of that rate (:mod:`.switching`), so that a
+CPU-bound outlier gets about as many samples as a sleeping one (a 60 ms one: ~45 instead of 8 on
+a quiet machine), and puts it back when none is. Its first samples, below the threshold, still
 wait for the GIL under the process's own interval. Each sample records the interval that was
 due, and time beyond it (plus two of the process's switch intervals) goes to an ``[unsampled]``
 frame. Frequent switches make a frame walk meet a thread that moves under it far likelier: the
