@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -171,7 +172,9 @@ def test_a_child_forked_while_it_is_held_gets_the_normal_interval(
 
     def fork() -> None:
         read_end, write_end = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():  # Python 3.12+ warns of fork() beside threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the child: report and leave at once
             os.write(write_end, f"{sys.getswitchinterval()!r} {SWITCH_INTERVAL.holders}".encode())
             os._exit(0)
