@@ -164,6 +164,7 @@ class Agent:
                 folder=folder,
                 profile_interval=settings.aggregate_flush_interval,
                 stats=seed_statistics(self._baselines, settings.outlier),
+                resources=resources,
             )
             self._writer.start()
             if settings.sampler and green:
@@ -178,7 +179,6 @@ class Agent:
                     interval_s=settings.sample_interval_ms / 1000,
                     outlier_interval_s=settings.outlier_sample_interval_ms / 1000,
                     max_samples=settings.max_samples,
-                    on_tick=resources.read,
                     activity=self.recorder.activity,
                     folder=folder,
                     capped=self.recorder.capped,

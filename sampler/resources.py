@@ -1,10 +1,13 @@
 """CPU load and memory, read in the background and attached to outliers.
 
-psutil calls cost 12-40 µs each, so they never run on a request thread: the sampler thread
-takes a :class:`Reading` about once a second while requests are in flight, and the writer takes
-one more when it captures an outlier. An outlier's CPU load is measured between the last reading
-taken before it started and the first one after it ended -- the span is reported with it, as a
-1 ms request cannot have a CPU load measured over 1 ms.
+psutil calls cost 12-40 µs each, so they never run on a request thread: the writer thread takes
+a :class:`Reading` about once a second while requests come in
+(:meth:`ResourceMonitor.read_if_due`), and one more when it captures an outlier. Not the sampler
+thread: a reading is a dozen reads of ``/proc``, each of which hands the GIL to a CPU-bound
+request and waits a switch interval to get it back, and the sampler would see nothing meanwhile.
+An outlier's CPU load is measured between the last reading taken before it started and the first
+one after it ended -- the span is reported with it, as a 1 ms request cannot have a CPU load
+measured over 1 ms.
 """
 
 from __future__ import annotations
@@ -39,6 +42,21 @@ class ResourceMonitor:
         self._process = psutil.Process(os.getpid())
         self._readings: deque[Reading] = deque(maxlen=history)
         self._lock = threading.Lock()
+        self._activity_read: int | None = None  # the activity at the last periodic reading
+        self._last_read = 0  # perf_counter ns of the last periodic reading
+
+    def read_if_due(self, activity: int, in_flight: bool, interval_ns: int = 1_000_000_000) -> bool:
+        """Take a reading when requests came in (``activity`` changed, or one is in flight) and
+        ``interval_ns`` passed since the last one; return whether it did. A quiet process reads
+        nothing."""
+        now = perf_counter_ns()
+        if now - self._last_read < interval_ns:
+            return False
+        if not in_flight and activity == self._activity_read:
+            return False
+        self._activity_read, self._last_read = activity, now
+        self.read()
+        return True
 
     def read(self) -> Reading:
         """Take a reading now and keep it."""

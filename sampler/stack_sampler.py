@@ -17,17 +17,22 @@ A sample holds raw ``(code object, line)`` pairs -- strings are only built for o
 event.
 
 Limits, handled by the profile builder rather than hidden: a thread running Python can only be
-sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in C
-that holds the GIL yields no sample at all. Each sample therefore records the interval that was
-due, and time beyond it (plus the switch interval) goes to an ``[unsampled]`` frame. Lowering
-the switch interval while an outlier is sampled would give a CPU-bound outlier five times the
-samples (measured: ~53 instead of ~11 for 80 ms at 1 ms), and was tried and not kept: with it,
-walks twice met a frame chain its thread had already reused (a function object where a frame
-was due) and once crashed the process. The likely cause was found later and is fixed in
-:func:`walk_stack` (a collection inside the walk, whose finalizers handed the GIL to the sampled
-thread); frequent switches make that far likelier. Samples are taken at a fixed rate (one
-interval after the previous one was due), so a sample that waited for the GIL does not push
-the later ones back.
+sampled when the GIL switches (every ``sys.getswitchinterval()``, 5 ms by default), and code in
+C that holds the GIL yields no sample at all. While any request is sampled at the high rate the
+sampler lowers the switch interval to a quarter of that rate (:mod:`.switching`), so that a
+CPU-bound outlier gets about as many samples as a sleeping one (a 60 ms one: ~45 instead of 8 on
+a quiet machine), and puts it back when none is. Its first samples, below the threshold, still
+wait for the GIL under the process's own interval. Each sample records the interval that was
+due, and time beyond it (plus two of the process's switch intervals) goes to an ``[unsampled]``
+frame. Frequent switches make a frame walk meet a thread that moves under it far likelier: the
+walk pauses the garbage collector (see :func:`walk_stack`), without which it crashed the
+process. Samples are taken at a fixed rate (one interval after the previous one was due), so a
+sample that waited for the GIL does not push the later ones back.
+
+The thread does no I/O: each blocking call hands the GIL to a CPU-bound request, and getting
+it back costs a whole switch interval. Reading CPU and memory once a second here (a dozen
+reads of ``/proc``) left the sampler blind for ~80 ms behind a CPU-bound request: one 62 ms
+outlier in ~20 got no sample at all, others two or three. The writer takes those readings.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from .inflight import (
     Stack,
 )
 from .logs import log_swallowed
+from .switching import SWITCH_INTERVAL
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -75,7 +81,6 @@ class StackSampler(Worker):
         interval_s: float = 0.01,
         outlier_interval_s: float = 0.001,
         max_samples: int = 2000,
-        on_tick: Any = None,
         activity: Any = None,
         idle_after_s: float = 1.0,
         folder: StackFolder | None = None,
@@ -86,7 +91,6 @@ class StackSampler(Worker):
         self.low_ns = int(interval_s * 1e9)
         self.high_ns = int(outlier_interval_s * 1e9)
         self.max_samples = max_samples
-        self.on_tick = on_tick  # called about once a second while requests come in
         #: a callable whose value changes as requests end: activity that keeps the thread polling
         self.activity = activity if activity is not None else (lambda: 0)
         self.idle_after_ns = int(idle_after_s * 1e9)
@@ -104,6 +108,8 @@ class StackSampler(Worker):
         self._folding: dict[int, tuple[Record, list[Sample], int, Sample | None]] = {}
         self._seen: dict[int, int] = {}  # the last round that found each in flight
         self._last_round = 0  # perf_counter ns of the previous round
+        #: whether this sampler holds the switch interval low (a request past its threshold)
+        self._fast = False
 
     # -- control ------------------------------------------------------------------------------
 
@@ -119,7 +125,6 @@ class StackSampler(Worker):
         # never has to wake it; after ``idle_after_s`` without any, it sleeps until woken.
         self._own_id = threading.get_ident()
         self._last_round = perf_counter_ns() - self.low_ns
-        next_tick = 0
         last_active = perf_counter_ns()
         last_count = self.activity()
         while not self._stopping:
@@ -137,9 +142,6 @@ class StackSampler(Worker):
                 last_count = self.activity()
                 self._last_round = last_active - self.low_ns  # not the time it slept
                 continue
-            if self.on_tick is not None and now >= next_tick:
-                next_tick = now + 1_000_000_000
-                self.on_tick()
             if self.inflight:
                 try:
                     wait_ns = self.sample_due(now)
@@ -147,12 +149,14 @@ class StackSampler(Worker):
                     log_swallowed("sampling the requests in flight")
                     wait_ns = self.low_ns
             else:
+                self._switch_fast(False)
                 wait_ns = self.low_ns
                 self._last_round = now
                 if self._folding:
                     self._fold_finished()
             self._wake.wait(max(wait_ns, 200_000) / 1e9)
             self._wake.clear()
+        self._switch_fast(False)
         if self._folding:
             self._fold_finished()
 
@@ -166,6 +170,7 @@ class StackSampler(Worker):
         # what a first sample stands for: the gap since the previous round, at most 10 intervals
         since = max(self._last_round, now - 10 * low)
         self._last_round = now
+        fast = False  # whether a request is sampled at the high rate
         for record in list(self.inflight.values()):
             state: Sampling | None = record[SAMPLING]
             if state is None:
@@ -193,10 +198,22 @@ class StackSampler(Worker):
                 thread_id = record[THREAD]
                 if thread_id in frames and thread_id != self._own_id:
                     self._sample(record, state, samples, thread_id, now)
+            if state.crossed is not None:
+                fast = True
             next_due = min(next_due, state.next_due)
+        self._switch_fast(fast)
         if folding:
             self._fold_finished()
         return next_due - perf_counter_ns()
+
+    def _switch_fast(self, fast: bool) -> None:
+        """Hold the process's switch interval low while a request is past its threshold."""
+        if fast != self._fast:
+            self._fast = fast
+            if fast:
+                SWITCH_INTERVAL.lower(self.high_ns / 4e9)
+            else:
+                SWITCH_INTERVAL.restore()
 
     def _fold_finished(self) -> None:
         """Fold the samples of the requests that are no longer in flight."""

@@ -29,7 +29,7 @@ from .capture import Capturer
 from .capture_quota import CaptureQuota
 from .folding import StackFolder
 from .ingest import BATCH_SIZE, Ingest, Losses
-from .logs import log
+from .logs import log, log_swallowed
 from .maintenance import (
     MAX_RETRY_INTERVAL,
     RETENTION_BATCHES_PER_ROUND,
@@ -40,6 +40,7 @@ from .maintenance import (
 )
 from .profile_flush import ProfileFlush
 from .recorder import Recorder
+from .resources import ResourceMonitor
 from .stats import OutlierRule, RunningStats
 from .store import ProcessInfo, RouteInfo, Store, StoreError
 from .store_commands import StoreCommands
@@ -82,6 +83,7 @@ class Writer(Worker):
         folder: StackFolder | None = None,
         profile_interval: float = 10.0,
         stats: Mapping[str, RunningStats] | None = None,
+        resources: ResourceMonitor | None = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -89,6 +91,8 @@ class Writer(Worker):
         self.rule = rule
         self.process = process
         self.flush_interval = flush_interval
+        #: CPU and memory, read about once a second while requests come in (see .resources)
+        self.resources = resources
         self._urgent = False  # a flush is waiting: retry a failing store now
         self.thresholds = Thresholds(rule, recorder, stats)
         self.link = StoreLink(
@@ -206,6 +210,7 @@ class Writer(Worker):
         try:
             while True:
                 stopping = self._stopping
+                self._read_resources()
                 held_back = ingest.drain()
                 # a flush, a stop, or another thread waiting on a command
                 urgent = stopping or self._urgent or bool(ingest.markers) or self.commands.pending
@@ -231,6 +236,15 @@ class Writer(Worker):
             log.exception("flamewatch: the writer thread failed; requests are no longer stored")
         finally:
             self._shutdown()
+
+    def _read_resources(self) -> None:
+        resources, recorder = self.resources, self.recorder
+        if resources is None:
+            return
+        try:
+            resources.read_if_due(recorder.activity(), bool(recorder.inflight))
+        except Exception:
+            log_swallowed("reading CPU and memory")
 
     def _seed(self) -> None:
         """The process was registered: seed the endpoints' statistics from the store."""

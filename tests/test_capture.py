@@ -305,6 +305,9 @@ def test_outliers_without_the_sampler_keep_facts_but_no_profile(
     result = CliRunner().invoke(main, ["profile", str(outlier.id), "-d", str(db_path)])
     assert result.exit_code == 1
     assert result.output == f"Error: outlier {outlier.id} has no profile (not sampled)\n"
+    # the writer reads CPU and memory while requests come in, sampler or not: the outlier's
+    # load is measured from a reading taken before it started
+    assert stored["resources"]["cpu_span_s"] >= SLOW_S
 
 
 def test_streamed_outlier_is_captured_with_params_from_the_url(

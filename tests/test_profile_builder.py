@@ -15,6 +15,7 @@ from flamewatch.sampler.frame_ids import UNSAMPLED, frame_identifier
 from flamewatch.sampler.inflight import SAMPLING, Sample, Sampling, new_record
 from flamewatch.sampler.profile_builder import build_session
 from flamewatch.sampler.stack_sampler import MAX_DEPTH, current_frames, thin, walk_stack
+from flamewatch.sampler.switching import SWITCH_INTERVAL
 
 MS = 1_000_000
 
@@ -114,6 +115,37 @@ def test_a_late_sample_in_the_same_functions_keeps_the_whole_gap() -> None:
     samples: list[Sample] = [(MS, MS, a), (2 * MS, MS, a), (102 * MS, MS, a_other_line)]
     session = _session(samples, end_ns=102 * MS, slack_ns=2 * MS)
     assert _by_leaf(session) == pytest.approx({"inner": 0.102})
+
+
+def test_a_late_first_sample_is_allowed_the_process_switch_interval_while_it_is_lowered() -> None:
+    """The first sample of a CPU-bound request waits for the GIL under the process's own
+    switch interval; the profile may be built while the sampler holds it low for the next
+    outlier, and must not judge the wait by that."""
+    a = walk_stack(outer())
+    b = walk_stack(Basket().total())
+    normal = sys.getswitchinterval()
+    late = int(normal * 1e9)  # a whole switch interval after the first sample was due
+    samples: list[Sample] = [(10 * MS + late, 10 * MS, a), (11 * MS + late, MS, b)]
+    SWITCH_INTERVAL.lower(0.000_25)
+    try:
+        assert sys.getswitchinterval() < normal
+        session = build_session(
+            samples,
+            t0_ns=0,
+            end_ns=12 * MS + late,
+            start_time=0.0,
+            thread_name="worker-1",
+            thread_id=42,
+            description="GET /x",
+            min_interval_s=0.001,
+            max_interval_s=0.01,
+        )
+    finally:
+        SWITCH_INTERVAL.restore()
+    assert sys.getswitchinterval() == normal
+    totals = _by_leaf(session)
+    assert UNSAMPLED.split("\x00")[0] not in totals
+    assert totals["inner"] == pytest.approx((10 * MS + late + MS // 2) / 1e9)
 
 
 def test_thinning_keeps_the_time_covered() -> None:
