@@ -32,6 +32,7 @@ Pure code over histograms: no I/O.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 
 from flamewatch.sampler.histogram import Histogram, bucket_value
@@ -51,18 +52,10 @@ def merged(histograms: Iterable[Histogram]) -> Histogram:
 
 
 def values_at(histogram: Histogram, ranks: Iterable[int]) -> dict[int, float]:
-    """The (bucket) value at each 1-based rank, in one pass over the buckets."""
-    wanted = sorted(set(ranks))
-    found: dict[int, float] = {}
-    seen, i = 0, 0
-    for bucket, count in histogram.buckets():
-        seen += count
-        while i < len(wanted) and wanted[i] <= seen:
-            found[wanted[i]] = bucket_value(bucket)
-            i += 1
-        if i == len(wanted):
-            break
-    return found
+    """The (bucket) value at each 1-based rank (each within ``[1, total]``), found by binary
+    search of the running counts."""
+    keys, cumulative = histogram.ranked()
+    return {rank: bucket_value(keys[bisect_left(cumulative, rank)]) for rank in set(ranks)}
 
 
 def box_of(histogram: Histogram, sum_ms: float | None = None) -> Box:
@@ -75,7 +68,7 @@ def box_of(histogram: Histogram, sum_ms: float | None = None) -> Box:
     at = values_at(histogram, ranks.values())
     q1, q3 = at[ranks["q1"]], at[ranks["q3"]]
     spread = 1.5 * (q3 - q1)
-    values = [bucket_value(bucket) for bucket, _ in histogram.buckets()]
+    values = [bucket_value(bucket) for bucket in histogram.ranked()[0]]
     lower = next(v for v in values if v >= q1 - spread)
     upper = next(v for v in reversed(values) if v <= q3 + spread)
     return Box(

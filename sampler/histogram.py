@@ -20,7 +20,9 @@ Pure code over numbers: no clock, no I/O.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import accumulate
 
 __all__ = [
     "ALPHA",
@@ -57,15 +59,20 @@ class Histogram:
 
     Quantile ranks are the report's (:func:`flamewatch.reports.stats_tests.nearest_rank`):
     the value at the 1-based rank ``ceil(q n)``, here the representative value of the bucket
-    that holds that rank.
+    that holds that rank. The buckets in order and their running counts are worked out once,
+    at the first rank asked for, so that every further quantile is a binary search: a report
+    asks a histogram for its median, its interval's two ranks and a box's seven quantiles, and
+    thousands of histograms each (one per day of a version) at 10^7 requests.
     """
 
-    __slots__ = ("_sorted", "counts", "total")
+    __slots__ = ("_cumulative", "_keys", "_sorted", "counts", "total")
 
     def __init__(self, counts: Mapping[int, int] | None = None) -> None:
         self.counts: dict[int, int] = {}
         self.total = 0
         self._sorted: list[tuple[int, int]] | None = None
+        self._keys: list[int] | None = None
+        self._cumulative: list[int] = []
         if counts:
             self.merge_counts(counts)
 
@@ -89,17 +96,20 @@ class Histogram:
         bucket = bucket_of(ms)
         self.counts[bucket] = self.counts.get(bucket, 0) + count
         self.total += count
-        self._sorted = None
+        self._sorted = self._keys = None
 
     def merge_counts(self, counts: Mapping[int, int] | Iterable[tuple[int, int]]) -> None:
         """Add ``bucket -> count`` pairs (another histogram's, or rows read from SQL)."""
         pairs = counts.items() if isinstance(counts, Mapping) else counts
         mine = self.counts
+        get = mine.get
+        added = 0
         for bucket, count in pairs:
             if count:
-                mine[bucket] = mine.get(bucket, 0) + count
-                self.total += count
-        self._sorted = None
+                mine[bucket] = get(bucket, 0) + count
+                added += count
+        self.total += added
+        self._sorted = self._keys = None
 
     def merge(self, other: Histogram) -> None:
         self.merge_counts(other.counts)
@@ -116,20 +126,27 @@ class Histogram:
     def buckets(self) -> list[tuple[int, int]]:
         """``(bucket, count)`` in ascending order of duration."""
         if self._sorted is None:
-            self._sorted = sorted(self.counts.items())
+            counts = self.counts
+            keys, _ = self.ranked()
+            self._sorted = list(zip(keys, map(counts.__getitem__, keys), strict=True))
         return self._sorted
+
+    def ranked(self) -> tuple[list[int], list[int]]:
+        """The buckets in ascending order and the running count up to each (its last, the
+        total): the bucket of a rank is the first whose running count reaches it."""
+        if self._keys is None:
+            counts = self.counts
+            keys = sorted(counts)
+            self._cumulative = list(accumulate(map(counts.__getitem__, keys)))
+            self._keys = keys
+        return self._keys, self._cumulative
 
     def value_at_rank(self, rank: int) -> float:
         """The (representative) duration at a 1-based rank, clamped to ``[1, total]``."""
         if not self.total:
             raise ValueError("an empty histogram has no values")
-        rank = min(max(rank, 1), self.total)
-        seen = 0
-        for bucket, count in self.buckets():
-            seen += count
-            if seen >= rank:
-                return bucket_value(bucket)
-        raise AssertionError("unreachable: the counts sum to total")  # pragma: no cover
+        keys, cumulative = self.ranked()
+        return bucket_value(keys[bisect_left(cumulative, min(max(rank, 1), self.total))])
 
     def quantile(self, q: tuple[int, int]) -> float:
         """The nearest-rank quantile ``q = a/b`` (an exact fraction), within ``alpha`` of the
@@ -147,14 +164,10 @@ class Histogram:
         """Bucket by bucket over both histograms: ``(bucket, mine, theirs, midrank)``, the
         midrank being the average rank of the bucket's values in the pooled sample (equal
         buckets are ties), for a rank test on binned data."""
-        merged: dict[int, list[int]] = {}
-        for bucket, count in self.counts.items():
-            merged.setdefault(bucket, [0, 0])[0] += count
-        for bucket, count in other.counts.items():
-            merged.setdefault(bucket, [0, 0])[1] += count
+        counts, others = self.counts, other.counts
         below = 0
-        for bucket in sorted(merged):
-            mine, theirs = merged[bucket]
+        for bucket in sorted(counts.keys() | others.keys()):
+            mine, theirs = counts.get(bucket, 0), others.get(bucket, 0)
             tied = mine + theirs
             yield bucket, mine, theirs, below + (tied + 1) / 2
             below += tied
