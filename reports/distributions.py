@@ -199,9 +199,15 @@ def _read_series(
     # requests where the table has 563,218, built 3-4 times faster than from those rows
     buckets, counts = conn.json_list("bucket", "bucket"), conn.json_list("count", "bucket")
     for table, column, ids in (("latency_hourly", "hour", short), ("latency_daily", "day", long)):
-        if not ids:
+        if not ids or not endpoints:
             continue
         where, args = _of(endpoint_id)
+        if table == "latency_hourly" and endpoint_id is None:
+            # the key starts (endpoint_id, version_id): naming every endpoint makes the few
+            # short versions' rows a lookup, where "version_id IN" alone scanned the whole
+            # table (4.3 million rows at 10^7 requests, 0.3-0.45 s, for a version's 22)
+            where = f" WHERE endpoint_id IN ({', '.join('?' * len(endpoints))})"
+            args = tuple(sorted(endpoints))
         marks = ", ".join("?" * len(ids))
         where += (" AND " if where else " WHERE ") + f"version_id IN ({marks})"
         for e, v, start, bucket_list, count_list in conn.execute(
