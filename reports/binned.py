@@ -32,10 +32,10 @@ Pure code over histograms: no I/O.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
-from flamewatch.sampler.histogram import Histogram, bucket_value
+from flamewatch.sampler.histogram import BUCKET_VALUES, Histogram, bucket_value
 
 from .model import Box
 from .stats_tests import QUANTILES, nearest_rank
@@ -68,9 +68,11 @@ def box_of(histogram: Histogram, sum_ms: float | None = None) -> Box:
     at = values_at(histogram, ranks.values())
     q1, q3 = at[ranks["q1"]], at[ranks["q3"]]
     spread = 1.5 * (q3 - q1)
-    values = [bucket_value(bucket) for bucket in histogram.ranked()[0]]
-    lower = next(v for v in values if v >= q1 - spread)
-    upper = next(v for v in reversed(values) if v <= q3 + spread)
+    # bucket values rise with the bucket: the fences are found by binary search (q1 and q3
+    # are values themselves, so each search finds one)
+    values = list(map(BUCKET_VALUES.__getitem__, histogram.ranked()[0]))
+    lower = values[bisect_left(values, q1 - spread)]
+    upper = values[bisect_right(values, q3 + spread) - 1]
     return Box(
         count=n,
         mean=histogram.mean() if sum_ms is None else sum_ms / n,
