@@ -154,11 +154,20 @@ def read_distributions(
         ids = {name: e for e, name in endpoints.items()}
         endpoint_id = ids.get(endpoint, 0)
     where, args = _of(endpoint_id)
-    totals: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
-    for e, v, bucket, count in conn.execute(
-        "SELECT endpoint_id, version_id, bucket, count FROM latency_version" + where, args
-    ):
-        totals[(endpoints[e], versions[v])][bucket] = int(count)
+    # a row per endpoint and version, as the series are read (48,000 rows at 10^7 requests
+    # made into dicts one by one took three times as long)
+    buckets, counts = conn.json_list("bucket", "bucket"), conn.json_list("count", "bucket")
+    totals = {
+        (endpoints[e], versions[v]): Histogram.from_counts(
+            dict(zip(orjson.loads(bucket_list), orjson.loads(count_list), strict=True))
+        )
+        for e, v, bucket_list, count_list in conn.execute(
+            f"SELECT endpoint_id, version_id, {buckets}, {counts} FROM latency_version"
+            + where
+            + " GROUP BY endpoint_id, version_id",
+            args,
+        )
+    }
     compared = top_groups(
         conn, COMPARED_GROUPS, lambda g: groups.get(g, ""), endpoint_id, named_only=True
     )
@@ -169,7 +178,7 @@ def read_distributions(
     series, widths = _read_series(conn, endpoints, versions, endpoint_id)
     return Distributions(
         version_order(conn),
-        {key: Histogram.from_counts(counts) for key, counts in totals.items()},
+        totals,
         cells,
         series,
         HOUR_S,

@@ -66,6 +66,17 @@ def test_each_version_is_read_by_the_day_or_the_hour_as_it_ran(store_db: Path | 
         assert found[key].counts == want.counts, key
         assert found[key].total == len(durations)
         assert found[key].quantile((1, 2)) == want.quantile((1, 2))
+    for endpoint in ENDPOINTS:
+        for version in VERSIONS:
+            durations = [
+                ms
+                for (e, v, _, _), values in expected.items()
+                if (e, v) == (endpoint, version)
+                for ms in values
+            ]
+            total = distributions.totals[(endpoint, version)]
+            assert total.counts == Histogram.of(durations).counts
+            assert total.total == len(durations)
     assert {distributions.width(e, "1.0") for e in ENDPOINTS} == {DAY_S}
     assert {distributions.width(e, "2.0") for e in ENDPOINTS} == {HOUR_S}
     assert len(distributions.buckets[("list", "2.0")]) == 2  # two hours of version 2.0
