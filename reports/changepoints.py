@@ -17,7 +17,10 @@ do, a point is found first and tested after:
    requests' medians compared as versions are (:func:`~.change_tests.compare`: ratio with its
    interval, Mann-Whitney, the relevance threshold) *and* the buckets' medians by an exact
    Mann-Whitney test, so that the hours, not only the requests within them, are evidence: a
-   single slow hour is not a change. The p-value given is the larger of the two.
+   single slow hour is not a change. The p-value given is the larger of the two. The
+   requests' comparison can only be a change if their medians moved past the relevance
+   threshold, so that is asked first, of medians found without merging the buckets
+   (:class:`SeriesMedians`): the few splits that pass are merged and tested in full.
 
 A slow drift moves the two sides' medians by a fraction of the drift, below the relevance
 threshold unless the drift itself is that large. Pure code over histograms.
