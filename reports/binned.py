@@ -32,9 +32,10 @@ Pure code over histograms: no I/O.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
-from flamewatch.sampler.histogram import Histogram, bucket_value
+from flamewatch.sampler.histogram import BUCKET_VALUES, Histogram, bucket_value
 
 from .model import Box
 from .stats_tests import QUANTILES, nearest_rank
@@ -51,18 +52,10 @@ def merged(histograms: Iterable[Histogram]) -> Histogram:
 
 
 def values_at(histogram: Histogram, ranks: Iterable[int]) -> dict[int, float]:
-    """The (bucket) value at each 1-based rank, in one pass over the buckets."""
-    wanted = sorted(set(ranks))
-    found: dict[int, float] = {}
-    seen, i = 0, 0
-    for bucket, count in histogram.buckets():
-        seen += count
-        while i < len(wanted) and wanted[i] <= seen:
-            found[wanted[i]] = bucket_value(bucket)
-            i += 1
-        if i == len(wanted):
-            break
-    return found
+    """The (bucket) value at each 1-based rank (each within ``[1, total]``), found by binary
+    search of the running counts."""
+    keys, cumulative = histogram.ranked()
+    return {rank: bucket_value(keys[bisect_left(cumulative, rank)]) for rank in set(ranks)}
 
 
 def box_of(histogram: Histogram, sum_ms: float | None = None) -> Box:
@@ -75,9 +68,11 @@ def box_of(histogram: Histogram, sum_ms: float | None = None) -> Box:
     at = values_at(histogram, ranks.values())
     q1, q3 = at[ranks["q1"]], at[ranks["q3"]]
     spread = 1.5 * (q3 - q1)
-    values = [bucket_value(bucket) for bucket, _ in histogram.buckets()]
-    lower = next(v for v in values if v >= q1 - spread)
-    upper = next(v for v in reversed(values) if v <= q3 + spread)
+    # bucket values rise with the bucket: the fences are found by binary search (q1 and q3
+    # are values themselves, so each search finds one)
+    values = list(map(BUCKET_VALUES.__getitem__, histogram.ranked()[0]))
+    lower = values[bisect_left(values, q1 - spread)]
+    upper = values[bisect_right(values, q3 + spread) - 1]
     return Box(
         count=n,
         mean=histogram.mean() if sum_ms is None else sum_ms / n,

@@ -91,11 +91,16 @@ def median_bounds(histogram: Histogram) -> tuple[float, float]:
 def rank_sum(old: Histogram, new: Histogram) -> tuple[float, int]:
     """The new sample's rank sum in the pooled sample (each bucket's durations at its midrank)
     and the tie term ``sum(t**3 - t)`` over the pooled bucket counts."""
-    total, ties = 0.0, 0
-    for _, mine, theirs, midrank in new.midranks(old):
-        total += mine * midrank
-        tied = mine + theirs
+    # Histogram.midranks written out: two thirds of the time of a version comparison was
+    # the generator's at 10^7 requests
+    total, ties, below = 0.0, 0, 0
+    counts, others = new.counts, old.counts
+    for bucket in sorted(counts.keys() | others.keys()):
+        mine = counts.get(bucket, 0)
+        tied = mine + others.get(bucket, 0)
+        total += mine * (below + (tied + 1) / 2)
         ties += tied * tied * tied - tied
+        below += tied
     return total, ties
 
 

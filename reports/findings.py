@@ -179,15 +179,24 @@ class _Finder:
     def _compare(self, endpoint: str, old: str, new: str, a: Histogram, b: Histogram) -> Change:
         return compare(endpoint, old, new, a, b, threshold=self.threshold, alpha=self.alpha)
 
+    def _moved(self, before: Histogram, after: Histogram) -> bool:
+        """Whether the medians moved past the relevance threshold: :func:`compare`'s verdict
+        is a change only if they did, so a pair that did not is never compared in full."""
+        return not (
+            1 / (1 + self.threshold) < ratio(median(after), median(before)) < 1 + self.threshold
+        )
+
     def _pairs(
         self, endpoint: str, series: dict[str, Histogram], edges: dict[str, list[Histogram]]
     ) -> list[_Compared]:
         """Each version with enough requests against the previous one of its kind with
-        enough; ``edges`` gives a version's first and last side where a change inside it
-        splits it."""
+        enough, whose medians moved (:meth:`_moved`: the others' verdicts are no change);
+        ``edges`` gives a version's first and last side where a change inside it splits
+        it."""
         return [
             _Compared(old, new, self._compare(endpoint, old, new, a, b), a, b, skipped)
             for old, new, a, b, skipped in self._neighbours(series, edges)
+            if self._moved(a, b)
         ]
 
     def _neighbours(
@@ -257,7 +266,7 @@ class _Finder:
         other users' histograms are made only for a pair whose verdict is one."""
         tested: list[tuple[str, _Compared]] = []
         count = 0
-        up, down = 1 + self.threshold, 1 / (1 + self.threshold)
+        up = 1 + self.threshold
         for group, series in sorted(self.d.by_group(endpoint).items()):
             for old, new, before_h, after_h, skipped in self._neighbours(series, {}):
                 others_before = versions[old].total - before_h.total
@@ -265,8 +274,8 @@ class _Finder:
                 if min(others_before, others_after) < MIN_CHANGE_REQUESTS:
                     continue
                 count += 1
-                if down < ratio(median(after_h), median(before_h)) < up:
-                    continue  # compare's verdict needs at least this change: none here
+                if not self._moved(before_h, after_h):
+                    continue
                 change = self._compare(endpoint, old, new, before_h, after_h)
                 tested.append((group, _Compared(old, new, change, before_h, after_h, skipped)))
         level = self.alpha / max(count, 1)

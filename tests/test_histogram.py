@@ -8,7 +8,15 @@ import random
 import pytest
 
 from flamewatch.reports.stats_tests import QUANTILES, nearest_rank
-from flamewatch.sampler.histogram import ALPHA, GAMMA, MIN_MS, Histogram, bucket_of, bucket_value
+from flamewatch.sampler.histogram import (
+    ALPHA,
+    BUCKET_VALUES,
+    GAMMA,
+    MIN_MS,
+    Histogram,
+    bucket_of,
+    bucket_value,
+)
 
 
 def _exact(values: list[float], q: tuple[int, int]) -> float:
@@ -77,3 +85,55 @@ def test_an_empty_histogram_says_so() -> None:
         Histogram().quantile((1, 2))
     assert not Histogram()
     assert bucket_of(0.0) == bucket_of(-1.0) == bucket_of(float("nan")) == bucket_of(MIN_MS)
+
+
+def _compact(histogram: Histogram) -> Histogram:
+    pairs = sorted(histogram.counts.items())
+    return Histogram.from_sorted([b for b, _ in pairs], [c for _, c in pairs])
+
+
+def test_the_compact_form_answers_as_the_dict_form_does() -> None:
+    rng = random.Random(5)
+    whole = Histogram.of(rng.lognormvariate(1.0, 1.2) for _ in range(3000))
+    compact = _compact(whole)
+    assert compact.total == whole.total == 3000
+    assert compact.counts == whole.counts
+    assert list(compact.counts) == sorted(whole.counts)  # ascending: the mean's order
+    assert compact.buckets() == whole.buckets()
+    for q in QUANTILES.values():
+        assert compact.quantile(q) == whole.quantile(q)
+    for rank in (1, 2, 1499, 1500, 1501, 2999, 3000):
+        assert compact.value_at_rank(rank) == whole.value_at_rank(rank)
+    other = Histogram.of(rng.lognormvariate(1.1, 1.0) for _ in range(500))
+    assert list(compact.midranks(other)) == list(whole.midranks(other))
+    assert compact.mean() == Histogram.from_counts(dict(sorted(whole.counts.items()))).mean()
+
+
+def test_a_compact_histogram_changed_is_unpacked_for_good() -> None:
+    base = Histogram.of([1.0, 2.0, 2.0, 50.0])
+    compact = _compact(base)
+    compact.add(2.0)
+    compact.merge(Histogram.of([50.0, 700.0]))
+    assert compact.total == 7
+    assert compact.counts == Histogram.of([1.0, 2.0, 2.0, 2.0, 50.0, 50.0, 700.0]).counts
+    assert compact.quantile((1, 2)) == bucket_value(bucket_of(2.0))
+    assert compact.quantile((99, 100)) == bucket_value(bucket_of(700.0))
+    # merging a compact histogram into another leaves it as it was
+    into = Histogram()
+    into.merge(_compact(base))
+    assert into.counts == base.counts
+    empty = Histogram.from_sorted([], [])
+    assert not empty
+    assert empty.counts == {}
+    with pytest.raises(ValueError, match="as many counts as buckets"):
+        Histogram.from_sorted([1, 2], [3])
+
+
+def test_bucket_values_are_the_formula_inside_the_table_and_beyond_it() -> None:
+    for bucket in (bucket_of(MIN_MS), -1, 0, 1, 400, bucket_of(86_400_000.0)):
+        assert bucket in BUCKET_VALUES
+        assert bucket_value(bucket) == 2.0 * GAMMA**bucket / (GAMMA + 1.0)
+    beyond = bucket_of(86_400_000.0) + 50  # a request of two days: worked out, not kept
+    assert BUCKET_VALUES[beyond] == 2.0 * GAMMA**beyond / (GAMMA + 1.0)
+    assert beyond not in BUCKET_VALUES
+    assert Histogram.of([1e9, 1e9]).quantile((1, 2)) == pytest.approx(1e9, rel=ALPHA)
