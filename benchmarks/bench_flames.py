@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import math
 import random
@@ -62,9 +63,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_report import store as synthetic
 from harsh_history import get_request, history_errors, sampled
 
-from flamewatch.reports.aggregate import ReportData
-from flamewatch.reports.flames import FlameReport
-from flamewatch.reports.model import Verdict
+from flamewatch.reports.aggregate import MIN_CHANGE_REQUESTS, ReportData
+from flamewatch.reports.change_tests import compare
+from flamewatch.reports.distributions import Distributions, read_distributions
+from flamewatch.reports.model import Change, Verdict
 from flamewatch.reports.site import write_site
 from flamewatch.reports.stats_tests import (
     QUANTILES,
@@ -346,11 +348,8 @@ def history_verdicts(path: Path) -> dict[Comparison, tuple[Verdict, Verdict, flo
     exact ratio, exact p-value)."""
     with open_readonly(str(path)) as conn:
         data = ReportData(conn)
-        report = FlameReport(conn, data)
         binned = {(c.endpoint, c.previous, c.version, None): c for c in data.changes()}
-        for g in report.group_changes:
-            c = g.change
-            binned[(c.endpoint, c.previous, c.version, g.group)] = c
+        binned.update(group_comparisons(read_distributions(conn), data))
         durations: dict[tuple[str, str, str | None], list[float]] = {}
         for endpoint, version, group, ms in conn.execute(
             "SELECT e.name, v.name, g.name, r.duration_ms FROM requests r"
@@ -373,6 +372,29 @@ def history_verdicts(path: Path) -> dict[Comparison, tuple[Verdict, Verdict, flo
             exact_ratio,
             p_value,
         )
+    return found
+
+
+def group_comparisons(distributions: Distributions, data: ReportData) -> dict[Comparison, Change]:
+    """Each group's versions next to each other (of one kind, each with enough requests),
+    compared from their histograms as the findings compare a group's pair in full."""
+    found: dict[Comparison, Change] = {}
+    for endpoint in distributions.endpoints():
+        for group, series in distributions.by_group(endpoint).items():
+            for kind in distributions.of_one_kind():
+                present = [
+                    v for v in kind if v in series and series[v].total >= MIN_CHANGE_REQUESTS
+                ]
+                for old, new in itertools.pairwise(present):
+                    found[(endpoint, old, new, group)] = compare(
+                        endpoint,
+                        old,
+                        new,
+                        series[old],
+                        series[new],
+                        threshold=data.change_threshold,
+                        alpha=data.alpha,
+                    )
     return found
 
 
