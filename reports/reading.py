@@ -23,7 +23,7 @@ from .change_tests import median
 from .distributions import Distributions, read_distributions
 from .findings import Finding, derive_findings
 from .flames import FlameReport, Function, Profile
-from .hits import hits_per_hour, hits_per_local_day
+from .hits import HitsOverTime, hits_over_time
 from .hosts import ProcessRow, process_rows
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers
@@ -145,14 +145,9 @@ class Reading:
     def changes(self) -> list[Change]:
         return self._part("changes", lambda _, data: data.changes())
 
-    def hits_per_day(self, tz: ZoneInfo) -> list[HourlyHits]:
-        """Requests per endpoint per local day of ``tz`` (grouped in SQL: :mod:`.hits`)."""
-        return self._part(f"hits per day {tz.key}", lambda conn, _: hits_per_local_day(conn, tz))
-
-    @property
-    def hits_per_hour(self) -> list[HourlyHits]:
-        """Requests of every endpoint per UTC hour."""
-        return self._part("hits per hour", lambda conn, _: hits_per_hour(conn))
+    def hits_over_time(self, tz: ZoneInfo) -> HitsOverTime:
+        """Requests per endpoint per local day of ``tz``, and per UTC hour (:mod:`.hits`)."""
+        return self._part(f"hits over time {tz.key}", lambda conn, _: hits_over_time(conn, tz))
 
     @property
     def by_endpoint(self) -> dict[str, Box]:

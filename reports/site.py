@@ -253,9 +253,10 @@ class Site:
                 path, "index.html", root, endpoints=n.endpoints, versions=n.version_names
             )
         if path == "utilization.html":
+            hits = n.hits_over_time(self.tz)
             charts = {
-                "hits-per-day": hits_per_day_figure(n.hits_per_day(self.tz), self.tz),
-                "hour-heatmap": hour_heatmap_figure(n.hits_per_hour, self.tz),
+                "hits-per-day": hits_per_day_figure(hits.per_local_day, self.tz),
+                "hour-heatmap": hour_heatmap_figure(hits.per_hour, self.tz),
             }
             return self.render_template(
                 path,
