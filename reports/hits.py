@@ -58,13 +58,23 @@ class HitsOverTime:
     per_hour: list[HourlyHits]
 
 
-def hits_over_time(conn: StoreConnection, tz: ZoneInfo) -> HitsOverTime:
-    """Requests per endpoint per local day of ``tz``, and per UTC hour, from one read."""
+def hits_over_time(
+    conn: StoreConnection, tz: ZoneInfo, *, endpoint: str | None = None
+) -> HitsOverTime:
+    """Requests per endpoint per local day of ``tz``, and per UTC hour, from one read; with
+    ``endpoint`` (a name), of that endpoint alone (its rows only, by the primary key)."""
     names = dict(conn.execute("SELECT id, name FROM endpoints").fetchall())
+    where = ""
+    args: tuple[int, ...] = ()
+    if endpoint is not None:  # ids start at 1: an unknown endpoint has no rows
+        ids = {name: endpoint_id for endpoint_id, name in names.items()}
+        where, args = " WHERE endpoint_id = ?", (ids.get(endpoint, 0),)
     hours_json, hits_json = conn.json_list("hour", "hour"), conn.json_list("hits", "hour")
     series: list[tuple[str | None, list[int], list[int]]] = []
     for endpoint_id, hour_list, hit_list in conn.execute(
-        f"SELECT endpoint_id, {hours_json}, {hits_json} FROM hits_hourly GROUP BY endpoint_id"
+        f"SELECT endpoint_id, {hours_json}, {hits_json} FROM hits_hourly{where}"
+        " GROUP BY endpoint_id",
+        args,
     ):
         series.append((names.get(endpoint_id), orjson.loads(hour_list), orjson.loads(hit_list)))
     per_hour = _per_hour([(hours, hits) for _, hours, hits in series])

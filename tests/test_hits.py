@@ -13,6 +13,7 @@ from helpers import Database
 from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.figures import hits_per_day_figure, hour_heatmap_figure
 from flamewatch.reports.hits import hits_over_time, local_day_of, offset_periods
+from flamewatch.reports.site import read_site
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
 
@@ -113,3 +114,23 @@ def test_a_zone_that_changes_its_offset_gets_a_period_each() -> None:
     back = int(datetime(2026, 10, 25, 1, tzinfo=timezone.utc).timestamp())
     assert periods == [(switch, 3600), (back, 7200), (AUTUMN + 241 * HOUR, 3600)]
     assert offset_periods(ZoneInfo("UTC"), SPRING, AUTUMN) == [(AUTUMN + HOUR, 0)]
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "static"])
+def test_an_endpoint_pages_hits_chart_is_that_of_every_hour_of_it(
+    store_db: Database, live: bool
+) -> None:
+    _store(store_db)
+    tz = ZoneInfo("America/New_York")
+    with open_readonly(str(store_db)) as conn:
+        every_hour = ReportData(conn).hourly_hits()
+    site = read_site(str(store_db), timezone=tz.key, live=live)
+    for name in ("a", "b", "c"):
+        view = site.reading.endpoint_view(name)
+        mine = [h for h in every_hour if h.endpoint == name]
+        assert (
+            len(view.per_day) <= 22 < len(mine) / 5
+        )  # two ten-day stretches: <= 11 local days each
+        assert hits_per_day_figure(view.per_day, tz, stacked=False) == hits_per_day_figure(
+            mine, tz, stacked=False
+        )
