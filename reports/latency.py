@@ -99,10 +99,17 @@ def read_version_latencies(
     ):
         cell = dict(zip(orjson.loads(bucket_list), orjson.loads(count_list), strict=True))
         versions[(e, v)] = Histogram.from_counts(cell)
-    endpoints: dict[int, Histogram] = defaultdict(Histogram)
+    merged: dict[int, dict[int, int]] = {}
     for (e, _), histogram in versions.items():
-        endpoints[e].merge(histogram)
-    return VersionLatencies(endpoints=dict(endpoints), versions=versions)
+        into = merged.get(e)
+        if into is None:  # an endpoint's first version: its buckets copied as they are
+            merged[e] = {b: c for b, c in histogram.counts.items() if c}
+        else:
+            _add(into, histogram.counts)
+    return VersionLatencies(
+        endpoints={e: Histogram.from_counts(counts) for e, counts in merged.items()},
+        versions=versions,
+    )
 
 
 def top_groups(
@@ -218,5 +225,8 @@ def read_group_latencies(
 
 
 def _add(into: dict[int, int], counts: dict[int, int]) -> None:
+    """Add ``counts`` into ``into`` (no bucket of a count of 0 is added)."""
+    get = into.get
     for bucket, count in counts.items():
-        into[bucket] = into.get(bucket, 0) + count
+        if count:
+            into[bucket] = get(bucket, 0) + count
