@@ -11,9 +11,10 @@ in hour order (14 ms for that store) -- and sums them here:
 - every endpoint's hits per UTC hour, which the heatmap puts in their local hour of the week;
 - per endpoint and local day of the site's time zone: a local day is ``(hour + offset) /
   86400`` where the offset is the zone's UTC offset at that hour (the few offsets a zone had
-  over the stored hours, daylight saving time changing it twice a year, are found once).
-  Local days follow hours in order, so an endpoint's hours of one day are a slice of its
-  sorted hours, summed at once.
+  over the stored hours, daylight saving time changing it twice a year, are found once:
+  :func:`offset_periods`). Local days follow hours in order, so the first hour of each day is
+  found by bisection, and an endpoint's hours of one day are a slice of its sorted hours,
+  summed at once.
 
 Each item is a :class:`~.model.HourlyHits` whose ``hour`` lies in its local day (or is its
 hour), so the charts bucket these exactly as they would bucket every stored hour.
@@ -37,7 +38,6 @@ __all__ = [
     "ALL_ENDPOINTS",
     "HitsOverTime",
     "hits_over_time",
-    "local_day_of",
     "offset_periods",
 ]
 
@@ -138,27 +138,21 @@ def _days(name: str, hours: list[int], hits: list[int], day_starts: list[int]) -
 
 
 def _day_starts(hours: list[int], tz: ZoneInfo) -> list[int]:
-    """Of ``hours`` (ascending, every endpoint's), the first of each local day of ``tz``."""
+    """Of ``hours`` (ascending, every endpoint's), the first of each local day of ``tz``: a
+    step per day (the next day's first hour found by bisection), not per hour."""
     if not hours:
         return []
-    periods = offset_periods(tz, hours[0], hours[-1])
-    starts, last_day = [], None
-    for hour in hours:
-        day = local_day_of(hour, periods)
-        if day != last_day:
-            starts.append(hour)
-            last_day = day
+    starts: list[int] = []
+    last_day, i = None, 0
+    for until, offset in offset_periods(tz, hours[0], hours[-1]):
+        end = bisect_left(hours, until, i)  # this period's hours: [i, end)
+        while i < end:
+            day = (hours[i] + offset) // _DAY
+            if day != last_day:
+                starts.append(hours[i])
+                last_day = day
+            i = bisect_left(hours, (day + 1) * _DAY - offset, i, end)
     return starts
-
-
-def local_day_of(hour: int, periods: list[tuple[int, int]]) -> int:
-    """The local day number (days since the epoch, local time) of ``hour``, a Unix time of an
-    hour's start, given the zone's ``periods`` of :func:`offset_periods` (``hour`` within
-    them)."""
-    for until, offset in periods:
-        if hour < until:
-            return (hour + offset) // _DAY
-    return (hour + periods[-1][1]) // _DAY
 
 
 def offset_periods(tz: ZoneInfo, first: int, last: int) -> list[tuple[int, int]]:

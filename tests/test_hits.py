@@ -12,7 +12,7 @@ from helpers import Database
 
 from flamewatch.reports.aggregate import ReportData
 from flamewatch.reports.figures import hits_per_day_figure, hour_heatmap_figure
-from flamewatch.reports.hits import hits_over_time, local_day_of, offset_periods
+from flamewatch.reports.hits import hits_over_time, offset_periods
 from flamewatch.reports.site import read_site
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
@@ -22,7 +22,14 @@ HOUR = 3600
 SPRING = int(datetime(2026, 3, 28, tzinfo=timezone.utc).timestamp())
 # 2026-10-24 00:00 UTC: ten days over the switch back (2026-10-25), and America's (11-01)
 AUTUMN = int(datetime(2026, 10, 24, tzinfo=timezone.utc).timestamp())
-ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe")
+ZONES = (
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Australia/Lord_Howe",
+    "America/Santiago",  # summer time ends at midnight: 00:00 becomes 23:00 of the day before
+)
 
 
 def _record(started_at: float, endpoint: str) -> RequestRecord:
@@ -96,14 +103,17 @@ def test_an_empty_store_has_no_hits_over_time(store_db: Database) -> None:
 
 
 @pytest.mark.parametrize("zone", ZONES)
-def test_every_hours_local_day_is_its_local_date(zone: str) -> None:
+def test_every_hour_is_in_the_period_of_its_utc_offset(zone: str) -> None:
     tz = ZoneInfo(zone)
     for start in (SPRING, AUTUMN):
         last = start + 240 * HOUR
         periods = offset_periods(tz, start, last)
+        assert [until for until, _ in periods] == sorted(until for until, _ in periods)
         for hour in range(start, last + HOUR, HOUR):
-            local = datetime.fromtimestamp(hour, tz).replace(tzinfo=None)
-            assert local_day_of(hour, periods) == (local - datetime(1970, 1, 1)).days
+            offset = next(offset for until, offset in periods if hour < until)
+            delta = datetime.fromtimestamp(hour, tz).utcoffset()
+            assert delta is not None
+            assert offset == delta.total_seconds()
 
 
 def test_a_zone_that_changes_its_offset_gets_a_period_each() -> None:
