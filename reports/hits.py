@@ -38,6 +38,7 @@ __all__ = [
     "ALL_ENDPOINTS",
     "HitsOverTime",
     "hits_over_time",
+    "hits_per_local_day",
     "offset_periods",
 ]
 
@@ -58,11 +59,26 @@ class HitsOverTime:
     per_hour: list[HourlyHits]
 
 
-def hits_over_time(
+def hits_over_time(conn: StoreConnection, tz: ZoneInfo) -> HitsOverTime:
+    """Requests per endpoint per local day of ``tz``, and per UTC hour, from one read."""
+    series = _read_series(conn)
+    return HitsOverTime(per_local_day=_per_local_day(series, tz), per_hour=_per_hour(series))
+
+
+def hits_per_local_day(
     conn: StoreConnection, tz: ZoneInfo, *, endpoint: str | None = None
-) -> HitsOverTime:
-    """Requests per endpoint per local day of ``tz``, and per UTC hour, from one read; with
-    ``endpoint`` (a name), of that endpoint alone (its rows only, by the primary key)."""
+) -> list[HourlyHits]:
+    """:attr:`HitsOverTime.per_local_day` alone; with ``endpoint`` (a name), of that endpoint
+    alone (its rows only, by the primary key): an endpoint's page."""
+    return _per_local_day(_read_series(conn, endpoint), tz)
+
+
+_Series = list[tuple[str | None, list[int], list[int]]]
+
+
+def _read_series(conn: StoreConnection, endpoint: str | None = None) -> _Series:
+    """(endpoint name, its hours ascending, their hits) of each endpoint with rows: a row
+    each, of two JSON arrays (a row of no endpoint has the name ``None``)."""
     names = dict(conn.execute("SELECT id, name FROM endpoints").fetchall())
     where = ""
     args: tuple[int, ...] = ()
@@ -70,45 +86,30 @@ def hits_over_time(
         ids = {name: endpoint_id for endpoint_id, name in names.items()}
         where, args = " WHERE endpoint_id = ?", (ids.get(endpoint, 0),)
     hours_json, hits_json = conn.json_list("hour", "hour"), conn.json_list("hits", "hour")
-    series: list[tuple[str | None, list[int], list[int]]] = []
-    for endpoint_id, hour_list, hit_list in conn.execute(
-        f"SELECT endpoint_id, {hours_json}, {hits_json} FROM hits_hourly{where}"
-        " GROUP BY endpoint_id",
-        args,
-    ):
-        series.append((names.get(endpoint_id), orjson.loads(hour_list), orjson.loads(hit_list)))
-    per_hour = _per_hour([(hours, hits) for _, hours, hits in series])
-    day_starts = _day_starts(sorted(per_hour), tz)
-    per_day = [
-        item
-        for name, hours, hits in series
-        if name is not None  # (a row of no endpoint: counted per hour only, as ever)
-        for item in _days(name, hours, hits, day_starts)
+    return [
+        (names.get(endpoint_id), orjson.loads(hour_list), orjson.loads(hit_list))
+        for endpoint_id, hour_list, hit_list in conn.execute(
+            f"SELECT endpoint_id, {hours_json}, {hits_json} FROM hits_hourly{where}"
+            " GROUP BY endpoint_id",
+            args,
+        )
     ]
-    return HitsOverTime(
-        per_local_day=sorted(per_day, key=lambda h: (h.endpoint, h.hour)),
-        per_hour=[
-            HourlyHits(ALL_ENDPOINTS, hour, count)
-            for hour, count in sorted(per_hour.items())
-            if count
-        ],
-    )
 
 
-def _per_hour(series: list[tuple[list[int], list[int]]]) -> dict[int, int]:
-    """Hits per hour of all ``series`` (each its hours ascending, and their hits) together.
+def _per_hour(series: _Series) -> list[HourlyHits]:
+    """Hits per hour of all ``series`` together, in time order (hours of no hit left out).
 
     An endpoint requested every hour of its span -- a busy one, which has most of the rows --
     is added to a list of every hour as one slice (no Python step per hour); the others hour
     by hour."""
-    starts = [hours[0] for hours, _ in series if hours]
+    starts = [hours[0] for _, hours, _ in series if hours]
     if not starts:
-        return {}
+        return []
     first = min(starts)
-    span = (max(hours[-1] for hours, _ in series if hours) - first) // _HOUR + 1
+    span = (max(hours[-1] for _, hours, _ in series if hours) - first) // _HOUR + 1
     every_hour = [0] * span
     others: dict[int, int] = {}
-    for hours, hits in series:
+    for _, hours, hits in series:
         if not hours:
             continue
         begin, misaligned = divmod(hours[0] - first, _HOUR)
@@ -121,38 +122,48 @@ def _per_hour(series: list[tuple[list[int], list[int]]]) -> dict[int, int]:
     found = {first + i * _HOUR: count for i, count in enumerate(every_hour) if count}
     for hour, count in others.items():
         found[hour] = found.get(hour, 0) + count
-    return found
+    return [
+        HourlyHits(ALL_ENDPOINTS, hour, count) for hour, count in sorted(found.items()) if count
+    ]
 
 
-def _days(name: str, hours: list[int], hits: list[int], day_starts: list[int]) -> list[HourlyHits]:
-    """An endpoint's hours (ascending) summed per local day: ``day_starts`` are the first
-    stored hour of each local day, ascending, so each day's hours are one slice."""
-    found = []
-    cuts = [bisect_left(hours, start) for start in day_starts]
-    for begin, end in zip(cuts, [*cuts[1:], len(hours)], strict=True):
-        if begin < end:
-            count = sum(hits[begin:end])
-            if count:
-                found.append(HourlyHits(name, hours[begin], count))
-    return found
-
-
-def _day_starts(hours: list[int], tz: ZoneInfo) -> list[int]:
-    """Of ``hours`` (ascending, every endpoint's), the first of each local day of ``tz``: a
-    step per day (the next day's first hour found by bisection), not per hour."""
-    if not hours:
+def _per_local_day(series: _Series, tz: ZoneInfo) -> list[HourlyHits]:
+    """Each endpoint's hits per local day of ``tz``, by endpoint, then hour."""
+    spans = [(hours[0], hours[-1]) for _, hours, _ in series if hours]
+    if not spans:
         return []
-    starts: list[int] = []
+    periods = offset_periods(tz, min(s for s, _ in spans), max(e for _, e in spans))
+    found = [
+        item
+        for name, hours, hits in series
+        if name is not None  # (a row of no endpoint: counted per hour only, as ever)
+        for item in _days(name, hours, hits, periods)
+    ]
+    return sorted(found, key=lambda h: (h.endpoint, h.hour))
+
+
+def _days(
+    name: str, hours: list[int], hits: list[int], periods: list[tuple[int, int]]
+) -> list[HourlyHits]:
+    """An endpoint's hours (ascending) summed per local day, given the zone's UTC offset
+    ``periods`` (:func:`offset_periods`, covering the hours): within a period a local day's
+    hours are one slice, whose end is found by bisection (a step per day, not per hour); a day
+    that a change of offset splits is one item still."""
+    found: list[HourlyHits] = []
     last_day, i = None, 0
-    for until, offset in offset_periods(tz, hours[0], hours[-1]):
+    for until, offset in periods:
         end = bisect_left(hours, until, i)  # this period's hours: [i, end)
         while i < end:
             day = (hours[i] + offset) // _DAY
-            if day != last_day:
-                starts.append(hours[i])
+            following = bisect_left(hours, (day + 1) * _DAY - offset, i, end)
+            count = sum(hits[i:following])
+            if day == last_day:  # the same day on both sides of a change of offset
+                found[-1] = HourlyHits(name, found[-1].hour, found[-1].count + count)
+            else:
+                found.append(HourlyHits(name, hours[i], count))
                 last_day = day
-            i = bisect_left(hours, (day + 1) * _DAY - offset, i, end)
-    return starts
+            i = following
+    return [item for item in found if item.count]
 
 
 def offset_periods(tz: ZoneInfo, first: int, last: int) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ from .change_tests import median
 from .distributions import Distributions, read_distributions
 from .findings import Finding, derive_findings
 from .flames import FlameReport, Function, Profile
-from .hits import HitsOverTime, hits_over_time
+from .hits import HitsOverTime, hits_over_time, hits_per_local_day
 from .hosts import ProcessRow, process_rows
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers
@@ -183,7 +183,7 @@ class Reading:
 
         def read(conn: StoreConnection, _: ReportData) -> EndpointView:
             data = ReportData(conn, **self._settings, endpoint=name)
-            boxes = _boxes_of(data, hits_over_time(conn, self.tz, endpoint=name).per_local_day)
+            boxes = _boxes_of(data, hits_per_local_day(conn, self.tz, endpoint=name))
             rows = data.endpoints()
             flames = _flames_of(conn, data, rows, boxes.by_version)
             outliers = list_outliers(conn, endpoint=name)

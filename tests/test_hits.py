@@ -85,7 +85,10 @@ def test_charts_from_one_read_equal_those_of_every_hour(store_db: Database, zone
     assert len(per_day) < len(every_hour) / 10  # a row per endpoint and day, not per hour
     assert hits_per_day_figure(per_day, tz) == hits_per_day_figure(every_hour, tz)
     assert hour_heatmap_figure(per_hour, tz) == hour_heatmap_figure(every_hour, tz)
-    # each day's item is at the endpoint's first stored hour of that local day
+    # one item per endpoint and local day (a day a change of offset splits too), at the
+    # endpoint's first stored hour of that day
+    days = {(h.endpoint, datetime.fromtimestamp(h.hour, tz).date()) for h in per_day}
+    assert len(days) == len(per_day)
     for item in per_day:
         day = datetime.fromtimestamp(item.hour, tz).date()
         mine = [h.hour for h in every_hour if h.endpoint == item.endpoint]
