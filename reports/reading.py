@@ -23,7 +23,7 @@ from .change_tests import median
 from .distributions import Distributions, read_distributions
 from .findings import Finding, derive_findings
 from .flames import FlameReport, Function, Profile
-from .hits import hits_per_hour, hits_per_local_day
+from .hits import HitsOverTime, hits_over_time, hits_per_local_day
 from .hosts import ProcessRow, process_rows
 from .model import Box, Change, EndpointRow, HourlyHits, VersionRow
 from .outliers import OutlierRow, list_outliers
@@ -42,7 +42,8 @@ class EndpointView:
     by_version: list[tuple[str, Box]]
     by_group: list[tuple[str, Box]]
     by_group_version: dict[str, list[tuple[str, Box]]]
-    hourly: list[HourlyHits]
+    #: requests per local day of the site's time zone (:attr:`.hits.HitsOverTime.per_local_day`)
+    per_day: list[HourlyHits]
     changes: list[Change]
     outliers: list[OutlierRow]
     findings: list[tuple[Finding, str]]
@@ -70,8 +71,10 @@ class Reading:
         change_threshold: float,
         max_groups: int,
         per_endpoint: bool,
+        tz: ZoneInfo,
     ) -> None:
         self.database = database
+        self.tz = tz
         self._settings: dict[str, Any] = {
             "now": now,
             "change_threshold": change_threshold,
@@ -145,14 +148,11 @@ class Reading:
     def changes(self) -> list[Change]:
         return self._part("changes", lambda _, data: data.changes())
 
-    def hits_per_day(self, tz: ZoneInfo) -> list[HourlyHits]:
-        """Requests per endpoint per local day of ``tz`` (grouped in SQL: :mod:`.hits`)."""
-        return self._part(f"hits per day {tz.key}", lambda conn, _: hits_per_local_day(conn, tz))
-
     @property
-    def hits_per_hour(self) -> list[HourlyHits]:
-        """Requests of every endpoint per UTC hour."""
-        return self._part("hits per hour", lambda conn, _: hits_per_hour(conn))
+    def hits_over_time(self) -> HitsOverTime:
+        """Requests per endpoint per local day of the site's time zone, and per UTC hour
+        (:mod:`.hits`)."""
+        return self._part("hits over time", lambda conn, _: hits_over_time(conn, self.tz))
 
     @property
     def by_endpoint(self) -> dict[str, Box]:
@@ -183,7 +183,7 @@ class Reading:
 
         def read(conn: StoreConnection, _: ReportData) -> EndpointView:
             data = ReportData(conn, **self._settings, endpoint=name)
-            boxes = _boxes_of(data)
+            boxes = _boxes_of(data, hits_per_local_day(conn, self.tz, endpoint=name))
             rows = data.endpoints()
             flames = _flames_of(conn, data, rows, boxes.by_version)
             outliers = list_outliers(conn, endpoint=name)
@@ -193,7 +193,9 @@ class Reading:
 
     @property
     def _boxes(self) -> _Boxes:
-        return self._part("boxes", lambda _, data: _boxes_of(data))
+        return self._part(
+            "boxes", lambda _, data: _boxes_of(data, self.hits_over_time.per_local_day)
+        )
 
     def _view_of(self, name: str) -> EndpointView:
         """An endpoint's page from the whole reading (which the static site reads anyway)."""
@@ -208,14 +210,14 @@ class _Boxes:
     by_version: dict[str, list[tuple[str, Box]]]
     by_group: dict[str, list[tuple[str, Box]]]
     by_group_version: dict[str, dict[str, list[tuple[str, Box]]]]
-    hourly: dict[str, list[HourlyHits]]
+    per_day: dict[str, list[HourlyHits]]
     changes: dict[str, list[Change]]
 
 
-def _boxes_of(data: ReportData) -> _Boxes:
-    hourly: dict[str, list[HourlyHits]] = {}
-    for h in data.hourly_hits():
-        hourly.setdefault(h.endpoint, []).append(h)
+def _boxes_of(data: ReportData, hits_per_day: list[HourlyHits]) -> _Boxes:
+    per_day: dict[str, list[HourlyHits]] = {}
+    for h in hits_per_day:
+        per_day.setdefault(h.endpoint, []).append(h)
     changes: dict[str, list[Change]] = {}
     for c in data.changes():
         changes.setdefault(c.endpoint, []).append(c)
@@ -223,7 +225,7 @@ def _boxes_of(data: ReportData) -> _Boxes:
         by_version=data.boxes_by_version(),
         by_group=data.boxes_by_group(),
         by_group_version=data.boxes_by_group_version(),
-        hourly=hourly,
+        per_day=per_day,
         changes=changes,
     )
 
@@ -240,7 +242,7 @@ def _view(
         by_version=boxes.by_version.get(name, []),
         by_group=boxes.by_group.get(name, []),
         by_group_version=boxes.by_group_version.get(name, {}),
-        hourly=boxes.hourly.get(name, []),
+        per_day=boxes.per_day.get(name, []),
         changes=boxes.changes.get(name, []),
         outliers=outliers,
         findings=[(f, f"diff-{i}") for i, f in enumerate(flames.findings, 1) if f.endpoint == name],

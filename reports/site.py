@@ -155,6 +155,7 @@ def read_site(
         change_threshold=change_threshold,
         max_groups=max_groups,
         per_endpoint=live,
+        tz=tz,
     )
     store, requests, outliers = reading.check()
     info = SiteInfo(
@@ -253,9 +254,10 @@ class Site:
                 path, "index.html", root, endpoints=n.endpoints, versions=n.version_names
             )
         if path == "utilization.html":
+            hits = n.hits_over_time
             charts = {
-                "hits-per-day": hits_per_day_figure(n.hits_per_day(self.tz), self.tz),
-                "hour-heatmap": hour_heatmap_figure(n.hits_per_hour, self.tz),
+                "hits-per-day": hits_per_day_figure(hits.per_local_day, self.tz),
+                "hour-heatmap": hour_heatmap_figure(hits.per_hour, self.tz),
             }
             return self.render_template(
                 path,
@@ -330,7 +332,7 @@ class Site:
             view.by_version,
             view.by_group,
             view.by_group_version,
-            view.hourly,
+            view.per_day,
             self._version_order,
             self.tz,
         )
@@ -518,7 +520,7 @@ def _endpoint_charts(
     by_version: list[tuple[str, Any]],
     by_group: list[tuple[str, Any]],
     by_group_version: dict[str, list[tuple[str, Any]]],
-    hourly: list[Any],
+    per_day: list[Any],
     version_order: list[str],
     tz: ZoneInfo,
 ) -> dict[str, Any]:
@@ -530,7 +532,7 @@ def _endpoint_charts(
         "by-group-version": grouped_box_figure(
             by_group_version, x_order=version_order, x_title="version"
         ),
-        "hits": hits_per_day_figure(hourly, tz, stacked=False),
+        "hits": hits_per_day_figure(per_day, tz, stacked=False),
     }
 
 

@@ -152,6 +152,44 @@ def test_every_quantile_shown_is_within_one_percent(database: Path | str) -> Non
                 assert_within_one_percent(cell, by_cell[(endpoint, group, version)])
 
 
+@pytest.mark.parametrize("days_later", [1, 3, 9])
+def test_the_endpoint_table_and_the_versions_count_exactly(
+    database: Path | str, days_later: int
+) -> None:
+    """Hits, outliers and the hits of the last day and week (UTC hours that began in the 24 h
+    and 7 days up to ``now``), summed by the database, against every stored request."""
+    stored = [
+        (r[0], r[1], float(r[2]), int(r[3]))
+        for r in rows(
+            database,
+            "SELECT e.name, v.name, r.started_at, r.is_outlier FROM requests r"
+            " JOIN endpoints e ON e.id = r.endpoint_id JOIN versions v ON v.id = r.version_id",
+        )
+    ]
+    now = START + days_later * 86_400 + 1_800
+    with open_readonly(str(database)) as conn:
+        data = ReportData(conn, now=now)
+        table = {row.name: row for row in data.endpoints()}
+        versions = {v.name: (v.requests, v.outliers) for v in data.versions()}
+
+    def hour_of(at: float) -> float:
+        return at // 3600 * 3600
+
+    for endpoint in ENDPOINTS:
+        mine = [r for r in stored if r[0] == endpoint]
+        row = table[endpoint]
+        assert (row.hits, row.outliers) == (len(mine), sum(r[3] for r in mine))
+        assert row.hits_last_day == sum(now - 86_400 <= hour_of(r[2]) <= now for r in mine)
+        assert row.hits_last_week == sum(now - 7 * 86_400 <= hour_of(r[2]) <= now for r in mine)
+    assert table["wide"].hits_last_week == (0 if days_later == 9 else table["wide"].hits)
+    if days_later == 1:  # the last day holds version 2.0's requests, not 1.0's
+        assert 0 < table["wide"].hits_last_day < table["wide"].hits
+    assert versions == {
+        name: (sum(r[1] == name for r in stored), sum(r[3] for r in stored if r[1] == name))
+        for name in ("1.0", "2.0")
+    }
+
+
 def test_summary_medians_are_within_one_percent_and_counts_exact(database: Path | str) -> None:
     stored = _stored(database)
     summary = summarize(str(database))
