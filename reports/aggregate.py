@@ -421,6 +421,13 @@ class ReportData:
         self._require_histograms()
         return read_version_latencies(self._conn, self._endpoint_id)
 
+    @property
+    def version_latencies(self) -> VersionLatencies:
+        """``latency_version`` as read for the tables and boxes (of :attr:`endpoint`, or all):
+        the findings' :func:`~.distributions.read_distributions` takes it rather than read
+        the table again (~0.1 s at 10^7 requests)."""
+        return self._version_latency
+
     @cached_property
     def _group_latency(self) -> GroupLatencies:
         self._require_histograms()

@@ -33,7 +33,7 @@ from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store.connection import StoreConnection
 from flamewatch.sampler.version import TEST_SOURCE
 
-from .latency import GroupCells, top_groups
+from .latency import GroupCells, VersionLatencies, read_version_latencies, top_groups
 
 __all__ = [
     "COMPARED_GROUPS",
@@ -141,11 +141,16 @@ def version_order(conn: StoreConnection) -> list[str]:
 
 
 def read_distributions(
-    conn: StoreConnection, endpoint: str | None = None, cells_read: GroupCells | None = None
+    conn: StoreConnection,
+    endpoint: str | None = None,
+    cells_read: GroupCells | None = None,
+    version_latencies: VersionLatencies | None = None,
 ) -> Distributions:
     """Every histogram the findings need (see the module's text); with ``endpoint``, that
     endpoint's rows only (read by the tables' keys, which start with the endpoint: the live
-    dashboard's endpoint page); ``cells_read``: the groups' cells read for the boxes too."""
+    dashboard's endpoint page); ``cells_read``: the groups' cells read for the boxes too;
+    ``version_latencies``: ``latency_version`` as the report read it for its tables (of the
+    same endpoint or all), not read a second time."""
     endpoints = dict(conn.execute("SELECT id, name FROM endpoints").fetchall())
     versions = dict(conn.execute("SELECT id, name FROM versions").fetchall())
     groups = dict(conn.execute("SELECT id, name FROM user_groups").fetchall())
@@ -153,20 +158,11 @@ def read_distributions(
     if endpoint is not None:  # ids start at 1: an unknown endpoint has no rows
         ids = {name: e for e, name in endpoints.items()}
         endpoint_id = ids.get(endpoint, 0)
-    where, args = _of(endpoint_id)
-    # a row per endpoint and version, as the series are read (48,000 rows at 10^7 requests
-    # made into dicts one by one took three times as long)
-    buckets, counts = conn.json_list("bucket", "bucket"), conn.json_list("count", "bucket")
+    if version_latencies is None:
+        version_latencies = read_version_latencies(conn, endpoint_id)
     totals = {
-        (endpoints[e], versions[v]): Histogram.from_counts(
-            dict(zip(orjson.loads(bucket_list), orjson.loads(count_list), strict=True))
-        )
-        for e, v, bucket_list, count_list in conn.execute(
-            f"SELECT endpoint_id, version_id, {buckets}, {counts} FROM latency_version"
-            + where
-            + " GROUP BY endpoint_id, version_id",
-            args,
-        )
+        (endpoints[e], versions[v]): histogram
+        for (e, v), histogram in version_latencies.versions.items()
     }
     compared = top_groups(
         conn, COMPARED_GROUPS, lambda g: groups.get(g, ""), endpoint_id, named_only=True

@@ -262,7 +262,7 @@ def _flames_of(
         FlameReport(conn, data),
         endpoints,
         by_version,
-        read_distributions(conn, data.endpoint, data.group_cells),
+        read_distributions(conn, data.endpoint, data.group_cells, data.version_latencies),
         data.change_threshold,
         data.alpha,
     )
