@@ -33,7 +33,8 @@ def inner() -> FrameType:
     return sys._getframe()
 
 
-def _session(samples: list[Sample], end_ns: int, slack_ns: int = 0) -> Session:
+def _session(samples: list[Sample], end_ns: int, slack_ns: int | None = 0) -> Session:
+    """The profile of ``samples``; ``slack_ns=None``: the builder's own slack."""
     return build_session(
         samples,
         t0_ns=0,
@@ -129,17 +130,7 @@ def test_a_late_first_sample_is_allowed_the_process_switch_interval_while_it_is_
     SWITCH_INTERVAL.lower(0.000_25)
     try:
         assert sys.getswitchinterval() < normal
-        session = build_session(
-            samples,
-            t0_ns=0,
-            end_ns=12 * MS + late,
-            start_time=0.0,
-            thread_name="worker-1",
-            thread_id=42,
-            description="GET /x",
-            min_interval_s=0.001,
-            max_interval_s=0.01,
-        )
+        session = _session(samples, end_ns=12 * MS + late, slack_ns=None)
     finally:
         SWITCH_INTERVAL.restore()
     assert sys.getswitchinterval() == normal
