@@ -23,7 +23,6 @@ cap (``-1``) are never a group of their own: part of "everyone else" in a group'
 
 from __future__ import annotations
 
-import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -168,8 +167,8 @@ def read_distributions(
         conn, COMPARED_GROUPS, lambda g: groups.get(g, ""), endpoint_id, named_only=True
     )
     cells = {
-        (endpoints[e], versions[v], groups[g]): Histogram.from_counts(counts)
-        for (e, v, g), counts in (cells_read or GroupCells()).read(conn, compared).items()
+        (endpoints[e], versions[v], groups[g]): histogram
+        for (e, v, g), histogram in (cells_read or GroupCells()).read(conn, compared).items()
     }
     series, widths = _read_series(conn, endpoints, versions, endpoint_id)
     return Distributions(
@@ -225,19 +224,10 @@ def _read_series(
             key = (endpoints[e], versions[v])
             # the primary key ends with the bucket: one row per bucket of a time bucket, in
             # the key's order as SQLite scans it (PostgreSQL sorts), checked all the same
-            by_time[key][float(start)] = _compact(
+            by_time[key][float(start)] = Histogram.from_lists(
                 orjson.loads(bucket_list), orjson.loads(count_list)
             )
             if column == "day":
                 widths[key] = DAY_S
     series = {key: sorted(by_start.items()) for key, by_start in by_time.items()}
     return series, widths
-
-
-def _compact(buckets: list[int], counts: list[int]) -> Histogram:
-    """A time bucket's histogram in the compact form (only ranks are asked of most), its
-    buckets put in order if they are not."""
-    if any(map(operator.ge, buckets, buckets[1:])):
-        pairs = sorted(zip(buckets, counts, strict=True))
-        buckets, counts = [b for b, _ in pairs], [c for _, c in pairs]
-    return Histogram.from_sorted(buckets, counts)

@@ -138,10 +138,12 @@ def top_groups(
 
 def read_group_cells(
     conn: StoreConnection, groups: dict[int, list[int]]
-) -> dict[tuple[int, int, int], dict[int, int]]:
-    """(endpoint, version, group) -> bucket -> count of the ``groups`` of each endpoint: one
-    query per endpoint, by the primary key's first column."""
-    cells: dict[tuple[int, int, int], dict[int, int]] = {}
+) -> dict[tuple[int, int, int], Histogram]:
+    """(endpoint, version, group) -> the histogram of the ``groups`` of each endpoint: one
+    query per endpoint, by the primary key's first column. In the compact form
+    (:meth:`~flamewatch.sampler.histogram.Histogram.from_sorted`): at 10^7 requests 3,600
+    cells of 100-200 buckets each, the largest part of the versions page's memory as dicts."""
+    cells: dict[tuple[int, int, int], Histogram] = {}
     # a row per cell, its buckets and counts as two JSON arrays (the primary key ends with
     # the bucket): 3-4 times faster to build than from a row per bucket. The versions named
     # too, the primary key finds each cell's rows (endpoint, version, group) instead of the
@@ -158,8 +160,8 @@ def read_group_cells(
             f" AND group_id IN ({marks}) GROUP BY version_id, group_id",
             (e, *kept),
         ):
-            cells[(e, v, g)] = dict(
-                zip(orjson.loads(bucket_list), orjson.loads(count_list), strict=True)
+            cells[(e, v, g)] = Histogram.from_lists(
+                orjson.loads(bucket_list), orjson.loads(count_list)
             )
     return cells
 
@@ -170,12 +172,12 @@ class GroupCells:
     report wants both: at 10^7 requests they were read twice)."""
 
     def __init__(self) -> None:
-        self._cells: dict[tuple[int, int, int], dict[int, int]] = {}
+        self._cells: dict[tuple[int, int, int], Histogram] = {}
         self._read: set[tuple[int, int]] = set()
 
     def read(
         self, conn: StoreConnection, groups: dict[int, list[int]]
-    ) -> dict[tuple[int, int, int], dict[int, int]]:
+    ) -> dict[tuple[int, int, int], Histogram]:
         """:func:`read_group_cells` of ``groups``, reading only the groups not read yet. The
         cells are shared by every caller, as the histograms they become: none changes them
         (merging makes a new histogram)."""
@@ -201,7 +203,7 @@ def read_group_latencies(
     cells = (cells_read or GroupCells()).read(conn, chosen)
     by_group: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
     for (e, _, g), cell in cells.items():
-        _add(by_group[(e, g)], cell)
+        _add(by_group[(e, g)], cell.counts)
     groups: dict[int, list[tuple[int, Box]]] = {}
     others: dict[int, Histogram] = {}
     for e, kept in chosen.items():
@@ -219,7 +221,7 @@ def read_group_latencies(
             others[e] = histogram
     return GroupLatencies(
         groups=groups,
-        kept={(e, g, v): Histogram.from_counts(cell) for (e, v, g), cell in cells.items()},
+        kept={(e, g, v): cell for (e, v, g), cell in cells.items()},
         others=others,
     )
 

@@ -24,7 +24,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate, chain
-from operator import mul, sub
+from operator import ge, mul, sub
 
 __all__ = [
     "ALPHA",
@@ -125,6 +125,15 @@ class Histogram:
         histogram._cumulative = cumulative = array("q", accumulate(counts))
         histogram.total = cumulative[-1] if cumulative else 0
         return histogram
+
+    @classmethod
+    def from_lists(cls, buckets: list[int], counts: list[int]) -> Histogram:
+        """:meth:`from_sorted` of buckets in any order (as SQLite's ``json_group_array`` may
+        give them), put in order if they are not."""
+        if any(map(ge, buckets, buckets[1:])):
+            pairs = sorted(zip(buckets, counts, strict=True))
+            buckets, counts = [b for b, _ in pairs], [c for _, c in pairs]
+        return cls.from_sorted(buckets, counts)
 
     @property
     def counts(self) -> dict[int, int]:

@@ -7,7 +7,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from flamewatch.reports.distributions import DAY_S, HOUR_S, _compact, read_distributions
+from flamewatch.reports.distributions import DAY_S, HOUR_S, read_distributions
 from flamewatch.reports.summary import open_readonly
 from flamewatch.sampler.histogram import Histogram
 from flamewatch.sampler.store import ProcessInfo, RequestRecord, make_store, resolve_database
@@ -91,10 +91,10 @@ def test_a_time_bucket_read_out_of_order_is_put_in_order() -> None:
     """SQLite hands a group's rows to ``json_group_array`` in the order it scans them, the
     key's; nothing promises it, so the reader sorts what is not in order."""
     buckets, counts = [120, 7, 300, 45], [3, 1, 2, 9]
-    histogram = _compact(buckets, counts)
+    histogram = Histogram.from_lists(buckets, counts)
     assert list(histogram.counts.items()) == [(7, 1), (45, 9), (120, 3), (300, 2)]
     assert histogram.quantile((1, 2)) == Histogram.from_counts(
         dict(zip(buckets, counts, strict=True))
     ).quantile((1, 2))
-    in_order = _compact([7, 45], [1, 9])
+    in_order = Histogram.from_lists([7, 45], [1, 9])
     assert list(in_order.counts.items()) == [(7, 1), (45, 9)]
