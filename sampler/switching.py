@@ -41,6 +41,11 @@ class SwitchInterval:
         self._saved: float | None = None  # what the process had before flamewatch lowered it
         self._set: float | None = None  # what flamewatch set it to (as the interpreter rounded)
 
+    @property
+    def holders(self) -> int:
+        """How many samplers hold the interval low now."""
+        return self._holders
+
     def normal_s(self) -> float:
         """The interval the process runs with when no outlier is sampled.
 
